@@ -1,0 +1,337 @@
+//! The per-user audit chain.
+//!
+//! Every event of a user carries `hash = SHA-256(prev_hash || encoding(event))`, where
+//! `prev_hash` is the previous event's hash and, for the first event, the user's genesis
+//! hash `SHA-256("keyserver/1 audit genesis" || user)`. A deleted, reordered or altered event
+//! breaks every later hash, and the client recomputes them all. (A server that rewrites the
+//! whole chain consistently is detected only by a client that remembers an earlier head; see
+//! `spec/threat-model.md`.)
+//!
+//! `encoding(event)` = `"keyserver/1 audit" || seq (u64 BE) || time (i64 BE) || kind (u8) ||
+//! secret name length (u16 BE) || secret name || outcome (u8)`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::names::{SecretName, UserName};
+
+const GENESIS_LABEL: &[u8] = b"keyserver/1 audit genesis";
+const EVENT_LABEL: &[u8] = b"keyserver/1 audit";
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum EventKind {
+    /// The account was created.
+    Register = 1,
+    /// A login started: a password guess was counted.
+    LoginStarted = 2,
+    /// A login finished: the password was right.
+    LoginSucceeded = 3,
+    /// A login failed: wrong password, abandoned, or expired before finishing.
+    LoginFailed = 4,
+    /// A login was refused because the account was locked.
+    LoginLocked = 5,
+    /// A secret was stored (a new version).
+    Store = 6,
+    /// A secret was read.
+    Retrieve = 7,
+    /// A secret was deleted.
+    Delete = 8,
+    /// The list of secrets was read.
+    List = 9,
+    /// The password was changed.
+    ChangePassword = 10,
+    /// A session was closed by its user.
+    Logout = 11,
+}
+
+impl EventKind {
+    /// The name printed by clients and stored in databases.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::LoginStarted => "login_started",
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::LoginLocked => "login_locked",
+            Self::Store => "store",
+            Self::Retrieve => "retrieve",
+            Self::Delete => "delete",
+            Self::List => "list",
+            Self::ChangePassword => "change_password",
+            Self::Logout => "logout",
+        }
+    }
+
+    /// The kind stored as `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::Register,
+            2 => Self::LoginStarted,
+            3 => Self::LoginSucceeded,
+            4 => Self::LoginFailed,
+            5 => Self::LoginLocked,
+            6 => Self::Store,
+            7 => Self::Retrieve,
+            8 => Self::Delete,
+            9 => Self::List,
+            10 => Self::ChangePassword,
+            11 => Self::Logout,
+            _ => return None,
+        })
+    }
+}
+
+/// How it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Outcome {
+    /// It happened.
+    Ok = 1,
+    /// It was attempted and failed.
+    Failed = 2,
+    /// The secret did not exist.
+    NotFound = 3,
+    /// It was refused (a name that exists, a version that is not next, a locked account).
+    Refused = 4,
+}
+
+impl Outcome {
+    /// The name printed by clients.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::NotFound => "not_found",
+            Self::Refused => "refused",
+        }
+    }
+
+    /// The outcome stored as `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::Ok,
+            2 => Self::Failed,
+            3 => Self::NotFound,
+            4 => Self::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// The content of an event, before it is chained.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBody {
+    /// What happened.
+    pub kind: EventKind,
+    /// The secret it concerned, if any.
+    pub secret: Option<SecretName>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl EventBody {
+    /// An event about no secret.
+    pub fn new(kind: EventKind, outcome: Outcome) -> Self {
+        Self {
+            kind,
+            secret: None,
+            outcome,
+        }
+    }
+
+    /// An event about a secret.
+    pub fn about(kind: EventKind, secret: &SecretName, outcome: Outcome) -> Self {
+        Self {
+            kind,
+            secret: Some(secret.clone()),
+            outcome,
+        }
+    }
+}
+
+/// One chained event, as stored and as sent to the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the user's chain, from 1, without gaps.
+    pub seq: u64,
+    /// Unix time in seconds, by the server's clock.
+    pub time: i64,
+    /// What happened.
+    pub body: EventBody,
+    /// `SHA-256(prev_hash || encoding(event))`.
+    pub hash: [u8; 32],
+}
+
+/// The hash before a user's first event.
+pub fn genesis(user: &UserName) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(GENESIS_LABEL);
+    h.update(user.as_str().as_bytes());
+    h.finalize().into()
+}
+
+/// The hash of the event `(seq, time, body)` that follows `prev`.
+pub fn link(prev: &[u8; 32], seq: u64, time: i64, body: &EventBody) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(EVENT_LABEL);
+    h.update(seq.to_be_bytes());
+    h.update(time.to_be_bytes());
+    h.update([body.kind as u8]);
+    let name = body
+        .secret
+        .as_ref()
+        .map_or(&[][..], |n| n.as_str().as_bytes());
+    // Secret names are at most 128 bytes.
+    h.update(u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    h.update(name);
+    h.update([body.outcome as u8]);
+    h.finalize().into()
+}
+
+/// Why a chain did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// An event's seq is not the one after the previous event's.
+    #[error("event {found} follows event {previous}: events are missing or reordered")]
+    Gap {
+        /// The previous event's seq.
+        previous: u64,
+        /// This event's seq.
+        found: u64,
+    },
+    /// An event's hash is not the hash of its content and its predecessor.
+    #[error("event {0} does not match its hash: it or an earlier event was changed")]
+    BadHash(u64),
+}
+
+/// Verifies events incrementally, page by page, as a client receives them.
+#[derive(Clone, Debug)]
+pub struct ChainVerifier {
+    prev: [u8; 32],
+    last_seq: u64,
+}
+
+impl ChainVerifier {
+    /// A verifier for `user`'s chain from its start.
+    pub fn new(user: &UserName) -> Self {
+        Self {
+            prev: genesis(user),
+            last_seq: 0,
+        }
+    }
+
+    /// Checks the next event.
+    pub fn push(&mut self, e: &AuditEvent) -> Result<(), ChainError> {
+        if Some(e.seq) != self.last_seq.checked_add(1) {
+            return Err(ChainError::Gap {
+                previous: self.last_seq,
+                found: e.seq,
+            });
+        }
+        let expected = link(&self.prev, e.seq, e.time, &e.body);
+        if !bool::from(expected.ct_eq(&e.hash)) {
+            return Err(ChainError::BadHash(e.seq));
+        }
+        self.prev = e.hash;
+        self.last_seq = e.seq;
+        Ok(())
+    }
+
+    /// The hash of the last event checked (the chain's head).
+    pub fn head(&self) -> [u8; 32] {
+        self.prev
+    }
+
+    /// The seq of the last event checked.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(user: &UserName, n: u64) -> Vec<AuditEvent> {
+        let mut prev = genesis(user);
+        (1..=n)
+            .map(|seq| {
+                let body = if seq % 2 == 0 {
+                    EventBody::about(
+                        EventKind::Store,
+                        &SecretName::new(format!("s{seq}")).unwrap(),
+                        Outcome::Ok,
+                    )
+                } else {
+                    EventBody::new(EventKind::LoginSucceeded, Outcome::Ok)
+                };
+                let hash = link(&prev, seq, 1_700_000_000 + seq as i64, &body);
+                prev = hash;
+                AuditEvent {
+                    seq,
+                    time: 1_700_000_000 + seq as i64,
+                    body,
+                    hash,
+                }
+            })
+            .collect()
+    }
+
+    fn verify(user: &UserName, events: &[AuditEvent]) -> Result<(), ChainError> {
+        let mut v = ChainVerifier::new(user);
+        events.iter().try_for_each(|e| v.push(e))
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let alice = UserName::new("alice").unwrap();
+        assert_eq!(verify(&alice, &chain(&alice, 10)), Ok(()));
+    }
+
+    #[test]
+    fn detects_a_deleted_event() {
+        let alice = UserName::new("alice").unwrap();
+        let mut c = chain(&alice, 10);
+        c.remove(4);
+        assert_eq!(
+            verify(&alice, &c),
+            Err(ChainError::Gap {
+                previous: 4,
+                found: 6
+            })
+        );
+    }
+
+    #[test]
+    fn detects_a_changed_event_even_with_its_hash_recomputed() {
+        let alice = UserName::new("alice").unwrap();
+        let mut c = chain(&alice, 10);
+        c[3].body.outcome = Outcome::Failed;
+        assert_eq!(verify(&alice, &c), Err(ChainError::BadHash(4)));
+        c[3].hash = link(&c[2].hash, 4, c[3].time, &c[3].body);
+        assert_eq!(verify(&alice, &c), Err(ChainError::BadHash(5)));
+    }
+
+    #[test]
+    fn a_chain_of_one_user_does_not_verify_as_another() {
+        let alice = UserName::new("alice").unwrap();
+        let bob = UserName::new("bob").unwrap();
+        assert_eq!(verify(&bob, &chain(&alice, 2)), Err(ChainError::BadHash(1)));
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for c in 1..=11 {
+            assert_eq!(EventKind::from_code(c).map(|k| k as u8), Some(c));
+        }
+        for c in 1..=4 {
+            assert_eq!(Outcome::from_code(c).map(|k| k as u8), Some(c));
+        }
+        assert_eq!(EventKind::from_code(0), None);
+        assert_eq!(Outcome::from_code(9), None);
+    }
+}

@@ -1,0 +1,43 @@
+//! Every size bound in the protocol, in one place.
+//!
+//! A parser never allocates more than its input, and its input is never larger than
+//! [`MAX_MESSAGE`]. The bounds below are what a legitimate client needs with room to spare;
+//! anything larger is refused before it is decoded.
+
+/// Largest user name, in bytes of UTF-8.
+pub const MAX_USER_NAME: usize = 64;
+/// Largest secret name, in bytes of UTF-8.
+pub const MAX_SECRET_NAME: usize = 128;
+/// Largest secret a client may store, in bytes of plaintext (64 KiB).
+pub const MAX_SECRET: usize = 64 * 1024;
+/// Largest sealed secret: the plaintext plus the sealing overhead.
+pub const MAX_SEALED_SECRET: usize = MAX_SECRET + crate::seal::SEAL_OVERHEAD;
+/// Largest sealed storage key (it is always exactly this size; the bound is for parsers).
+pub const MAX_SEALED_STORAGE_KEY: usize = 32 + crate::seal::SEAL_OVERHEAD;
+/// Largest OPAQUE message carried in an envelope. The largest, `CredentialResponse`, is
+/// 320 bytes for our suite; opaque-ke checks the exact length when it parses.
+pub const MAX_OPAQUE_MESSAGE: usize = 512;
+/// Largest sealed request or response body (the operation plus the AEAD tag).
+pub const MAX_SEALED_BODY: usize = MAX_SEALED_SECRET + 1024;
+/// Largest encoded request or response, on any transport.
+pub const MAX_MESSAGE: usize = MAX_SEALED_BODY + 256;
+/// Most entries in one page of `list`.
+pub const LIST_PAGE: usize = 256;
+/// Most events in one page of `audit`.
+pub const AUDIT_PAGE: usize = 256;
+/// Width of the per-session replay window, in sequence numbers.
+pub const REPLAY_WINDOW: u64 = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_page_of_the_largest_entries_fits_in_one_message() {
+        // name + version + size + created + postcard overhead, generously.
+        let entry = MAX_SECRET_NAME + 3 * 10 + 4;
+        assert!(LIST_PAGE * entry < MAX_SEALED_BODY);
+        let event = MAX_SECRET_NAME + 3 * 10 + 32 + 8;
+        assert!(AUDIT_PAGE * event < MAX_SEALED_BODY);
+    }
+}
