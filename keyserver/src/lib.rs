@@ -1,1 +1,176 @@
-//! x
+//! The keyserver: a thin I/O shell around `keyserver-protocol`.
+//!
+//! - [`config`]: validated settings, from defaults, the data dir's file and flags.
+//! - [`data_dir`], [`pki`], [`server_setup`]: the data dir, made on first start.
+//! - [`transport`]: QUIC (quinn) carrying envelopes to [`dispatch::Core`].
+//! - [`dispatch`]: handshakes ([`handshake`]), sessions ([`session`]), operations
+//!   ([`ops`]), guess limiting ([`guess_limit`]).
+//! - [`storage`]: the storage contract and its backends.
+//!
+//! [`Server::start`] binds and serves; [`Server::shutdown`] stops accepting, finishes the
+//! requests in flight and returns.
+
+pub mod cli;
+pub mod config;
+pub mod data_dir;
+pub mod dispatch;
+pub mod guess_limit;
+pub mod handshake;
+pub mod ops;
+pub mod pki;
+pub mod server_setup;
+pub mod session;
+pub mod storage;
+pub mod transport;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::info;
+
+use crate::{
+    config::{Config, ConfigError},
+    data_dir::DataDirError,
+    dispatch::Core,
+    storage::{Storage, StorageError, sqlite::SqliteStorage},
+    transport::tls::TlsConfigError,
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data dir could not be made or read.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Storage(#[from] StorageError),
+    /// The certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A database URL was given but this build has no backend for it.
+    #[error("unsupported database URL (expected postgres://…): {0}")]
+    UnsupportedDatabase(String),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    quic: quinn::Endpoint,
+    quic_addr: SocketAddr,
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Server {
+    /// Creates the data dir if needed, opens storage, binds and starts serving.
+    pub async fn start(data_dir: PathBuf, config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        data_dir::init(&data_dir)?;
+        let setup = server_setup::load(
+            &data_dir,
+            &server_setup::SetupKeySource::default_for(&data_dir),
+        )?;
+        let storage: Arc<dyn Storage> = match &config.database_url {
+            None => Arc::new(SqliteStorage::open(&data_dir.join("keyserver.db")).await?),
+            Some(url) => return Err(StartError::UnsupportedDatabase(redact_url(url))),
+        };
+        let (certs, key) = pki::load_server_identity(&data_dir)?;
+        let tls = transport::tls::server_config(certs, key)?;
+        let quic_config = transport::quic::server_config(tls, &config)?;
+        let quic = transport::quic::bind(config.listen, quic_config).map_err(|source| {
+            StartError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let quic_addr = quic.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+        let core = Arc::new(Core::new(config, storage, setup));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tokio::spawn(transport::quic::serve(
+            quic.clone(),
+            core.clone(),
+            max_connections,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        tokio::spawn(sweeper(core.clone(), shutdown.clone()));
+        info!(quic = %quic_addr, "serving");
+        Ok(Self {
+            quic,
+            quic_addr,
+            core,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The QUIC address actually bound (useful with port 0).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The line printed once the server accepts connections.
+    pub fn listening_line(&self) -> String {
+        format!("keyserver listening quic={}", self.quic_addr)
+    }
+
+    /// The protocol core (for tests and benchmarks in this crate).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Stops accepting, waits for requests in flight (at most 30 s), closes connections.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing anyway");
+        }
+        self.quic
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.quic.wait_idle()).await;
+    }
+}
+
+/// Drops expired handshakes and sessions every few seconds.
+async fn sweeper(core: Arc<Core>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => core.sweep().await,
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.chars().take(64).collect(),
+    }
+}

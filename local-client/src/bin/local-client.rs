@@ -1,1 +1,483 @@
-fn main() {}
+//! `local-client`: the keyserver command-line client. See `local-client --help`.
+//!
+//! Exit codes: 0 success; 2 usage; 3 authentication failed; 4 no such secret; 5 account
+//! locked; 6 server unreachable or TLS/certificate failure; 7 name exists; 1 anything else.
+
+use std::{
+    io::{BufRead, IsTerminal, Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keyserver_protocol::{SecretBytes, SecretName, UserName, limits::MAX_SECRET};
+use local_client::{ClientConfig, ClientError, Connection, Session};
+use zeroize::Zeroizing;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "local-client",
+    version,
+    about = "Store and retrieve secrets on a keyserver; your password never leaves this machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Server address, HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSERVER_ADDR",
+        default_value = "127.0.0.1:7443"
+    )]
+    server: String,
+    /// The CA that must have signed the server's certificate (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSERVER_CA",
+        default_value = "./keyserver-data/ca.pem"
+    )]
+    ca: PathBuf,
+    /// The name the server's certificate must carry.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSERVER_SERVER_NAME",
+        default_value = "localhost"
+    )]
+    server_name: String,
+    /// Read the password from the first line of stdin (and, for change-password, the new
+    /// one from the second). Without it: $KEYSERVER_PASSWORD, else a prompt.
+    #[arg(long, global = true)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create an account.
+    Register {
+        /// User name.
+        #[arg(long)]
+        user: String,
+    },
+    /// Store a secret from a file (or stdin with `--file -`).
+    Store {
+        #[arg(long)]
+        user: String,
+        /// The secret's name.
+        #[arg(long)]
+        name: String,
+        /// File holding the secret; `-` for stdin.
+        #[arg(long)]
+        file: PathBuf,
+        /// Store a new version if the name exists.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Write a secret's bytes to stdout.
+    Retrieve {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List secrets.
+    List {
+        #[arg(long)]
+        user: String,
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret.
+    Delete {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Show the audit log and check its hash chain.
+    Audit {
+        #[arg(long)]
+        user: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the password (secrets stay as they are).
+    ChangePassword {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+/// A failure and its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::AuthFailed => 3,
+            ClientError::NotFound => 4,
+            ClientError::Locked { .. } => 5,
+            ClientError::Unreachable(_) | ClientError::Tls(_) => 6,
+            ClientError::NameExists => 7,
+            ClientError::InvalidInput(_) => 2,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("local-client: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("local-client: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn user_name(s: &str) -> Result<UserName, Failure> {
+    UserName::new(s).map_err(|e| usage(format!("invalid user name: {e}")))
+}
+
+fn secret_name(s: &str) -> Result<SecretName, Failure> {
+    SecretName::new(s).map_err(|e| usage(format!("invalid secret name: {e}")))
+}
+
+/// Where passwords come from, in order: environment, stdin lines, terminal prompt.
+struct Passwords {
+    stdin_lines: Option<Vec<Zeroizing<String>>>,
+}
+
+impl Passwords {
+    fn new(password_stdin: bool) -> Result<Self, Failure> {
+        if !password_stdin {
+            return Ok(Self { stdin_lines: None });
+        }
+        let mut lines = Vec::new();
+        let stdin = std::io::stdin();
+        let mut lock = stdin.lock();
+        for _ in 0..2 {
+            let mut line = Zeroizing::new(String::new());
+            // Bounded: a password line longer than 4 KiB is a mistake, not a password.
+            let n = (&mut lock)
+                .take(4096)
+                .read_line(&mut line)
+                .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            while line.ends_with('\n') || line.ends_with('\r') {
+                line.pop();
+            }
+            lines.push(line);
+        }
+        Ok(Self {
+            stdin_lines: Some(lines),
+        })
+    }
+
+    fn get(&self, env: &str, index: usize, prompt: &str) -> Result<SecretBytes, Failure> {
+        if let Ok(v) = std::env::var(env) {
+            return Ok(SecretBytes::new(v.into_bytes()));
+        }
+        if let Some(lines) = &self.stdin_lines {
+            return lines
+                .get(index)
+                .map(|l| SecretBytes::new(l.as_bytes().to_vec()))
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--password-stdin: line {} of stdin is missing",
+                        index + 1
+                    ))
+                });
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(usage(format!(
+                "no password: set {env}, use --password-stdin, or run in a terminal"
+            )));
+        }
+        let p = Zeroizing::new(
+            rpassword::prompt_password(prompt)
+                .map_err(|e| usage(format!("cannot read the password: {e}")))?,
+        );
+        Ok(SecretBytes::new(p.as_bytes().to_vec()))
+    }
+
+    /// A new password: asked twice on a terminal.
+    fn new_password(&self, env: &str, index: usize, prompt: &str) -> Result<SecretBytes, Failure> {
+        let p = self.get(env, index, prompt)?;
+        if std::env::var(env).is_err() && self.stdin_lines.is_none() {
+            let again = self.get(env, index, "Repeat it: ")?;
+            if again.expose_secret() != p.expose_secret() {
+                return Err(usage("the passwords do not match"));
+            }
+        }
+        if p.is_empty() {
+            return Err(usage("the password is empty"));
+        }
+        Ok(p)
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Connection, Failure> {
+    let mut config = ClientConfig::new(&cli.server, &cli.ca).map_err(|e| match e {
+        ClientError::InvalidInput(m) => Failure {
+            code: 6,
+            message: m,
+        },
+        other => other.into(),
+    })?;
+    config.server_name(&cli.server_name);
+    Ok(Connection::connect(&config).await?)
+}
+
+async fn login(
+    cli: &Cli,
+    pw: &Passwords,
+    user: &UserName,
+) -> Result<(Connection, Session), Failure> {
+    let password = pw.get("KEYSERVER_PASSWORD", 0, &format!("Password for {user}: "))?;
+    let conn = connect(cli).await?;
+    let session = conn.login(user, &password).await?;
+    Ok((conn, session))
+}
+
+async fn finish(conn: Connection, session: Session) {
+    let _ = session.logout().await;
+    conn.close();
+}
+
+fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn read_secret(file: &PathBuf) -> Result<SecretBytes, Failure> {
+    let mut buf = Zeroizing::new(Vec::new());
+    let limit = MAX_SECRET as u64 + 1;
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut buf))
+    };
+    read.map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    if buf.len() > MAX_SECRET {
+        return Err(usage(format!(
+            "the secret is larger than {MAX_SECRET} bytes"
+        )));
+    }
+    Ok(SecretBytes::from(buf))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Cmd::Store { file, .. } = &cli.command
+        && file.as_os_str() == "-"
+        && cli.password_stdin
+    {
+        return Err(usage(
+            "--file - and --password-stdin both need stdin; use KEYSERVER_PASSWORD instead",
+        ));
+    }
+    let pw = Passwords::new(cli.password_stdin)?;
+    let mut out = std::io::stdout().lock();
+    match &cli.command {
+        Cmd::Register { user } => {
+            let user = user_name(user)?;
+            let password = pw.new_password(
+                "KEYSERVER_PASSWORD",
+                0,
+                &format!("New password for {user}: "),
+            )?;
+            let conn = connect(&cli).await?;
+            conn.register(&user, &password).await?;
+            conn.close();
+            eprintln!("registered {user}");
+        }
+        Cmd::Store {
+            user,
+            name,
+            file,
+            replace,
+        } => {
+            let (user, name) = (user_name(user)?, secret_name(name)?);
+            let secret = read_secret(file)?;
+            let (conn, session) = login(&cli, &pw, &user).await?;
+            let version = session.store(&name, &secret, *replace).await;
+            finish(conn, session).await;
+            eprintln!("stored {name} (version {})", version?);
+        }
+        Cmd::Retrieve { user, name } => {
+            let (user, name) = (user_name(user)?, secret_name(name)?);
+            let (conn, session) = login(&cli, &pw, &user).await?;
+            let r = session.retrieve(&name).await;
+            finish(conn, session).await;
+            let (secret, _) = r?;
+            out.write_all(secret.expose_secret())
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")?;
+        }
+        Cmd::List { user, json } => {
+            let user = user_name(user)?;
+            let (conn, session) = login(&cli, &pw, &user).await?;
+            let r = session.list().await;
+            finish(conn, session).await;
+            let entries = r?;
+            if *json {
+                let v: Vec<_> = entries
+                    .iter()
+                    .map(|e| serde_json::json!({"name": e.name.as_str(), "version": e.version, "size": e.size, "created": rfc3339(e.created)}))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(v))
+                    .context("cannot write to stdout")?;
+            } else {
+                for e in &entries {
+                    writeln!(
+                        out,
+                        "{}\tversion {}\t{} bytes\t{}",
+                        e.name,
+                        e.version,
+                        e.size,
+                        rfc3339(e.created)
+                    )
+                    .context("cannot write to stdout")?;
+                }
+            }
+        }
+        Cmd::Delete { user, name } => {
+            let (user, name) = (user_name(user)?, secret_name(name)?);
+            let (conn, session) = login(&cli, &pw, &user).await?;
+            let r = session.delete(&name).await;
+            finish(conn, session).await;
+            r?;
+            eprintln!("deleted {name}");
+        }
+        Cmd::Audit { user, json } => {
+            let user = user_name(user)?;
+            let (conn, session) = login(&cli, &pw, &user).await?;
+            let r = session.audit().await;
+            finish(conn, session).await;
+            let report = r?;
+            let verified = report.verification.is_ok();
+            if *json {
+                let events: Vec<_> = report
+                    .events
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "seq": e.seq,
+                            "time": rfc3339(e.time),
+                            "kind": e.body.kind.as_str(),
+                            "secret": e.body.secret.as_ref().map(SecretName::as_str),
+                            "outcome": e.body.outcome.as_str(),
+                            "hash": hex(&e.hash),
+                        })
+                    })
+                    .collect();
+                let doc = serde_json::json!({"chain_verified": verified, "events": events});
+                writeln!(out, "{doc}").context("cannot write to stdout")?;
+            } else {
+                for e in &report.events {
+                    let secret = e
+                        .body
+                        .secret
+                        .as_ref()
+                        .map(|s| format!(" {s}"))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{:>6} {} {}{} {}",
+                        e.seq,
+                        rfc3339(e.time),
+                        e.body.kind.as_str(),
+                        secret,
+                        e.body.outcome.as_str()
+                    )
+                    .context("cannot write to stdout")?;
+                }
+                match &report.verification {
+                    Ok(()) => writeln!(out, "chain verified: {} events", report.events.len()),
+                    Err(e) => writeln!(out, "chain NOT verified: {e}"),
+                }
+                .context("cannot write to stdout")?;
+            }
+            if let Err(e) = report.verification {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("the audit log failed verification: {e}"),
+                });
+            }
+        }
+        Cmd::ChangePassword { user } => {
+            let user = user_name(user)?;
+            let (conn, session) = login(&cli, &pw, &user).await?;
+            let new = pw.new_password(
+                "KEYSERVER_NEW_PASSWORD",
+                1,
+                &format!("New password for {user}: "),
+            );
+            let r = match new {
+                Ok(new) => session.change_password(&new).await.map_err(Failure::from),
+                Err(e) => Err(e),
+            };
+            finish(conn, session).await;
+            r?;
+            eprintln!("password changed for {user}");
+        }
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -302,7 +302,7 @@ mod tests {
             c.open_response(r2.seq, &resp1),
             Err(ChannelError::WrongSequence)
         );
-        let mut moved = resp1.clone();
+        let mut moved = resp1;
         moved.seq = r2.seq;
         assert_eq!(c.open_response(r2.seq, &moved), Err(ChannelError::BadSeal));
     }

@@ -76,14 +76,12 @@ impl ReplayWindow {
 
     fn bit(&self, age: u64) -> bool {
         let (w, b) = (age / 64, age % 64);
-        self.bits
-            .get(w as usize)
-            .is_some_and(|word| word >> b & 1 == 1)
+        usize::try_from(w).ok().and_then(|w| self.bits.get(w)).is_some_and(|word| word >> b & 1 == 1)
     }
 
     fn set(&mut self, age: u64) {
         let (w, b) = (age / 64, age % 64);
-        if let Some(word) = self.bits.get_mut(w as usize) {
+        if let Some(word) = usize::try_from(w).ok().and_then(|w| self.bits.get_mut(w)) {
             *word |= 1 << b;
         }
     }
@@ -94,7 +92,8 @@ impl ReplayWindow {
             self.bits = [0; WORDS];
             return;
         }
-        let (words, bits) = ((by / 64) as usize, by % 64);
+        // by < REPLAY_WINDOW here, so the word count is small.
+        let (words, bits) = (usize::try_from(by / 64).unwrap_or(WORDS), by % 64);
         for i in (0..WORDS).rev() {
             let lo = i
                 .checked_sub(words)

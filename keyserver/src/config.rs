@@ -1,0 +1,285 @@
+//! Server configuration: safe defaults, an optional TOML file in the data dir, command-line
+//! overrides, and validation of every value before anything starts.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// Largest configuration file we read: it is a few dozen lines.
+pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+
+/// A value that is out of bounds, or a file that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is outside its allowed range.
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        /// The setting.
+        name: &'static str,
+        /// Its minimum.
+        min: u64,
+        /// Its maximum.
+        max: u64,
+        /// What was given.
+        value: u64,
+    },
+    /// Two values contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is too large.
+    #[error("{0} is larger than {MAX_CONFIG_FILE} bytes")]
+    TooLarge(String),
+    /// The configuration file is not valid TOML for this server.
+    #[error("{path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said (it quotes positions, never values of secrets: the file
+        /// holds none).
+        message: String,
+    },
+}
+
+/// Everything the server can be told. Each field documents its default and why.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (UDP for QUIC). Default `127.0.0.1:7443`; port 0 picks one.
+    pub listen: SocketAddr,
+    /// Postgres URL; when absent, the embedded SQLite database in the data dir is used.
+    pub database_url: Option<String>,
+    /// A session ends after this long without a request. Default 15 minutes.
+    pub session_idle_timeout_secs: u64,
+    /// A session ends this long after login whatever happens. Default 12 hours.
+    pub session_lifetime_secs: u64,
+    /// Most sessions held at once; more logins get `SLOW_DOWN`. Each costs about 1 KiB.
+    /// Default 100,000.
+    pub max_sessions: u64,
+    /// A handshake must finish within this time. Default 30 s: enough for the client's
+    /// argon2 on a slow machine, short enough that abandoned logins are counted soon.
+    pub handshake_timeout_secs: u64,
+    /// Most handshakes pending at once; more get `SLOW_DOWN`. Default 10,000.
+    pub max_pending_handshakes: u64,
+    /// Most connections at once; more are refused. Default 10,000.
+    pub max_connections: u64,
+    /// Concurrent requests (QUIC streams) per connection. Default 256.
+    pub max_streams_per_connection: u64,
+    /// A connection with no traffic is closed after this long. Default 60 s. Sessions
+    /// outlive connections, so this only frees resources.
+    pub connection_idle_timeout_secs: u64,
+    /// Consecutive failed logins before the account is locked. Default 10.
+    pub max_failed_logins: u64,
+    /// The first lockout lasts this long; each further failure doubles it. Default 60 s.
+    pub lockout_base_secs: u64,
+    /// Lockouts never last longer than this. Default 1 day.
+    pub lockout_max_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            database_url: None,
+            session_idle_timeout_secs: 15 * 60,
+            session_lifetime_secs: 12 * 3600,
+            max_sessions: 100_000,
+            handshake_timeout_secs: 30,
+            max_pending_handshakes: 10_000,
+            max_connections: 10_000,
+            max_streams_per_connection: 256,
+            connection_idle_timeout_secs: 60,
+            max_failed_logins: 10,
+            lockout_base_secs: 60,
+            lockout_max_secs: 24 * 3600,
+        }
+    }
+}
+
+fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange {
+            name,
+            min,
+            max,
+            value,
+        });
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads `path` over the defaults. A missing file is not an error: it means defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: display,
+                    source,
+                });
+            }
+        };
+        if meta.len() > MAX_CONFIG_FILE {
+            return Err(ConfigError::TooLarge(display));
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: display,
+            message,
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+
+    /// Checks every value; the server refuses to start on the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        range(
+            "session_idle_timeout_secs",
+            self.session_idle_timeout_secs,
+            1,
+            7 * 86400,
+        )?;
+        range(
+            "session_lifetime_secs",
+            self.session_lifetime_secs,
+            1,
+            30 * 86400,
+        )?;
+        range("max_sessions", self.max_sessions, 1, 10_000_000)?;
+        range(
+            "handshake_timeout_secs",
+            self.handshake_timeout_secs,
+            1,
+            600,
+        )?;
+        range(
+            "max_pending_handshakes",
+            self.max_pending_handshakes,
+            1,
+            1_000_000,
+        )?;
+        range("max_connections", self.max_connections, 1, 1_000_000)?;
+        range(
+            "max_streams_per_connection",
+            self.max_streams_per_connection,
+            1,
+            10_000,
+        )?;
+        range(
+            "connection_idle_timeout_secs",
+            self.connection_idle_timeout_secs,
+            1,
+            3600,
+        )?;
+        range("max_failed_logins", self.max_failed_logins, 1, 1000)?;
+        range("lockout_base_secs", self.lockout_base_secs, 1, 86400)?;
+        range("lockout_max_secs", self.lockout_max_secs, 1, 365 * 86400)?;
+        if self.lockout_max_secs < self.lockout_base_secs {
+            return Err(ConfigError::Inconsistent(
+                "lockout_max_secs must not be less than lockout_base_secs",
+            ));
+        }
+        if self.session_idle_timeout_secs > self.session_lifetime_secs {
+            return Err(ConfigError::Inconsistent(
+                "session_idle_timeout_secs must not exceed session_lifetime_secs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `session_idle_timeout_secs` as a duration.
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_idle_timeout_secs)
+    }
+
+    /// `session_lifetime_secs` as a duration.
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.session_lifetime_secs)
+    }
+
+    /// `handshake_timeout_secs` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+}
+
+/// The commented configuration file written into a new data dir.
+pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is optional; the values shown are the defaults.
+# Command-line flags override this file.
+
+# Address for QUIC (UDP). Port 0 picks a free port.
+# listen = "127.0.0.1:7443"
+
+# Postgres URL for production and for several instances sharing one database.
+# Without it, the embedded SQLite database in this directory is used.
+# database_url = "postgres://keyserver@db.internal/keyserver"
+
+# Sessions end after this many seconds without a request, and this long after login.
+# session_idle_timeout_secs = 900
+# session_lifetime_secs = 43200
+# max_sessions = 100000
+
+# A login or registration must finish within this time; unfinished logins count as failed.
+# handshake_timeout_secs = 30
+# max_pending_handshakes = 10000
+
+# Transport limits.
+# max_connections = 10000
+# max_streams_per_connection = 256
+# connection_idle_timeout_secs = 60
+
+# Guess limiting: after this many consecutive failed logins the account is locked for
+# lockout_base_secs, doubling with each further failure, at most lockout_max_secs.
+# max_failed_logins = 10
+# lockout_base_secs = 60
+# lockout_max_secs = 86400
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_the_template_parses_to_them() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::from_toml(TEMPLATE).unwrap(), Config::default());
+        let uncommented: String = TEMPLATE
+            .lines()
+            .filter(|l| l.starts_with("# ") && l.contains(" = ") && !l.contains("database_url"))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert_eq!(Config::from_toml(&uncommented).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_out_of_range_values() {
+        assert!(Config::from_toml("lisen = \"127.0.0.1:1\"").is_err());
+        let c = Config::from_toml("max_failed_logins = 0").unwrap();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::OutOfRange {
+                name: "max_failed_logins",
+                ..
+            })
+        ));
+        let c = Config::from_toml("session_idle_timeout_secs = 100\nsession_lifetime_secs = 10")
+            .unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Inconsistent(_))));
+    }
+}

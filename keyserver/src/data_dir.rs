@@ -1,0 +1,202 @@
+//! The data directory: created on first start, reused after.
+//!
+//! ```text
+//! keyserver-data/
+//!   keyserver.toml        commented configuration (defaults)
+//!   ca.pem  ca.key        development CA (give ca.pem to clients)
+//!   server.pem server.key server certificate for localhost and 127.0.0.1
+//!   setup.key             key sealing the OPAQUE setup (0600)
+//!   server-setup.sealed   the sealed OPAQUE setup (0600)
+//!   keyserver.db          SQLite database (when no database_url is set)
+//! ```
+//!
+//! Creation is all-or-nothing: files are made in a temporary sibling directory that is
+//! renamed into place at the end, so a crash never leaves a half-made data dir.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use crate::{config, pki, server_setup};
+
+/// What went wrong with the data dir.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file exists but its contents are wrong.
+    #[error("{0}: {1}")]
+    Invalid(String, String),
+    /// A file is larger than it can legitimately be.
+    #[error("{0}: file is larger than {1} bytes")]
+    TooLarge(String, u64),
+    /// Certificate generation failed.
+    #[error("cannot create the development PKI: {0}")]
+    Pki(String),
+    /// Sealing or opening failed.
+    #[error("{0}")]
+    Crypto(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads a whole file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, DataDirError> {
+    let f = fs::File::open(path).map_err(io(path))?;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf).map_err(io(path))?;
+    if buf.len() as u64 > max {
+        return Err(DataDirError::TooLarge(path.display().to_string(), max));
+    }
+    Ok(buf)
+}
+
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataDirError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Writes a new file readable by its owner only (0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    write_mode(path, bytes, 0o600)
+}
+
+/// Writes a new file anyone may read (0644).
+pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    write_mode(path, bytes, 0o644)
+}
+
+/// The files that make a data dir complete.
+const REQUIRED: [&str; 6] = [
+    "ca.pem",
+    "server.pem",
+    "server.key",
+    "setup.key",
+    "server-setup.sealed",
+    "keyserver.toml",
+];
+
+/// Whether `dir` holds a complete data dir.
+pub fn is_initialised(dir: &Path) -> bool {
+    REQUIRED.iter().all(|f| dir.join(f).is_file())
+}
+
+/// Creates the data dir at `dir` if it does not exist. Returns whether it was created.
+pub fn init(dir: &Path) -> Result<bool, DataDirError> {
+    if is_initialised(dir) {
+        return Ok(false);
+    }
+    if dir.exists() && fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+        let missing: Vec<_> = REQUIRED
+            .iter()
+            .filter(|f| !dir.join(f).is_file())
+            .copied()
+            .collect();
+        return Err(DataDirError::Invalid(
+            dir.display().to_string(),
+            format!(
+                "exists but is incomplete (missing {}); refusing to overwrite it",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let tmp = tempdir_in(&parent)?;
+    let made = (|| {
+        pki::create_dev_pki(&tmp)?;
+        server_setup::create(&tmp, &server_setup::SetupKeySource::default_for(&tmp))?;
+        write_public(&tmp.join("keyserver.toml"), config::TEMPLATE.as_bytes())
+    })();
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        // An empty directory (for example a mount point): move the files in one by one.
+        for f in fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let f = f.map_err(io(&tmp))?;
+            fs::rename(f.path(), dir.join(f.file_name())).map_err(io(dir))?;
+        }
+        let _ = fs::remove_dir(&tmp);
+    } else {
+        fs::rename(&tmp, dir).map_err(io(dir))?;
+    }
+    Ok(true)
+}
+
+fn tempdir_in(parent: &Path) -> Result<PathBuf, DataDirError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut rnd = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rnd);
+    let p = parent.join(format!(".keyserver-init-{:016x}", u64::from_le_bytes(rnd)));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&p)
+        .map_err(io(&p))?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_makes_every_file_with_private_modes_and_is_idempotent() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        assert!(init(&dir).unwrap());
+        assert!(is_initialised(&dir));
+        for f in ["setup.key", "server-setup.sealed", "server.key", "ca.key"] {
+            let mode = fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        let before = fs::read(dir.join("setup.key")).unwrap();
+        assert!(!init(&dir).unwrap());
+        assert_eq!(fs::read(dir.join("setup.key")).unwrap(), before);
+        pki::load_server_identity(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_to_complete_a_partial_data_dir() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("ca.pem"), b"x").unwrap();
+        assert!(matches!(init(root.path()), Err(DataDirError::Invalid(..))));
+    }
+
+    #[test]
+    fn read_bounded_refuses_large_files() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("f");
+        fs::write(&p, vec![0u8; 11]).unwrap();
+        assert!(matches!(
+            read_bounded(&p, 10),
+            Err(DataDirError::TooLarge(..))
+        ));
+        assert_eq!(read_bounded(&p, 11).unwrap().len(), 11);
+    }
+}

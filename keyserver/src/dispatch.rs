@@ -1,0 +1,361 @@
+//! The server's protocol core: turns one request's bytes into one response's bytes.
+//! Transports call [`Core::handle`] and know nothing else; everything a request can do
+//! starts here.
+
+use std::{sync::Arc, time::SystemTime};
+
+use keyserver_protocol::{
+    ErrorCode, ErrorReply, HandshakeId, OpRequest, OpResponse, Request, Response, SealedRequest,
+    ServerSetup, UserName,
+    codec::Bytes,
+    envelope::OpaqueBytes,
+    handshake::{HandshakeError, login, registration},
+    limits::MAX_SEALED_STORAGE_KEY,
+    session::ChannelError,
+};
+use rand::rngs::OsRng;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::{
+    config::Config,
+    guess_limit::{LockoutPolicy, LoginGate},
+    handshake::{HandshakeTable, LoginAccount, Pending},
+    ops,
+    session::SessionTable,
+    storage::{Storage, StorageError},
+};
+
+/// Unix time in seconds, for stored timestamps.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A failed request: the reply the client gets.
+pub(crate) type Reply<T> = Result<T, ErrorReply>;
+
+pub(crate) fn storage_reply(e: StorageError) -> ErrorReply {
+    match e {
+        StorageError::Unavailable(why) => {
+            warn!(error = %why, "storage unavailable");
+            ErrorCode::STORAGE_UNAVAILABLE.into()
+        }
+        StorageError::Corrupt(why) => {
+            warn!(error = %why, "corrupt stored data");
+            ErrorCode::INTERNAL.into()
+        }
+    }
+}
+
+fn handshake_reply(e: HandshakeError) -> ErrorReply {
+    match e {
+        HandshakeError::Malformed => ErrorCode::MALFORMED.into(),
+        HandshakeError::AuthFailed => ErrorCode::AUTH_FAILED.into(),
+        HandshakeError::BadKsfParams | HandshakeError::Internal => {
+            warn!(error = %e, "OPAQUE failure on the server side");
+            ErrorCode::INTERNAL.into()
+        }
+    }
+}
+
+/// Everything a request may need: configuration, storage, the OPAQUE setup, and the
+/// in-memory tables of handshakes and sessions.
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) setup: ServerSetup,
+    pub(crate) handshakes: HandshakeTable,
+    pub(crate) sessions: SessionTable,
+    policy: LockoutPolicy,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A core over `storage` with the OPAQUE `setup`.
+    pub fn new(config: Config, storage: Arc<dyn Storage>, setup: ServerSetup) -> Self {
+        let handshakes = HandshakeTable::new(
+            usize::try_from(config.max_pending_handshakes).unwrap_or(usize::MAX),
+            config.handshake_timeout(),
+        );
+        let sessions = SessionTable::new(
+            usize::try_from(config.max_sessions).unwrap_or(usize::MAX),
+            config.session_idle_timeout(),
+            config.session_lifetime(),
+        );
+        let policy = LockoutPolicy::from_config(&config);
+        Self {
+            config,
+            storage,
+            setup,
+            handshakes,
+            sessions,
+            policy,
+        }
+    }
+
+    /// Handles one request. Never fails: every problem becomes an error response.
+    pub async fn handle(&self, bytes: &[u8]) -> Vec<u8> {
+        let response = match Request::decode(bytes) {
+            Ok(req) => {
+                let kind = req.kind();
+                let r = self.dispatch(req).await;
+                if let Response::Error(e) = &r {
+                    debug!(request = kind, code = e.code.name(), "request refused");
+                }
+                r
+            }
+            Err(e) => {
+                debug!(error = %e, "undecodable request");
+                Response::Error(ErrorCode::from(e).into())
+            }
+        };
+        response.encode()
+    }
+
+    async fn dispatch(&self, req: Request) -> Response {
+        let r = match req {
+            Request::RegisterStart { user, message } => self.register_start(user, &message).await,
+            Request::RegisterFinish {
+                handshake,
+                upload,
+                sealed_storage_key,
+            } => {
+                self.register_finish(handshake, &upload, &sealed_storage_key)
+                    .await
+            }
+            Request::LoginStart { user, message } => self.login_start(user, &message).await,
+            Request::LoginFinish { handshake, message } => {
+                self.login_finish(handshake, &message).await
+            }
+            Request::LoginAbort { handshake } => self.login_abort(handshake).await,
+            Request::Sealed(req) => self.sealed(&req).await,
+        };
+        r.unwrap_or_else(Response::Error)
+    }
+
+    async fn register_start(&self, user: UserName, message: &OpaqueBytes) -> Reply<Response> {
+        // Registration necessarily tells whether a name is taken; login never does.
+        if self
+            .storage
+            .find_account(&user)
+            .await
+            .map_err(storage_reply)?
+            .is_some()
+        {
+            return Err(ErrorCode::USER_EXISTS.into());
+        }
+        let reply = registration::respond(&self.setup, &user, message.as_slice())
+            .map_err(handshake_reply)?;
+        let handshake = self.park(Pending::Registration { user }).await?;
+        Ok(Response::RegisterStarted {
+            handshake,
+            message: reply,
+        })
+    }
+
+    async fn register_finish(
+        &self,
+        handshake: HandshakeId,
+        upload: &OpaqueBytes,
+        sealed_storage_key: &Bytes<MAX_SEALED_STORAGE_KEY>,
+    ) -> Reply<Response> {
+        let user = match self.take(&handshake).await? {
+            Pending::Registration { user } => user,
+            other => {
+                self.abandon(other).await;
+                return Err(ErrorCode::UNKNOWN_HANDSHAKE.into());
+            }
+        };
+        if sealed_storage_key.len() != MAX_SEALED_STORAGE_KEY {
+            return Err(ErrorCode::MALFORMED.into());
+        }
+        let record = registration::record(upload.as_slice()).map_err(handshake_reply)?;
+        let created = self
+            .storage
+            .create_account(&user, &record, sealed_storage_key.as_slice(), unix_now())
+            .await
+            .map_err(storage_reply)?;
+        if !created {
+            return Err(ErrorCode::USER_EXISTS.into());
+        }
+        Ok(Response::Registered)
+    }
+
+    async fn login_start(&self, user: UserName, message: &OpaqueBytes) -> Reply<Response> {
+        let account = self
+            .storage
+            .find_account(&user)
+            .await
+            .map_err(storage_reply)?;
+        // For an unknown user opaque-ke answers from a fake record: same shape, same size.
+        let (state, reply) = login::respond(
+            &mut OsRng,
+            &self.setup,
+            account.as_ref().map(|a| a.record.as_slice()),
+            &user,
+            message.as_slice(),
+        )
+        .map_err(handshake_reply)?;
+        let login_account = account.map(|a| LoginAccount {
+            id: a.id,
+            sealed_storage_key: a.sealed_storage_key,
+        });
+        if let Some(a) = &login_account {
+            // The reply alone lets the client test a password, so the guess is counted (and
+            // durably) before the reply leaves.
+            let gate = self
+                .storage
+                .begin_login(a.id, &user, &self.policy, unix_now())
+                .await
+                .map_err(storage_reply)?;
+            if let LoginGate::Locked { retry_after_secs } = gate {
+                return Err(ErrorReply {
+                    code: ErrorCode::ACCOUNT_LOCKED,
+                    retry_after_secs: Some(retry_after_secs),
+                    expected_version: None,
+                });
+            }
+        }
+        let handshake = self
+            .park(Pending::Login {
+                user,
+                account: login_account,
+                state,
+            })
+            .await?;
+        Ok(Response::LoginStarted {
+            handshake,
+            message: reply,
+        })
+    }
+
+    async fn login_finish(&self, handshake: HandshakeId, message: &OpaqueBytes) -> Reply<Response> {
+        let (user, account, state) = match self.take(&handshake).await? {
+            Pending::Login {
+                user,
+                account,
+                state,
+            } => (user, account, state),
+            other @ Pending::Registration { .. } => {
+                self.abandon(other).await;
+                return Err(ErrorCode::UNKNOWN_HANDSHAKE.into());
+            }
+        };
+        let keys = state.finish(&user, message.as_slice());
+        let (Some(account), Ok(keys)) = (account.as_ref(), keys) else {
+            if let Some(a) = account {
+                self.storage
+                    .login_finished(a.id, &user, false, unix_now())
+                    .await
+                    .map_err(storage_reply)?;
+            }
+            return Err(ErrorCode::AUTH_FAILED.into());
+        };
+        self.storage
+            .login_finished(account.id, &user, true, unix_now())
+            .await
+            .map_err(storage_reply)?;
+        self.sessions
+            .open(&keys, account.id, user, Instant::now())
+            .map_err(|_| ErrorReply::from(ErrorCode::SLOW_DOWN))?;
+        let sealed_storage_key =
+            Bytes::new(account.sealed_storage_key.clone()).ok_or(ErrorCode::INTERNAL)?;
+        Ok(Response::LoggedIn {
+            sealed_storage_key,
+            idle_timeout_secs: self.config.session_idle_timeout_secs,
+            lifetime_secs: self.config.session_lifetime_secs,
+        })
+    }
+
+    async fn login_abort(&self, handshake: HandshakeId) -> Reply<Response> {
+        if let Some(Ok(p) | Err(p)) = self.handshakes.take(&handshake, Instant::now()) {
+            self.abandon(p).await;
+        }
+        Ok(Response::LoginAborted)
+    }
+
+    async fn sealed(&self, req: &SealedRequest) -> Reply<Response> {
+        let now = Instant::now();
+        let session = self.sessions.get(&req.session_id, now)?;
+        let plain = {
+            let mut window = session
+                .window
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            session.channel.open_request(req, &mut window)
+        }
+        .map_err(|e| match e {
+            ChannelError::Replay(_) => ErrorCode::REPLAYED,
+            _ => ErrorCode::BAD_SEAL,
+        })?;
+        session.touch(now);
+        let response = match OpRequest::decode(&plain) {
+            Ok(op) => ops::run(self, &session, op).await,
+            Err(_) => OpResponse::Error(ErrorCode::MALFORMED.into()),
+        };
+        let sealed = session
+            .channel
+            .seal_response(req.seq, &response.encode())
+            .map_err(|_| ErrorCode::INTERNAL)?;
+        Ok(Response::Sealed(sealed))
+    }
+
+    /// Parks a handshake; records expired logins that had to make room.
+    async fn park(&self, pending: Pending) -> Reply<HandshakeId> {
+        let (id, expired) = self.handshakes.insert(pending, Instant::now());
+        for p in expired {
+            self.abandon(p).await;
+        }
+        id.map_err(|_| ErrorCode::SLOW_DOWN.into())
+    }
+
+    /// Takes a handshake for its second step.
+    async fn take(&self, id: &HandshakeId) -> Reply<Pending> {
+        match self.handshakes.take(id, Instant::now()) {
+            Some(Ok(p)) => Ok(p),
+            Some(Err(expired)) => {
+                self.abandon(expired).await;
+                Err(ErrorCode::UNKNOWN_HANDSHAKE.into())
+            }
+            None => Err(ErrorCode::UNKNOWN_HANDSHAKE.into()),
+        }
+    }
+
+    /// Ends a handshake that will never finish: a login of a real account is recorded as a
+    /// failed login (its guess was already counted when it started).
+    async fn abandon(&self, pending: Pending) {
+        if let Pending::Login {
+            user,
+            account: Some(a),
+            ..
+        } = pending
+            && let Err(e) = self
+                .storage
+                .login_finished(a.id, &user, false, unix_now())
+                .await
+        {
+            warn!(error = %e, "could not record an abandoned login");
+        }
+    }
+
+    /// Drops expired handshakes (recording abandoned logins) and expired sessions.
+    pub async fn sweep(&self) {
+        let now = Instant::now();
+        for p in self.handshakes.sweep(now) {
+            self.abandon(p).await;
+        }
+        let n = self.sessions.sweep(now);
+        if n > 0 {
+            debug!(expired = n, "sessions expired");
+        }
+    }
+}

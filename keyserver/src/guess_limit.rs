@@ -1,0 +1,111 @@
+//! Online guess limiting.
+//!
+//! OPAQUE makes offline guessing impossible without the server's OPRF key, so the only way
+//! to test passwords is to ask the server. A client learns whether a password is right from
+//! the server's first login reply alone, so a guess is counted when a login *starts*, and
+//! the count is reset only by a login that finishes. After `max_failed` consecutive guesses
+//! the account is locked for `base`, doubling with each further guess, at most `max`. The
+//! decision and the increment happen in one storage transaction, so concurrent logins (on
+//! one instance or on many) cannot slip past the limit.
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// The lockout rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures before the first lockout.
+    pub max_failed: u64,
+    /// First lockout.
+    pub base: Duration,
+    /// Longest lockout.
+    pub max: Duration,
+}
+
+/// Whether a login may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginGate {
+    /// The guess was counted; go on.
+    Allowed,
+    /// Refused; try again after this many seconds.
+    Locked {
+        /// Seconds until the lockout ends.
+        retry_after_secs: u64,
+    },
+}
+
+impl LockoutPolicy {
+    /// The policy configured in `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_failed: config.max_failed_logins,
+            base: Duration::from_secs(config.lockout_base_secs),
+            max: Duration::from_secs(config.lockout_max_secs),
+        }
+    }
+
+    /// How long the account stays locked after `failures` consecutive failures.
+    pub fn lockout(&self, failures: u64) -> Option<Duration> {
+        let over = failures.checked_sub(self.max_failed)?;
+        let factor = 1u32
+            .checked_shl(u32::try_from(over).unwrap_or(u32::MAX))
+            .unwrap_or(u32::MAX);
+        Some(self.base.saturating_mul(factor).min(self.max))
+    }
+
+    /// Decides a login start for an account with `failures` consecutive failures, the last
+    /// attempt at `last_attempt` (Unix seconds), at time `now`.
+    pub fn decide(&self, failures: u64, last_attempt: Option<i64>, now: i64) -> LoginGate {
+        let Some(lock) = self.lockout(failures) else {
+            return LoginGate::Allowed;
+        };
+        let until = last_attempt
+            .unwrap_or(i64::MIN)
+            .saturating_add(i64::try_from(lock.as_secs()).unwrap_or(i64::MAX));
+        if now < until {
+            LoginGate::Locked {
+                retry_after_secs: u64::try_from(until - now).unwrap_or(u64::MAX),
+            }
+        } else {
+            LoginGate::Allowed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> LockoutPolicy {
+        LockoutPolicy {
+            max_failed: 3,
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn below_the_limit_logins_are_allowed() {
+        assert_eq!(policy().decide(2, Some(1000), 1000), LoginGate::Allowed);
+    }
+
+    #[test]
+    fn at_the_limit_the_account_is_locked_until_the_delay_has_passed() {
+        assert_eq!(
+            policy().decide(3, Some(1000), 1001),
+            LoginGate::Locked {
+                retry_after_secs: 9
+            }
+        );
+        assert_eq!(policy().decide(3, Some(1000), 1010), LoginGate::Allowed);
+    }
+
+    #[test]
+    fn each_further_failure_doubles_the_delay_up_to_the_cap() {
+        assert_eq!(policy().lockout(4), Some(Duration::from_secs(20)));
+        assert_eq!(policy().lockout(6), Some(Duration::from_secs(80)));
+        assert_eq!(policy().lockout(7), Some(Duration::from_secs(100)));
+        assert_eq!(policy().lockout(u64::MAX), Some(Duration::from_secs(100)));
+    }
+}

@@ -1,0 +1,75 @@
+//! The development PKI: a CA and a server certificate made with rcgen on first start.
+//!
+//! Good for a laptop and for tests. In production, put a certificate from your own CA in
+//! `server.pem`/`server.key` and give clients that CA (`pki/README.md`).
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::data_dir::{DataDirError, write_private, write_public};
+
+/// The names the development server certificate is valid for.
+pub const DEV_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// Makes `ca.pem`, `ca.key`, `server.pem` and `server.key` in `dir`.
+pub fn create_dev_pki(dir: &Path) -> Result<(), DataDirError> {
+    let pki = |e: rcgen::Error| DataDirError::Pki(e.to_string());
+    let ca_key = KeyPair::generate().map_err(pki)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "keyserver development CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).map_err(pki)?;
+    let issuer = Issuer::new(ca, &ca_key);
+
+    let key = KeyPair::generate().map_err(pki)?;
+    let mut params = CertificateParams::new(DEV_NAMES.map(String::from).to_vec()).map_err(pki)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "keyserver");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &issuer).map_err(pki)?;
+
+    write_private(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
+    write_public(&dir.join("ca.pem"), ca_cert.pem().as_bytes())?;
+    write_private(&dir.join("server.key"), key.serialize_pem().as_bytes())?;
+    write_public(&dir.join("server.pem"), cert.pem().as_bytes())?;
+    Ok(())
+}
+
+/// Reads the server's certificate chain and key.
+pub fn load_server_identity(
+    dir: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), DataDirError> {
+    let cert_path = dir.join("server.pem");
+    let key_path = dir.join("server.key");
+    let certs = rustls_pemfile::certs(&mut read_pem(&cert_path)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DataDirError::Invalid(cert_path.display().to_string(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(DataDirError::Invalid(
+            cert_path.display().to_string(),
+            "no certificate in file".into(),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut read_pem(&key_path)?.as_slice())
+        .map_err(|e| DataDirError::Invalid(key_path.display().to_string(), e.to_string()))?
+        .ok_or_else(|| {
+            DataDirError::Invalid(
+                key_path.display().to_string(),
+                "no private key in file".into(),
+            )
+        })?;
+    Ok((certs, key))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, DataDirError> {
+    crate::data_dir::read_bounded(path, 1024 * 1024)
+}

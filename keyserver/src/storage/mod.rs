@@ -1,0 +1,213 @@
+//! Storage: one contract, two backends (SQLite embedded, Postgres for fleets).
+//!
+//! The contract, which [`contract`] tests against every backend:
+//! - every mutation and the audit event that records it commit in one transaction, and an
+//!   acknowledged commit is durable;
+//! - each account's audit events form a hash chain (`keyserver_protocol::audit_chain`) with
+//!   consecutive seqs from 1;
+//! - a secret's versions only grow, across deletes too, so a deleted and re-stored name
+//!   never reuses a version (and the server cannot pass an old ciphertext as current);
+//! - nothing here ever holds a plaintext secret, a password or a key that opens a secret.
+
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod contract;
+
+use async_trait::async_trait;
+
+use crate::guess_limit::{LockoutPolicy, LoginGate};
+use keyserver_protocol::{
+    SecretName, UserName,
+    audit_chain::{AuditEvent, EventBody},
+    ops::SecretEntry,
+};
+
+/// Most secrets one account may hold.
+pub const MAX_SECRETS_PER_ACCOUNT: u64 = 10_000;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached or refused the operation; nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row is not what this server wrote (corruption or tampering).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        // sqlx errors quote SQL and sometimes values; values here are never secrets (only
+        // names and ciphertexts), but keep the message to the error's kind.
+        match e {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => Self::Corrupt(e.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A stored account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// Internal id.
+    pub id: i64,
+    /// Serialized OPAQUE registration record.
+    pub record: Vec<u8>,
+    /// The storage key sealed under the user's master key.
+    pub sealed_storage_key: Vec<u8>,
+    /// Logins started since the last one that finished.
+    pub failed_logins: u64,
+    /// When the last login started (Unix seconds).
+    pub last_login_attempt: Option<i64>,
+}
+
+/// A stored secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// Its version.
+    pub version: u64,
+    /// When the version was stored.
+    pub created: i64,
+    /// The sealed blob.
+    pub sealed: Vec<u8>,
+}
+
+/// What a store did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored as this version.
+    Stored {
+        /// The new current version.
+        version: u64,
+        /// When.
+        created: i64,
+    },
+    /// The name holds a secret and the store did not ask to replace it.
+    Exists,
+    /// The version is not the next one.
+    VersionMismatch {
+        /// The version a store must carry.
+        expected: u64,
+    },
+    /// The account holds [`MAX_SECRETS_PER_ACCOUNT`] secrets.
+    Quota,
+}
+
+/// A new secret version to store.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSecret<'a> {
+    /// Its name.
+    pub name: &'a SecretName,
+    /// The version it was sealed for.
+    pub version: u64,
+    /// Whether an existing secret may be replaced.
+    pub replace: bool,
+    /// The sealed blob.
+    pub sealed: &'a [u8],
+}
+
+/// The storage contract. `user` arguments name the account whose id is given; they are
+/// needed for the audit chain's genesis.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Creates an account and its `register` event. `Ok(false)` if the name is taken (the
+    /// existing account is not touched).
+    async fn create_account(
+        &self,
+        user: &UserName,
+        record: &[u8],
+        sealed_storage_key: &[u8],
+        now: i64,
+    ) -> Result<bool, StorageError>;
+
+    /// Looks an account up by name.
+    async fn find_account(&self, user: &UserName) -> Result<Option<Account>, StorageError>;
+
+    /// Decides whether a login may start under `policy` and, if so, counts the guess and
+    /// appends `login_started`; if not, appends `login_locked`. Decision and count are one
+    /// transaction, so concurrent logins cannot slip past the limit.
+    async fn begin_login(
+        &self,
+        account: i64,
+        user: &UserName,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginGate, StorageError>;
+
+    /// Records the end of a login: success resets the guess count.
+    async fn login_finished(
+        &self,
+        account: i64,
+        user: &UserName,
+        success: bool,
+        now: i64,
+    ) -> Result<(), StorageError>;
+
+    /// Replaces the OPAQUE record and the sealed storage key.
+    async fn change_password(
+        &self,
+        account: i64,
+        user: &UserName,
+        record: &[u8],
+        sealed_storage_key: &[u8],
+        now: i64,
+    ) -> Result<(), StorageError>;
+
+    /// Stores a new version of a secret.
+    async fn store_secret(
+        &self,
+        account: i64,
+        user: &UserName,
+        secret: NewSecret<'_>,
+        now: i64,
+    ) -> Result<StoreOutcome, StorageError>;
+
+    /// Reads the current version of a secret, and records the read.
+    async fn retrieve_secret(
+        &self,
+        account: i64,
+        user: &UserName,
+        name: &SecretName,
+        now: i64,
+    ) -> Result<Option<StoredSecret>, StorageError>;
+
+    /// One page of secrets after `after`, in name order; records the read on the first page.
+    async fn list_secrets(
+        &self,
+        account: i64,
+        user: &UserName,
+        after: Option<&SecretName>,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<SecretEntry>, StorageError>;
+
+    /// Deletes a secret; `Ok(false)` if there was none.
+    async fn delete_secret(
+        &self,
+        account: i64,
+        user: &UserName,
+        name: &SecretName,
+        now: i64,
+    ) -> Result<bool, StorageError>;
+
+    /// One page of audit events with seq greater than `after`.
+    async fn audit_events(
+        &self,
+        account: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StorageError>;
+
+    /// Appends an event that records no other change (logout).
+    async fn record_event(
+        &self,
+        account: i64,
+        user: &UserName,
+        event: EventBody,
+        now: i64,
+    ) -> Result<(), StorageError>;
+}

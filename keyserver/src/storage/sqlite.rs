@@ -1,0 +1,524 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Writes go through a pool of exactly one connection: SQLite allows one writer at a time
+//! anyway, and a single writer never meets `SQLITE_BUSY` on a read-to-write upgrade. Reads
+//! use their own pool and see the last committed state. `synchronous = FULL`: a commit is
+//! on disk before it is acknowledged, so neither a killed process nor a power cut loses it.
+
+use std::{path::Path, time::Duration};
+
+use async_trait::async_trait;
+use keyserver_protocol::{
+    SecretName, UserName,
+    audit_chain::{self, AuditEvent, EventBody, EventKind, Outcome},
+    ops::SecretEntry,
+    seal::plaintext_len,
+};
+use sqlx::{
+    Row, Sqlite, SqlitePool, Transaction,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{
+    Account, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret, Storage, StorageError,
+    StoreOutcome, StoredSecret,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The SQLite backend.
+#[derive(Clone, Debug)]
+pub struct SqliteStorage {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+fn u64_of(v: i64) -> Result<u64, StorageError> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative count {v}")))
+}
+
+fn i64_of(v: u64) -> Result<i64, StorageError> {
+    i64::try_from(v).map_err(|_| StorageError::Corrupt(format!("count {v} out of range")))
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self, StorageError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        // The database holds OPAQUE records and ciphertexts: owner-only.
+        restrict_mode(path);
+        Ok(Self { write, read })
+    }
+}
+
+fn restrict_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+/// Appends `body` to the account's audit chain inside `tx`.
+async fn append_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: i64,
+    user: &UserName,
+    body: &EventBody,
+    now: i64,
+) -> Result<(), StorageError> {
+    let row = sqlx::query("SELECT audit_seq, audit_head FROM accounts WHERE id = ?")
+        .bind(account)
+        .fetch_one(&mut **tx)
+        .await?;
+    let last: i64 = row.try_get(0)?;
+    let head: Vec<u8> = row.try_get(1)?;
+    let prev: [u8; 32] = if last == 0 {
+        audit_chain::genesis(user)
+    } else {
+        head.as_slice()
+            .try_into()
+            .map_err(|_| StorageError::Corrupt("audit head is not 32 bytes".into()))?
+    };
+    let seq = u64_of(last)? + 1;
+    let hash = audit_chain::link(&prev, seq, now, body);
+    sqlx::query("INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(account)
+        .bind(i64_of(seq)?)
+        .bind(now)
+        .bind(body.kind as i64)
+        .bind(body.secret.as_ref().map(SecretName::as_str))
+        .bind(body.outcome as i64)
+        .bind(&hash[..])
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE accounts SET audit_seq = ?, audit_head = ? WHERE id = ?")
+        .bind(i64_of(seq)?)
+        .bind(&hash[..])
+        .bind(account)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn create_account(
+        &self,
+        user: &UserName,
+        record: &[u8],
+        sealed_storage_key: &[u8],
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (user_name, record, sealed_storage_key, created_at, audit_head) VALUES (?, ?, ?, ?, X'') \
+             ON CONFLICT (user_name) DO NOTHING RETURNING id",
+        )
+        .bind(user.as_str())
+        .bind(record)
+        .bind(sealed_storage_key)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = inserted else {
+            return Ok(false);
+        };
+        let id: i64 = row.try_get(0)?;
+        append_event(
+            &mut tx,
+            id,
+            user,
+            &EventBody::new(EventKind::Register, Outcome::Ok),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn find_account(&self, user: &UserName) -> Result<Option<Account>, StorageError> {
+        let row = sqlx::query("SELECT id, record, sealed_storage_key, failed_logins, last_login_attempt FROM accounts WHERE user_name = ?")
+            .bind(user.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| {
+            Ok(Account {
+                id: r.try_get(0)?,
+                record: r.try_get(1)?,
+                sealed_storage_key: r.try_get(2)?,
+                failed_logins: u64_of(r.try_get(3)?)?,
+                last_login_attempt: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn begin_login(
+        &self,
+        account: i64,
+        user: &UserName,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginGate, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let row =
+            sqlx::query("SELECT failed_logins, last_login_attempt FROM accounts WHERE id = ?")
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?;
+        let gate = policy.decide(u64_of(row.try_get(0)?)?, row.try_get(1)?, now);
+        let event = match gate {
+            LoginGate::Allowed => {
+                sqlx::query("UPDATE accounts SET failed_logins = failed_logins + 1, last_login_attempt = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(account)
+                    .execute(&mut *tx)
+                    .await?;
+                EventBody::new(EventKind::LoginStarted, Outcome::Ok)
+            }
+            LoginGate::Locked { .. } => EventBody::new(EventKind::LoginLocked, Outcome::Refused),
+        };
+        append_event(&mut tx, account, user, &event, now).await?;
+        tx.commit().await?;
+        Ok(gate)
+    }
+
+    async fn login_finished(
+        &self,
+        account: i64,
+        user: &UserName,
+        success: bool,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.write.begin().await?;
+        let event = if success {
+            sqlx::query("UPDATE accounts SET failed_logins = 0 WHERE id = ?")
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+            EventBody::new(EventKind::LoginSucceeded, Outcome::Ok)
+        } else {
+            EventBody::new(EventKind::LoginFailed, Outcome::Failed)
+        };
+        append_event(&mut tx, account, user, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn change_password(
+        &self,
+        account: i64,
+        user: &UserName,
+        record: &[u8],
+        sealed_storage_key: &[u8],
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE accounts SET record = ?, sealed_storage_key = ?, failed_logins = 0 WHERE id = ?")
+            .bind(record)
+            .bind(sealed_storage_key)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        append_event(
+            &mut tx,
+            account,
+            user,
+            &EventBody::new(EventKind::ChangePassword, Outcome::Ok),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn store_secret(
+        &self,
+        account: i64,
+        user: &UserName,
+        s: NewSecret<'_>,
+        now: i64,
+    ) -> Result<StoreOutcome, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(
+            "SELECT version, sealed IS NOT NULL FROM secrets WHERE account_id = ? AND name = ?",
+        )
+        .bind(account)
+        .bind(s.name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (current, live) = match row {
+            Some(r) => (u64_of(r.try_get(0)?)?, r.try_get::<bool, _>(1)?),
+            None => (0, false),
+        };
+        let expected = current.saturating_add(1);
+        let refused = if live && !s.replace {
+            Some(StoreOutcome::Exists)
+        } else if s.version != expected {
+            Some(StoreOutcome::VersionMismatch { expected })
+        } else if !live {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM secrets WHERE account_id = ? AND sealed IS NOT NULL",
+            )
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?;
+            (u64_of(count)? >= MAX_SECRETS_PER_ACCOUNT).then_some(StoreOutcome::Quota)
+        } else {
+            None
+        };
+        if let Some(outcome) = refused {
+            // A version mismatch is the normal first step of a replace; only real refusals
+            // are worth an event in the user's log.
+            if !matches!(outcome, StoreOutcome::VersionMismatch { .. }) {
+                append_event(
+                    &mut tx,
+                    account,
+                    user,
+                    &EventBody::about(EventKind::Store, s.name, Outcome::Refused),
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            return Ok(outcome);
+        }
+        sqlx::query(
+            "INSERT INTO secrets (account_id, name, version, sealed, created_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, sealed = excluded.sealed, created_at = excluded.created_at",
+        )
+        .bind(account)
+        .bind(s.name.as_str())
+        .bind(i64_of(s.version)?)
+        .bind(s.sealed)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        append_event(
+            &mut tx,
+            account,
+            user,
+            &EventBody::about(EventKind::Store, s.name, Outcome::Ok),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(StoreOutcome::Stored {
+            version: s.version,
+            created: now,
+        })
+    }
+
+    async fn retrieve_secret(
+        &self,
+        account: i64,
+        user: &UserName,
+        name: &SecretName,
+        now: i64,
+    ) -> Result<Option<StoredSecret>, StorageError> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("SELECT version, created_at, sealed FROM secrets WHERE account_id = ? AND name = ? AND sealed IS NOT NULL")
+            .bind(account)
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let found = row
+            .map(|r| {
+                Ok::<_, StorageError>(StoredSecret {
+                    version: u64_of(r.try_get(0)?)?,
+                    created: r.try_get(1)?,
+                    sealed: r.try_get(2)?,
+                })
+            })
+            .transpose()?;
+        let outcome = if found.is_some() {
+            Outcome::Ok
+        } else {
+            Outcome::NotFound
+        };
+        append_event(
+            &mut tx,
+            account,
+            user,
+            &EventBody::about(EventKind::Retrieve, name, outcome),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn list_secrets(
+        &self,
+        account: i64,
+        user: &UserName,
+        after: Option<&SecretName>,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<SecretEntry>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT name, version, length(sealed), created_at FROM secrets \
+             WHERE account_id = ? AND sealed IS NOT NULL AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(account)
+        .bind(after.map_or("", SecretName::as_str))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await?;
+        let entries = rows
+            .into_iter()
+            .map(|r| {
+                let name: String = r.try_get(0)?;
+                let len = u64_of(r.try_get(2)?)?;
+                Ok(SecretEntry {
+                    name: SecretName::new(name)
+                        .map_err(|e| StorageError::Corrupt(format!("stored secret name: {e}")))?,
+                    version: u64_of(r.try_get(1)?)?,
+                    size: plaintext_len(usize::try_from(len).unwrap_or(usize::MAX)) as u64,
+                    created: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        if after.is_none() {
+            self.record_event(
+                account,
+                user,
+                EventBody::new(EventKind::List, Outcome::Ok),
+                now,
+            )
+            .await?;
+        }
+        Ok(entries)
+    }
+
+    async fn delete_secret(
+        &self,
+        account: i64,
+        user: &UserName,
+        name: &SecretName,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.write.begin().await?;
+        // The row stays with its version and no ciphertext, so versions keep counting.
+        let done = sqlx::query("UPDATE secrets SET sealed = NULL WHERE account_id = ? AND name = ? AND sealed IS NOT NULL")
+            .bind(account)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        let outcome = if done { Outcome::Ok } else { Outcome::NotFound };
+        append_event(
+            &mut tx,
+            account,
+            user,
+            &EventBody::about(EventKind::Delete, name, outcome),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn audit_events(
+        &self,
+        account: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, time, kind, secret, outcome, hash FROM audit_events WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(account)
+        .bind(i64_of(after)?)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(|r| event_from_row(&r)).collect()
+    }
+
+    async fn record_event(
+        &self,
+        account: i64,
+        user: &UserName,
+        event: EventBody,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.write.begin().await?;
+        append_event(&mut tx, account, user, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent, StorageError> {
+    let corrupt = |what: &str| StorageError::Corrupt(format!("audit event: bad {what}"));
+    let kind: i64 = r.try_get(2)?;
+    let outcome: i64 = r.try_get(4)?;
+    let secret: Option<String> = r.try_get(3)?;
+    let hash: Vec<u8> = r.try_get(5)?;
+    Ok(AuditEvent {
+        seq: u64_of(r.try_get(0)?)?,
+        time: r.try_get(1)?,
+        body: EventBody {
+            kind: u8::try_from(kind)
+                .ok()
+                .and_then(EventKind::from_code)
+                .ok_or_else(|| corrupt("kind"))?,
+            secret: secret
+                .map(SecretName::new)
+                .transpose()
+                .map_err(|_| corrupt("secret name"))?,
+            outcome: u8::try_from(outcome)
+                .ok()
+                .and_then(Outcome::from_code)
+                .ok_or_else(|| corrupt("outcome"))?,
+        },
+        hash: hash.as_slice().try_into().map_err(|_| corrupt("hash"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn fresh() -> (Arc<dyn Storage>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("test.db"))
+            .await
+            .unwrap();
+        (Arc::new(s), dir)
+    }
+
+    crate::storage_contract_tests!(fresh());
+
+    #[tokio::test]
+    async fn the_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_s, dir) = fresh().await;
+        let mode = std::fs::metadata(dir.path().join("test.db"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

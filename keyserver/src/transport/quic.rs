@@ -1,0 +1,126 @@
+//! QUIC (quinn): one bidirectional stream per request, so a slow request never blocks
+//! another. The client writes the request and finishes its side; the server answers and
+//! finishes its side.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use keyserver_protocol::{ErrorCode, Response, limits::MAX_MESSAGE};
+use quinn::{Endpoint, Incoming, VarInt, crypto::rustls::QuicServerConfig};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::{config::Config, dispatch::Core, transport::tls::TlsConfigError};
+
+/// Builds the QUIC endpoint configuration from the TLS configuration and limits.
+pub fn server_config(
+    tls: rustls::ServerConfig,
+    config: &Config,
+) -> Result<quinn::ServerConfig, TlsConfigError> {
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| TlsConfigError(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(
+            u32::try_from(config.max_streams_per_connection).unwrap_or(u32::MAX),
+        ))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_idle_timeout(Some(
+            Duration::from_secs(config.connection_idle_timeout_secs)
+                .try_into()
+                .map_err(|_| TlsConfigError("idle timeout out of range".into()))?,
+        ));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// Binds a QUIC endpoint.
+pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<Endpoint> {
+    Endpoint::server(config, addr)
+}
+
+/// Accepts connections until `shutdown`; every request task is tracked by `tasks` so that
+/// shutdown can wait for requests in flight.
+pub async fn serve(
+    endpoint: Endpoint,
+    core: Arc<Core>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!("connection refused: at max_connections");
+            incoming.refuse();
+            continue;
+        };
+        let (core, shutdown, t) = (core.clone(), shutdown.clone(), tasks.clone());
+        tasks.spawn(async move {
+            connection(incoming, core, shutdown, t).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    incoming: Incoming,
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let span = info_span!("conn", %remote, transport = "quic");
+    async {
+        loop {
+            let (send, recv) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                s = conn.accept_bi() => match s {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(error = %e, "connection ended");
+                        return;
+                    }
+                },
+            };
+            let core = core.clone();
+            tasks.spawn(stream(send, recv, core).in_current_span());
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, core: Arc<Core>) {
+    let response = match recv.read_to_end(MAX_MESSAGE).await {
+        Ok(req) => core.handle(&req).await,
+        Err(quinn::ReadToEndError::TooLong) => {
+            let _ = recv.stop(VarInt::from_u32(1));
+            Response::Error(ErrorCode::MALFORMED.into()).encode()
+        }
+        Err(e) => {
+            debug!(error = %e, "stream read failed");
+            return;
+        }
+    };
+    if let Err(e) = send.write_all(&response).await {
+        debug!(error = %e, "stream write failed");
+        return;
+    }
+    if let Err(e) = send.finish() {
+        warn!(error = %e, "stream finish failed");
+    }
+    // Wait until the peer has the whole response (or is gone) before dropping the stream.
+    let _ = send.stopped().await;
+}

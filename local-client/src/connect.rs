@@ -1,0 +1,163 @@
+//! Connecting to a server over QUIC with TLS 1.3, checking its certificate against a given
+//! CA (never "accept anything").
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use keyserver_protocol::{ALPN, Request, Response, limits::MAX_MESSAGE};
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::{RootCertStore, pki_types::CertificateDer};
+
+use crate::ClientError;
+
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest CA file read.
+const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// Reads PEM certificates from `path`.
+pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    use std::io::Read;
+    let shown = path.display();
+    let f = std::fs::File::open(path)
+        .map_err(|e| ClientError::InvalidInput(format!("cannot read the CA file {shown}: {e}")))?;
+    let mut pem = Vec::new();
+    f.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| ClientError::InvalidInput(format!("cannot read the CA file {shown}: {e}")))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(ClientError::InvalidInput(format!(
+            "the CA file {shown} is too large"
+        )));
+    }
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::InvalidInput(format!("the CA file {shown} is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ClientError::InvalidInput(format!(
+            "the CA file {shown} holds no certificate"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The client's TLS configuration: TLS 1.3, our ALPN, only the given CA as root.
+pub fn tls_config(ca: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| ClientError::InvalidInput(format!("unusable CA certificate: {e}")))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| ClientError::InvalidInput(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// Resolves `host:port`.
+pub async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
+    tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| ClientError::Unreachable(format!("cannot resolve {server}: {e}")))?
+        .next()
+        .ok_or_else(|| ClientError::Unreachable(format!("{server} resolves to no address")))
+}
+
+/// One QUIC connection to a server. Cheap to clone; every clone shares the connection.
+#[derive(Clone, Debug)]
+pub struct QuicConnection {
+    conn: quinn::Connection,
+    // Keeps the endpoint (the UDP socket) alive as long as any clone of the connection.
+    _endpoint: quinn::Endpoint,
+}
+
+impl QuicConnection {
+    /// Connects to `addr`, checking that the certificate names `server_name`.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        config.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|_| ClientError::Protocol("bad bind address"))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| ClientError::InvalidInput(format!("cannot connect: {e}")))?;
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(ClientError::Unreachable(format!(
+                    "no answer from {addr} within {CONNECT_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(c)) => c,
+        };
+        Ok(Self {
+            conn,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// Sends one request on its own stream and reads its response.
+    pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
+        let bytes = req.encode();
+        let exchange = async {
+            let (mut send, mut recv) = self.conn.open_bi().await.map_err(classify)?;
+            send.write_all(&bytes)
+                .await
+                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            send.finish()
+                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            let resp = recv.read_to_end(MAX_MESSAGE).await.map_err(|e| match e {
+                quinn::ReadToEndError::TooLong => ClientError::Protocol("response too large"),
+                quinn::ReadToEndError::Read(e) => ClientError::Unreachable(e.to_string()),
+            })?;
+            Response::decode(&resp).map_err(|_| ClientError::Protocol("undecodable response"))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                ClientError::Unreachable(format!("no response within {REQUEST_TIMEOUT:?}"))
+            })?
+    }
+
+    /// Closes the connection politely.
+    pub fn close(&self) {
+        self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+fn classify(e: quinn::ConnectionError) -> ClientError {
+    // TLS alerts travel as QUIC transport errors 0x100 + alert (RFC 9001, section 4.8).
+    let is_tls = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::TransportError(t) if is_tls(t.code) => {
+            ClientError::Tls(t.to_string())
+        }
+        quinn::ConnectionError::ConnectionClosed(c) if is_tls(c.error_code) => {
+            ClientError::Tls(c.to_string())
+        }
+        other => ClientError::Unreachable(other.to_string()),
+    }
+}

@@ -1,0 +1,80 @@
+//! What can go wrong for a client, sorted by what the caller should do about it.
+
+use keyserver_protocol::{ErrorCode, ErrorReply};
+
+/// A client operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server cannot be reached (address, network, timeout). Retry later.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
+    /// The TLS handshake failed: certificate not signed by the given CA, wrong name, or no
+    /// common protocol. Do not retry; check `--ca` and `--server-name`.
+    #[error("the server's TLS certificate could not be verified or TLS failed: {0}")]
+    Tls(String),
+    /// Wrong user name or password. Deliberately no more precise than that.
+    #[error("authentication failed: wrong user name or password")]
+    AuthFailed,
+    /// Too many failed logins; the account refuses logins for a while.
+    #[error("the account is temporarily locked after too many failed logins{}", retry_hint(*.retry_after_secs))]
+    Locked {
+        /// Seconds to wait, if the server said.
+        retry_after_secs: Option<u64>,
+    },
+    /// No secret of that name in this account.
+    #[error("no such secret")]
+    NotFound,
+    /// The name holds a secret already; use replace to store a new version.
+    #[error("a secret of that name already exists (use --replace to store a new version)")]
+    NameExists,
+    /// A concurrent writer changed the secret's version; seal again for `expected`.
+    #[error("the secret's version changed during the store")]
+    VersionMismatch {
+        /// The version the server expects.
+        expected: u64,
+    },
+    /// The user name is registered already.
+    #[error("that user name is already registered")]
+    UserExists,
+    /// Sealed data from the server failed its integrity check: it was altered, swapped or
+    /// rolled back. Nothing was output.
+    #[error("integrity check failed: {0}")]
+    Integrity(&'static str),
+    /// The session ended (expired, logged out, or the server restarted). Log in again.
+    #[error("the session ended; log in again")]
+    SessionEnded,
+    /// The server refused the request for another reason.
+    #[error("the server refused the request: {0}")]
+    Server(ErrorCode),
+    /// The server broke the protocol (an answer that does not fit the question).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// The caller's input is invalid (a name too long, a secret too large…).
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+fn retry_hint(secs: Option<u64>) -> String {
+    secs.map(|s| format!("; try again in {s} s"))
+        .unwrap_or_default()
+}
+
+impl From<ErrorReply> for ClientError {
+    fn from(e: ErrorReply) -> Self {
+        match e.code {
+            ErrorCode::AUTH_FAILED => Self::AuthFailed,
+            ErrorCode::ACCOUNT_LOCKED => Self::Locked {
+                retry_after_secs: e.retry_after_secs,
+            },
+            ErrorCode::NOT_FOUND => Self::NotFound,
+            ErrorCode::NAME_EXISTS => Self::NameExists,
+            ErrorCode::USER_EXISTS => Self::UserExists,
+            ErrorCode::VERSION_MISMATCH => match e.expected_version {
+                Some(expected) => Self::VersionMismatch { expected },
+                None => Self::Server(e.code),
+            },
+            ErrorCode::UNKNOWN_SESSION | ErrorCode::SESSION_EXPIRED => Self::SessionEnded,
+            code => Self::Server(code),
+        }
+    }
+}
