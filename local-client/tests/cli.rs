@@ -34,6 +34,15 @@ fn an_invalid_user_name_exits_2() {
 
 #[test]
 fn file_stdin_and_password_stdin_together_exit_2() {
-    let out = run(&["store", "--user", "a", "--name", "n", "--file", "-", "--password-stdin"]);
+    let out = run(&[
+        "store",
+        "--user",
+        "a",
+        "--name",
+        "n",
+        "--file",
+        "-",
+        "--password-stdin",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -53,8 +53,14 @@ impl Server {
     /// As [`Self::start`], with extra environment variables.
     pub fn start_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin("keyserver"));
-        cmd.arg("--data-dir").arg(data_dir).args(["--listen", "127.0.0.1:0"]).args(args);
-        cmd.env("KEYSERVER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args);
+        cmd.env("KEYSERVER_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -81,13 +87,21 @@ impl Server {
             .find_map(|w| w.strip_prefix("quic="))
             .unwrap_or_else(|| panic!("no quic= in {line:?}"))
             .to_string();
-        Self { child: Some(child), addr, line, data_dir: data_dir.to_path_buf() }
+        Self {
+            child: Some(child),
+            addr,
+            line,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        let st = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(st.success());
         wait_timeout(&mut child, Duration::from_secs(40))
     }
@@ -102,7 +116,11 @@ impl Server {
 
     /// A client for this server with its CA.
     pub fn client(&self) -> Client {
-        Client { server: self.addr.clone(), ca: self.data_dir.join("ca.pem"), server_name: None }
+        Client {
+            server: self.addr.clone(),
+            ca: self.data_dir.join("ca.pem"),
+            server_name: None,
+        }
     }
 }
 
@@ -145,7 +163,8 @@ impl Output {
 
     /// Stdout as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     /// Asserts success and returns self.
@@ -170,20 +189,33 @@ pub struct Client {
 impl Client {
     /// Runs `local-client ARGS` with `KEYSERVER_PASSWORD=password` (unless `None`) and
     /// `stdin` as standard input.
-    pub fn run(&self, args: &[&str], password: Option<&str>, env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    pub fn run(
+        &self,
+        args: &[&str],
+        password: Option<&str>,
+        env: &[(&str, &str)],
+        stdin: &[u8],
+    ) -> Output {
         let mut cmd = Command::new(bin("local-client"));
-        cmd.args(args).arg("--server").arg(&self.server).arg("--ca").arg(&self.ca);
+        cmd.args(args)
+            .arg("--server")
+            .arg(&self.server)
+            .arg("--ca")
+            .arg(&self.ca);
         if let Some(n) = &self.server_name {
             cmd.args(["--server-name", n]);
         }
-        cmd.env_remove("KEYSERVER_PASSWORD").env_remove("KEYSERVER_NEW_PASSWORD");
+        cmd.env_remove("KEYSERVER_PASSWORD")
+            .env_remove("KEYSERVER_NEW_PASSWORD");
         if let Some(p) = password {
             cmd.env("KEYSERVER_PASSWORD", p);
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn local-client");
         let mut input = child.stdin.take().expect("stdin");
         let data = stdin.to_vec();
@@ -192,7 +224,11 @@ impl Client {
         });
         let out = child.wait_with_output().expect("local-client output");
         let _ = writer.join();
-        Output { code: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
     /// Shorthand: run with a password and no stdin.
@@ -212,7 +248,10 @@ pub fn file(dir: &Path, name: &str, bytes: &[u8]) -> String {
 pub fn random_bytes(n: usize) -> Vec<u8> {
     // A simple xorshift seeded from the clock: enough to make every byte value appear;
     // not for keys.
-    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;

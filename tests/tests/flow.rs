@@ -6,7 +6,13 @@ use keyserver_tests::{Server, file, random_bytes};
 fn register_store_retrieve_list_replace_delete_audit_and_change_password() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
-    assert!(server.line.starts_with("keyserver listening quic=127.0.0.1:"), "{}", server.line);
+    assert!(
+        server
+            .line
+            .starts_with("keyserver listening quic=127.0.0.1:"),
+        "{}",
+        server.line
+    );
     let c = server.client();
     let pw = "correct horse battery staple";
 
@@ -17,46 +23,142 @@ fn register_store_retrieve_list_replace_delete_audit_and_change_password() {
     let big = random_bytes(64 * 1024);
     let small_path = file(tmp.path(), "small.bin", &small);
     let big_path = file(tmp.path(), "big.bin", &big);
-    c.with_password(pw, &["store", "--user", "alice", "--name", "wallet", "--file", &small_path]).ok();
-    c.with_password(pw, &["store", "--user", "alice", "--name", "big", "--file", &big_path]).ok();
-    assert_eq!(c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"]).ok().stdout, small);
-    assert_eq!(c.with_password(pw, &["retrieve", "--user", "alice", "--name", "big"]).ok().stdout, big);
+    c.with_password(
+        pw,
+        &[
+            "store",
+            "--user",
+            "alice",
+            "--name",
+            "wallet",
+            "--file",
+            &small_path,
+        ],
+    )
+    .ok();
+    c.with_password(
+        pw,
+        &[
+            "store", "--user", "alice", "--name", "big", "--file", &big_path,
+        ],
+    )
+    .ok();
+    assert_eq!(
+        c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"])
+            .ok()
+            .stdout,
+        small
+    );
+    assert_eq!(
+        c.with_password(pw, &["retrieve", "--user", "alice", "--name", "big"])
+            .ok()
+            .stdout,
+        big
+    );
 
     // A secret from stdin.
-    let out = c.run(&["store", "--user", "alice", "--name", "piped", "--file", "-"], Some(pw), &[], b"from stdin\0\xff");
+    let out = c.run(
+        &["store", "--user", "alice", "--name", "piped", "--file", "-"],
+        Some(pw),
+        &[],
+        b"from stdin\0\xff",
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(c.with_password(pw, &["retrieve", "--user", "alice", "--name", "piped"]).ok().stdout, b"from stdin\0\xff");
+    assert_eq!(
+        c.with_password(pw, &["retrieve", "--user", "alice", "--name", "piped"])
+            .ok()
+            .stdout,
+        b"from stdin\0\xff"
+    );
 
     // list, plain and JSON.
-    let text = c.with_password(pw, &["list", "--user", "alice"]).ok().text();
+    let text = c
+        .with_password(pw, &["list", "--user", "alice"])
+        .ok()
+        .text();
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.lines().any(|l| l.starts_with("wallet\t")), "{text}");
-    let json = c.with_password(pw, &["list", "--user", "alice", "--json"]).ok().json();
+    let json = c
+        .with_password(pw, &["list", "--user", "alice", "--json"])
+        .ok()
+        .json();
     let entries = json.as_array().unwrap();
     assert_eq!(entries.len(), 3);
     let big_entry = entries.iter().find(|e| e["name"] == "big").unwrap();
     assert_eq!(big_entry["size"], 64 * 1024);
     assert_eq!(big_entry["version"], 1);
     let created = big_entry["created"].as_str().unwrap();
-    assert!(created.len() >= 20 && created.ends_with('Z') && &created[4..5] == "-", "{created}");
+    assert!(
+        created.len() >= 20 && created.ends_with('Z') && &created[4..5] == "-",
+        "{created}"
+    );
 
     // Storing over an existing name needs --replace, which makes version 2.
-    let out = c.with_password(pw, &["store", "--user", "alice", "--name", "wallet", "--file", &big_path]);
+    let out = c.with_password(
+        pw,
+        &[
+            "store", "--user", "alice", "--name", "wallet", "--file", &big_path,
+        ],
+    );
     assert_eq!(out.code, 7, "{out:?}");
-    assert_eq!(c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"]).ok().stdout, small);
-    c.with_password(pw, &["store", "--user", "alice", "--name", "wallet", "--file", &big_path, "--replace"]).ok();
-    assert_eq!(c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"]).ok().stdout, big);
-    let json = c.with_password(pw, &["list", "--user", "alice", "--json"]).ok().json();
-    let wallet = json.as_array().unwrap().iter().find(|e| e["name"] == "wallet").unwrap().clone();
+    assert_eq!(
+        c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"])
+            .ok()
+            .stdout,
+        small
+    );
+    c.with_password(
+        pw,
+        &[
+            "store",
+            "--user",
+            "alice",
+            "--name",
+            "wallet",
+            "--file",
+            &big_path,
+            "--replace",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"])
+            .ok()
+            .stdout,
+        big
+    );
+    let json = c
+        .with_password(pw, &["list", "--user", "alice", "--json"])
+        .ok()
+        .json();
+    let wallet = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "wallet")
+        .unwrap()
+        .clone();
     assert_eq!(wallet["version"], 2);
 
     // delete, then the name is gone.
-    c.with_password(pw, &["delete", "--user", "alice", "--name", "piped"]).ok();
-    assert_eq!(c.with_password(pw, &["retrieve", "--user", "alice", "--name", "piped"]).code, 4);
-    assert_eq!(c.with_password(pw, &["delete", "--user", "alice", "--name", "piped"]).code, 4);
+    c.with_password(pw, &["delete", "--user", "alice", "--name", "piped"])
+        .ok();
+    assert_eq!(
+        c.with_password(pw, &["retrieve", "--user", "alice", "--name", "piped"])
+            .code,
+        4
+    );
+    assert_eq!(
+        c.with_password(pw, &["delete", "--user", "alice", "--name", "piped"])
+            .code,
+        4
+    );
 
     // audit: every event, a verified chain.
-    let doc = c.with_password(pw, &["audit", "--user", "alice", "--json"]).ok().json();
+    let doc = c
+        .with_password(pw, &["audit", "--user", "alice", "--json"])
+        .ok()
+        .json();
     assert_eq!(doc["chain_verified"], true);
     let events = doc["events"].as_array().unwrap();
     for (i, e) in events.iter().enumerate() {
@@ -66,22 +168,67 @@ fn register_store_retrieve_list_replace_delete_audit_and_change_password() {
         }
     }
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for k in ["register", "login_started", "login_succeeded", "store", "retrieve", "delete", "list", "logout"] {
+    for k in [
+        "register",
+        "login_started",
+        "login_succeeded",
+        "store",
+        "retrieve",
+        "delete",
+        "list",
+        "logout",
+    ] {
         assert!(kinds.contains(&k), "{k} not in {kinds:?}");
     }
-    let text = c.with_password(pw, &["audit", "--user", "alice"]).ok().text();
-    assert!(text.lines().last().unwrap().starts_with("chain verified"), "{text}");
+    let text = c
+        .with_password(pw, &["audit", "--user", "alice"])
+        .ok()
+        .text();
+    assert!(
+        text.lines().last().unwrap().starts_with("chain verified"),
+        "{text}"
+    );
 
     // change-password: old refused, new works, secrets intact.
-    let out = c.run(&["change-password", "--user", "alice"], Some(pw), &[("KEYSERVER_NEW_PASSWORD", "new password")], b"");
+    let out = c.run(
+        &["change-password", "--user", "alice"],
+        Some(pw),
+        &[("KEYSERVER_NEW_PASSWORD", "new password")],
+        b"",
+    );
     assert_eq!(out.code, 0, "{out:?}");
     let out = c.with_password(pw, &["retrieve", "--user", "alice", "--name", "wallet"]);
     assert_eq!(out.code, 3, "{out:?}");
-    assert_eq!(c.with_password("new password", &["retrieve", "--user", "alice", "--name", "wallet"]).ok().stdout, big);
-    assert_eq!(c.with_password("new password", &["retrieve", "--user", "alice", "--name", "big"]).ok().stdout, big);
-    let doc = c.with_password("new password", &["audit", "--user", "alice", "--json"]).ok().json();
+    assert_eq!(
+        c.with_password(
+            "new password",
+            &["retrieve", "--user", "alice", "--name", "wallet"]
+        )
+        .ok()
+        .stdout,
+        big
+    );
+    assert_eq!(
+        c.with_password(
+            "new password",
+            &["retrieve", "--user", "alice", "--name", "big"]
+        )
+        .ok()
+        .stdout,
+        big
+    );
+    let doc = c
+        .with_password("new password", &["audit", "--user", "alice", "--json"])
+        .ok()
+        .json();
     assert_eq!(doc["chain_verified"], true);
-    assert!(doc["events"].as_array().unwrap().iter().any(|e| e["kind"] == "change_password"));
+    assert!(
+        doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "change_password")
+    );
 }
 
 #[test]
@@ -89,13 +236,33 @@ fn passwords_from_stdin_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     let c = server.client();
-    let out = c.run(&["register", "--user", "bob", "--password-stdin"], None, &[], b"first pw\n");
+    let out = c.run(
+        &["register", "--user", "bob", "--password-stdin"],
+        None,
+        &[],
+        b"first pw\n",
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    let out = c.run(&["change-password", "--user", "bob", "--password-stdin"], None, &[], b"first pw\nsecond pw\n");
+    let out = c.run(
+        &["change-password", "--user", "bob", "--password-stdin"],
+        None,
+        &[],
+        b"first pw\nsecond pw\n",
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    let out = c.run(&["list", "--user", "bob", "--password-stdin"], None, &[], b"second pw\n");
+    let out = c.run(
+        &["list", "--user", "bob", "--password-stdin"],
+        None,
+        &[],
+        b"second pw\n",
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    let out = c.run(&["list", "--user", "bob", "--password-stdin"], None, &[], b"first pw\n");
+    let out = c.run(
+        &["list", "--user", "bob", "--password-stdin"],
+        None,
+        &[],
+        b"first pw\n",
+    );
     assert_eq!(out.code, 3, "{out:?}");
 }
 
@@ -111,8 +278,14 @@ fn fifty_clients_at_once_all_succeed() {
             std::thread::spawn(move || {
                 let user = format!("user{i}");
                 c.with_password("pw", &["register", "--user", &user]).ok();
-                c.with_password("pw", &["store", "--user", &user, "--name", "s", "--file", &secret]).ok();
-                c.with_password("pw", &["retrieve", "--user", &user, "--name", "s"]).ok().stdout
+                c.with_password(
+                    "pw",
+                    &["store", "--user", &user, "--name", "s", "--file", &secret],
+                )
+                .ok();
+                c.with_password("pw", &["retrieve", "--user", &user, "--name", "s"])
+                    .ok()
+                    .stdout
             })
         })
         .collect();

@@ -76,7 +76,10 @@ impl ReplayWindow {
 
     fn bit(&self, age: u64) -> bool {
         let (w, b) = (age / 64, age % 64);
-        usize::try_from(w).ok().and_then(|w| self.bits.get(w)).is_some_and(|word| word >> b & 1 == 1)
+        usize::try_from(w)
+            .ok()
+            .and_then(|w| self.bits.get(w))
+            .is_some_and(|word| word >> b & 1 == 1)
     }
 
     fn set(&mut self, age: u64) {
