@@ -11,7 +11,7 @@ use keyserver_protocol::{
     envelope::OpaqueBytes,
     handshake::{HandshakeError, login, registration},
     limits::MAX_SEALED_STORAGE_KEY,
-    session::ChannelError,
+    session::{ChannelError, ReplayError},
 };
 use rand::rngs::OsRng;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use crate::{
     handshake::{HandshakeTable, LoginAccount, Pending},
     ops,
     session::SessionTable,
-    storage::{Storage, StorageError},
+    storage::{RequestId, Storage, StorageError},
 };
 
 /// Unix time in seconds, for stored timestamps.
@@ -286,20 +286,45 @@ impl Core {
     async fn sealed(&self, req: &SealedRequest) -> Reply<Response> {
         let now = Instant::now();
         let session = self.sessions.get(&req.session_id, now)?;
-        let plain = {
+        let id = RequestId {
+            session: req.session_id.0,
+            seq: req.seq,
+        };
+        let opened = {
             let mut window = session
                 .window
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             session.channel.open_request(req, &mut window)
-        }
-        .map_err(|e| match e {
-            ChannelError::Replay(_) => ErrorCode::REPLAYED,
-            _ => ErrorCode::BAD_SEAL,
-        })?;
+        };
+        let plain = match opened {
+            Ok(p) => p,
+            Err(ChannelError::Replay(ReplayError::Duplicate | ReplayError::TooOld)) => {
+                // The same request again: a retry after a lost connection, or a replay.
+                // If it authenticates and was a mutation that was applied, answer what was
+                // answered then; nothing runs twice.
+                session
+                    .channel
+                    .open_again(req)
+                    .map_err(|_| ErrorCode::BAD_SEAL)?;
+                let recorded = self
+                    .storage
+                    .recorded_response(id)
+                    .await
+                    .map_err(storage_reply)?;
+                let response = recorded.ok_or(ErrorCode::REPLAYED)?;
+                let sealed = session
+                    .channel
+                    .seal_response(req.seq, &response)
+                    .map_err(|_| ErrorCode::INTERNAL)?;
+                return Ok(Response::Sealed(sealed));
+            }
+            Err(ChannelError::Replay(_)) => return Err(ErrorCode::REPLAYED.into()),
+            Err(_) => return Err(ErrorCode::BAD_SEAL.into()),
+        };
         session.touch(now);
         let response = match OpRequest::decode(&plain) {
-            Ok(op) => ops::run(self, &session, op).await,
+            Ok(op) => ops::run(self, &session, id, op).await,
             Err(_) => OpResponse::Error(ErrorCode::MALFORMED.into()),
         };
         let sealed = session
@@ -352,6 +377,16 @@ impl Core {
         let now = Instant::now();
         for p in self.handshakes.sweep(now) {
             self.abandon(p).await;
+        }
+        // A recorded response is useful while its session may still retry; no session
+        // outlives its lifetime.
+        let lifetime = i64::try_from(self.config.session_lifetime_secs).unwrap_or(i64::MAX);
+        if let Err(e) = self
+            .storage
+            .purge_responses(unix_now().saturating_sub(lifetime))
+            .await
+        {
+            warn!(error = %e, "could not purge recorded responses");
         }
         let n = self.sessions.sweep(now);
         if n > 0 {

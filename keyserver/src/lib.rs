@@ -69,6 +69,8 @@ pub enum StartError {
 pub struct Server {
     quic: quinn::Endpoint,
     quic_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    killer: Arc<transport::ConnectionKiller>,
     core: Arc<Core>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -92,33 +94,47 @@ impl Server {
         };
         let (certs, key) = pki::load_server_identity(&data_dir)?;
         let tls = transport::tls::server_config(certs, key)?;
-        let quic_config = transport::quic::server_config(tls, &config)?;
-        let quic = transport::quic::bind(config.listen, quic_config).map_err(|source| {
-            StartError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
-        let quic_addr = quic.local_addr().map_err(|source| StartError::Bind {
+        let (quic, tcp) = bind_both(config.listen, &tls, &config).await?;
+        let bind_err = |source| StartError::Bind {
             addr: config.listen,
             source,
-        })?;
+        };
+        let quic_addr = quic.local_addr().map_err(bind_err)?;
+        let tcp_addr = tcp.local_addr().map_err(bind_err)?;
         let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+        let tcp_limits = transport::tcp::TcpLimits {
+            max_connections,
+            max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
+            idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
+        };
         let core = Arc::new(Core::new(config, storage, setup));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let killer = Arc::new(transport::ConnectionKiller::default());
         tokio::spawn(transport::quic::serve(
             quic.clone(),
             core.clone(),
             max_connections,
             shutdown.clone(),
+            killer.clone(),
+            tasks.clone(),
+        ));
+        tokio::spawn(transport::tcp::serve(
+            tcp,
+            Arc::new(tls),
+            core.clone(),
+            tcp_limits,
+            shutdown.clone(),
+            killer.clone(),
             tasks.clone(),
         ));
         tokio::spawn(sweeper(core.clone(), shutdown.clone()));
-        info!(quic = %quic_addr, "serving");
+        info!(quic = %quic_addr, tcp = %tcp_addr, "serving");
         Ok(Self {
             quic,
             quic_addr,
+            tcp_addr,
+            killer,
             core,
             shutdown,
             tasks,
@@ -130,9 +146,24 @@ impl Server {
         self.quic_addr
     }
 
+    /// The TLS-over-TCP address actually bound (same port number as QUIC).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
     /// The line printed once the server accepts connections.
     pub fn listening_line(&self) -> String {
-        format!("keyserver listening quic={}", self.quic_addr)
+        format!(
+            "keyserver listening quic={} tcp={}",
+            self.quic_addr, self.tcp_addr
+        )
+    }
+
+    /// Closes every open connection now, as a network failure would; sessions stay open
+    /// and clients resume them on new connections. For tests and for operators moving
+    /// clients off an instance.
+    pub fn drop_connections(&self) {
+        self.killer.kill_all();
     }
 
     /// The protocol core (for tests and benchmarks in this crate).
@@ -154,6 +185,37 @@ impl Server {
             .close(quinn::VarInt::from_u32(0), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.quic.wait_idle()).await;
     }
+}
+
+/// Binds QUIC and TCP on the same port number (UDP and TCP ports do not collide). With port
+/// 0 the port is QUIC's pick; if TCP cannot have it, try again with another.
+async fn bind_both(
+    listen: SocketAddr,
+    tls: &rustls::ServerConfig,
+    config: &Config,
+) -> Result<(quinn::Endpoint, tokio::net::TcpListener), StartError> {
+    let bind_err = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let quic =
+            transport::quic::bind(listen, transport::quic::server_config(tls.clone(), config)?)
+                .map_err(bind_err)?;
+        let port = quic.local_addr().map_err(bind_err)?.port();
+        match transport::tcp::bind(SocketAddr::new(listen.ip(), port)).await {
+            Ok(tcp) => return Ok((quic, tcp)),
+            Err(e) => {
+                quic.close(quinn::VarInt::from_u32(0), b"");
+                last = Some(e);
+            }
+        }
+    }
+    Err(bind_err(
+        last.unwrap_or_else(|| std::io::Error::other("no port")),
+    ))
 }
 
 /// Drops expired handshakes and sessions every few seconds.

@@ -3,7 +3,6 @@
 
 use keyserver_protocol::{
     ErrorCode, ErrorReply, OpRequest, OpResponse, SecretName,
-    audit_chain::{EventBody, EventKind, Outcome},
     codec::Bytes,
     envelope::OpaqueBytes,
     handshake::registration,
@@ -15,22 +14,27 @@ use tracing::instrument;
 use crate::{
     dispatch::{Core, Reply, storage_reply, unix_now},
     session::Session,
-    storage::{NewSecret, StoreOutcome},
+    storage::{Done, NewSecret, RequestId, StoreOutcome},
 };
 
-/// Runs `op` in `session`.
+/// Runs `op`, the request `req`, in `session`.
 #[instrument(skip_all, fields(op = op.kind()))]
-pub(crate) async fn run(core: &Core, session: &Session, op: OpRequest) -> OpResponse {
+pub(crate) async fn run(
+    core: &Core,
+    session: &Session,
+    req: RequestId,
+    op: OpRequest,
+) -> OpResponse {
     let r = match op {
         OpRequest::Store {
             name,
             version,
             replace,
             sealed,
-        } => store(core, session, &name, version, replace, &sealed).await,
+        } => store(core, session, req, &name, version, replace, &sealed).await,
         OpRequest::Retrieve { name } => retrieve(core, session, &name).await,
         OpRequest::List { after } => list(core, session, after.as_ref()).await,
-        OpRequest::Delete { name } => delete(core, session, &name).await,
+        OpRequest::Delete { name } => delete(core, session, req, &name).await,
         OpRequest::Audit { after } => audit(core, session, after).await,
         OpRequest::ChangePasswordStart { message } => {
             change_password_start(core, session, &message)
@@ -38,15 +42,37 @@ pub(crate) async fn run(core: &Core, session: &Session, op: OpRequest) -> OpResp
         OpRequest::ChangePasswordFinish {
             upload,
             sealed_storage_key,
-        } => change_password_finish(core, session, &upload, &sealed_storage_key).await,
-        OpRequest::Logout => logout(core, session).await,
+        } => change_password_finish(core, session, req, &upload, &sealed_storage_key).await,
+        OpRequest::Logout => logout(core, session, req).await,
     };
     r.unwrap_or_else(OpResponse::Error)
+}
+
+/// A response recorded by an earlier run of the same request.
+fn recorded(bytes: &[u8]) -> OpResponse {
+    OpResponse::decode(bytes).unwrap_or_else(|_| OpResponse::Error(ErrorCode::INTERNAL.into()))
+}
+
+fn store_response(o: &StoreOutcome) -> OpResponse {
+    match o {
+        StoreOutcome::Stored { version, created } => OpResponse::Stored {
+            version: *version,
+            created: *created,
+        },
+        StoreOutcome::Exists => OpResponse::Error(ErrorCode::NAME_EXISTS.into()),
+        StoreOutcome::VersionMismatch { expected } => OpResponse::Error(ErrorReply {
+            code: ErrorCode::VERSION_MISMATCH,
+            retry_after_secs: None,
+            expected_version: Some(*expected),
+        }),
+        StoreOutcome::Quota => OpResponse::Error(ErrorCode::QUOTA.into()),
+    }
 }
 
 async fn store(
     core: &Core,
     s: &Session,
+    req: RequestId,
     name: &SecretName,
     version: u64,
     replace: bool,
@@ -58,21 +84,16 @@ async fn store(
         replace,
         sealed: sealed.as_slice(),
     };
-    match core
+    let encode = |o: &StoreOutcome| store_response(o).encode();
+    let done = core
         .storage
-        .store_secret(s.account, &s.user, new, unix_now())
+        .store_secret(s.account, &s.user, new, req, &encode, unix_now())
         .await
-        .map_err(storage_reply)?
-    {
-        StoreOutcome::Stored { version, created } => Ok(OpResponse::Stored { version, created }),
-        StoreOutcome::Exists => Err(ErrorCode::NAME_EXISTS.into()),
-        StoreOutcome::VersionMismatch { expected } => Err(ErrorReply {
-            code: ErrorCode::VERSION_MISMATCH,
-            retry_after_secs: None,
-            expected_version: Some(expected),
-        }),
-        StoreOutcome::Quota => Err(ErrorCode::QUOTA.into()),
-    }
+        .map_err(storage_reply)?;
+    Ok(match done {
+        Done::Fresh(o) => store_response(&o),
+        Done::Recorded(b) => recorded(&b),
+    })
 }
 
 async fn retrieve(core: &Core, s: &Session, name: &SecretName) -> Reply<OpResponse> {
@@ -101,17 +122,25 @@ async fn list(core: &Core, s: &Session, after: Option<&SecretName>) -> Reply<OpR
     Ok(OpResponse::List { entries, more })
 }
 
-async fn delete(core: &Core, s: &Session, name: &SecretName) -> Reply<OpResponse> {
-    if core
-        .storage
-        .delete_secret(s.account, &s.user, name, unix_now())
-        .await
-        .map_err(storage_reply)?
-    {
-        Ok(OpResponse::Deleted)
+fn delete_response(deleted: &bool) -> OpResponse {
+    if *deleted {
+        OpResponse::Deleted
     } else {
-        Err(ErrorCode::NOT_FOUND.into())
+        OpResponse::Error(ErrorCode::NOT_FOUND.into())
     }
+}
+
+async fn delete(core: &Core, s: &Session, req: RequestId, name: &SecretName) -> Reply<OpResponse> {
+    let encode = |d: &bool| delete_response(d).encode();
+    let done = core
+        .storage
+        .delete_secret(s.account, &s.user, name, req, &encode, unix_now())
+        .await
+        .map_err(storage_reply)?;
+    Ok(match done {
+        Done::Fresh(d) => delete_response(&d),
+        Done::Recorded(b) => recorded(&b),
+    })
 }
 
 async fn audit(core: &Core, s: &Session, after: u64) -> Reply<OpResponse> {
@@ -136,6 +165,7 @@ fn change_password_start(core: &Core, s: &Session, message: &OpaqueBytes) -> Rep
 async fn change_password_finish(
     core: &Core,
     s: &Session,
+    req: RequestId,
     upload: &OpaqueBytes,
     sealed_storage_key: &Bytes<MAX_SEALED_STORAGE_KEY>,
 ) -> Reply<OpResponse> {
@@ -143,29 +173,36 @@ async fn change_password_finish(
         return Err(ErrorCode::MALFORMED.into());
     }
     let record = registration::record(upload.as_slice()).map_err(|_| ErrorCode::MALFORMED)?;
-    core.storage
+    let response = OpResponse::PasswordChanged;
+    let done = core
+        .storage
         .change_password(
             s.account,
             &s.user,
             &record,
             sealed_storage_key.as_slice(),
+            req,
+            &response.encode(),
             unix_now(),
         )
         .await
         .map_err(storage_reply)?;
-    Ok(OpResponse::PasswordChanged)
+    Ok(match done {
+        Done::Fresh(()) => response,
+        Done::Recorded(b) => recorded(&b),
+    })
 }
 
-async fn logout(core: &Core, s: &Session) -> Reply<OpResponse> {
-    core.storage
-        .record_event(
-            s.account,
-            &s.user,
-            EventBody::new(EventKind::Logout, Outcome::Ok),
-            unix_now(),
-        )
+async fn logout(core: &Core, s: &Session, req: RequestId) -> Reply<OpResponse> {
+    let response = OpResponse::LoggedOut;
+    let done = core
+        .storage
+        .logout(s.account, &s.user, req, &response.encode(), unix_now())
         .await
         .map_err(storage_reply)?;
     core.sessions.close(&s.channel.id());
-    Ok(OpResponse::LoggedOut)
+    Ok(match done {
+        Done::Fresh(()) => response,
+        Done::Recorded(b) => recorded(&b),
+    })
 }

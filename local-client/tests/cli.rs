@@ -1,3 +1,7 @@
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is how a test fails"
+)]
 //! The `local-client` binary's usage errors (also makes `cargo test` build the binary for
 //! the end-to-end tests).
 

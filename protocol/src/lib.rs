@@ -26,6 +26,7 @@ pub mod audit_chain;
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod names;

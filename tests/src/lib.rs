@@ -1,3 +1,11 @@
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::manual_let_else,
+    clippy::cast_possible_truncation,
+    reason = "test harness: a panic is how a test fails"
+)]
 //! Harness for end-to-end tests: starts the real `keyserver` binary on port 0 in a fresh
 //! data dir, reads the address it prints, and runs the real `local-client` binary against
 //! it. Every process is killed when its guard drops, so a failing test leaves nothing

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "tests: a panic is how a test fails"
+)]
 //! The whole user journey through the real binaries.
 
 use keyserver_tests::{Server, file, random_bytes};

@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "tests: a panic is how a test fails"
+)]
 //! What the server and client refuse: wrong passwords, other users, other CAs, tampering.
 
 use keyserver_tests::{Client, Server, file};

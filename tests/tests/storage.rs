@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "tests: a panic is how a test fails"
+)]
 //! What is on disk: durable across restarts, ciphertext only, tamper-evident.
 
 use keyserver_tests::{Server, file, random_bytes};

@@ -2,10 +2,10 @@
 
 use keyserver_protocol::{
     SecretName, UserName,
-    audit_chain::{ChainVerifier, EventBody, EventKind, Outcome},
+    audit_chain::{ChainVerifier, EventKind},
 };
 
-use super::{NewSecret, Storage, StoreOutcome};
+use super::{Done, NewSecret, RequestId, Storage, StoreOutcome};
 use crate::guess_limit::{LockoutPolicy, LoginGate};
 
 fn policy() -> LockoutPolicy {
@@ -48,6 +48,46 @@ async fn verify_chain(s: &dyn Storage, id: i64, n: &str) -> u64 {
     }
 }
 
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh request id.
+fn rid() -> RequestId {
+    RequestId {
+        session: [7; 16],
+        seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn enc_store(o: &StoreOutcome) -> Vec<u8> {
+    format!("{o:?}").into_bytes()
+}
+
+fn enc_bool(b: &bool) -> Vec<u8> {
+    vec![u8::from(*b)]
+}
+
+async fn store(s: &dyn Storage, id: i64, u: &UserName, n: NewSecret<'_>, now: i64) -> StoreOutcome {
+    match s
+        .store_secret(id, u, n, rid(), &enc_store, now)
+        .await
+        .unwrap()
+    {
+        Done::Fresh(o) => o,
+        Done::Recorded(_) => panic!("fresh request id came back recorded"),
+    }
+}
+
+async fn delete(s: &dyn Storage, id: i64, u: &UserName, n: &SecretName, now: i64) -> bool {
+    match s
+        .delete_secret(id, u, n, rid(), &enc_bool, now)
+        .await
+        .unwrap()
+    {
+        Done::Fresh(d) => d,
+        Done::Recorded(_) => panic!("fresh request id came back recorded"),
+    }
+}
+
 fn new<'a>(n: &'a SecretName, version: u64, replace: bool, sealed: &'a [u8]) -> NewSecret<'a> {
     NewSecret {
         name: n,
@@ -75,36 +115,26 @@ pub(crate) async fn versions_grow_across_replace_and_delete(s: &dyn Storage) {
     let u = user("alice");
     let w = name("wallet");
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 2, false, b"c1"), 1)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 2, false, b"c1"), 1).await,
         StoreOutcome::VersionMismatch { expected: 1 }
     );
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 1, false, b"c1"), 1)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 1, false, b"c1"), 1).await,
         StoreOutcome::Stored {
             version: 1,
             created: 1
         }
     );
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 2, false, b"c2"), 2)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 2, false, b"c2"), 2).await,
         StoreOutcome::Exists
     );
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 1, true, b"c2"), 2)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 1, true, b"c2"), 2).await,
         StoreOutcome::VersionMismatch { expected: 2 }
     );
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 2, true, b"c2"), 2)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 2, true, b"c2"), 2).await,
         StoreOutcome::Stored {
             version: 2,
             created: 2
@@ -112,19 +142,15 @@ pub(crate) async fn versions_grow_across_replace_and_delete(s: &dyn Storage) {
     );
     let got = s.retrieve_secret(id, &u, &w, 3).await.unwrap().unwrap();
     assert_eq!((got.version, got.sealed.as_slice()), (2, &b"c2"[..]));
-    assert!(s.delete_secret(id, &u, &w, 4).await.unwrap());
-    assert!(!s.delete_secret(id, &u, &w, 4).await.unwrap());
+    assert!(delete(s, id, &u, &w, 4).await);
+    assert!(!delete(s, id, &u, &w, 4).await);
     assert!(s.retrieve_secret(id, &u, &w, 5).await.unwrap().is_none());
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 1, false, b"c3"), 6)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 1, false, b"c3"), 6).await,
         StoreOutcome::VersionMismatch { expected: 3 }
     );
     assert_eq!(
-        s.store_secret(id, &u, new(&w, 3, false, b"c3"), 6)
-            .await
-            .unwrap(),
+        store(s, id, &u, new(&w, 3, false, b"c3"), 6).await,
         StoreOutcome::Stored {
             version: 3,
             created: 6
@@ -137,16 +163,14 @@ pub(crate) async fn accounts_never_see_each_others_secrets(s: &dyn Storage) {
     let a = account(s, "alice").await;
     let b = account(s, "bob").await;
     let w = name("wallet");
-    s.store_secret(a, &user("alice"), new(&w, 1, false, b"alice's"), 1)
-        .await
-        .unwrap();
+    store(s, a, &user("alice"), new(&w, 1, false, b"alice's"), 1).await;
     assert!(
         s.retrieve_secret(b, &user("bob"), &w, 2)
             .await
             .unwrap()
             .is_none()
     );
-    assert!(!s.delete_secret(b, &user("bob"), &w, 2).await.unwrap());
+    assert!(!delete(s, b, &user("bob"), &w, 2).await);
     assert!(
         s.list_secrets(b, &user("bob"), None, 10, 2)
             .await
@@ -168,11 +192,9 @@ pub(crate) async fn list_pages_in_name_order_and_hides_deleted(s: &dyn Storage) 
     let u = user("alice");
     for i in (0..10).rev() {
         let n = name(&format!("s{i}"));
-        s.store_secret(id, &u, new(&n, 1, false, &[0u8; 50]), i)
-            .await
-            .unwrap();
+        store(s, id, &u, new(&n, 1, false, &[0u8; 50]), i).await;
     }
-    s.delete_secret(id, &u, &name("s3"), 20).await.unwrap();
+    delete(s, id, &u, &name("s3"), 20).await;
     let p1 = s.list_secrets(id, &u, None, 4, 21).await.unwrap();
     let names: Vec<_> = p1.iter().map(|e| e.name.to_string()).collect();
     assert_eq!(names, ["s0", "s1", "s2", "s4"]);
@@ -202,16 +224,12 @@ pub(crate) async fn every_change_is_in_the_chained_audit_log(s: &dyn Storage) {
     assert_eq!(s.find_account(&u).await.unwrap().unwrap().failed_logins, 2);
     s.login_finished(id, &u, true, 13).await.unwrap();
     assert_eq!(s.find_account(&u).await.unwrap().unwrap().failed_logins, 0);
-    s.store_secret(id, &u, new(&name("k"), 1, false, b"x"), 14)
-        .await
-        .unwrap();
+    store(s, id, &u, new(&name("k"), 1, false, b"x"), 14).await;
     s.retrieve_secret(id, &u, &name("k"), 15).await.unwrap();
-    s.change_password(id, &u, b"new record", b"new key", 16)
+    s.change_password(id, &u, b"new record", b"new key", rid(), b"changed", 16)
         .await
         .unwrap();
-    s.record_event(id, &u, EventBody::new(EventKind::Logout, Outcome::Ok), 17)
-        .await
-        .unwrap();
+    s.logout(id, &u, rid(), b"bye", 17).await.unwrap();
     let events = s.audit_events(id, 0, 100).await.unwrap();
     let kinds: Vec<_> = events.iter().map(|e| e.body.kind).collect();
     use EventKind as K;
@@ -235,6 +253,86 @@ pub(crate) async fn every_change_is_in_the_chained_audit_log(s: &dyn Storage) {
         (a.record.as_slice(), a.sealed_storage_key.as_slice()),
         (&b"new record"[..], &b"new key"[..])
     );
+}
+
+pub(crate) async fn a_repeated_request_is_applied_once_and_gets_the_first_answer(s: &dyn Storage) {
+    let id = account(s, "alice").await;
+    let u = user("alice");
+    let w = name("wallet");
+    let r = rid();
+    let first = s
+        .store_secret(id, &u, new(&w, 1, false, b"c1"), r, &enc_store, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        Done::Fresh(StoreOutcome::Stored {
+            version: 1,
+            created: 1
+        })
+    );
+    // The same request again, even with other contents, is not applied again.
+    let again = s
+        .store_secret(id, &u, new(&w, 2, true, b"c2"), r, &enc_store, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Done::Recorded(enc_store(&StoreOutcome::Stored {
+            version: 1,
+            created: 1
+        }))
+    );
+    assert_eq!(
+        s.recorded_response(r).await.unwrap(),
+        Some(enc_store(&StoreOutcome::Stored {
+            version: 1,
+            created: 1
+        }))
+    );
+    assert_eq!(
+        s.retrieve_secret(id, &u, &w, 3)
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed,
+        b"c1"
+    );
+    let d = rid();
+    assert_eq!(
+        s.delete_secret(id, &u, &w, d, &enc_bool, 4).await.unwrap(),
+        Done::Fresh(true)
+    );
+    assert_eq!(
+        s.delete_secret(id, &u, &w, d, &enc_bool, 5).await.unwrap(),
+        Done::Recorded(vec![1])
+    );
+    // Another session's same seq is another request.
+    let other = RequestId {
+        session: [8; 16],
+        seq: r.seq,
+    };
+    assert_eq!(s.recorded_response(other).await.unwrap(), None);
+    // Refusals are recorded too.
+    s.store_secret(id, &u, new(&w, 2, false, b"c3"), rid(), &enc_store, 6)
+        .await
+        .unwrap();
+    let refused = rid();
+    let first = s
+        .store_secret(id, &u, new(&w, 3, false, b"c4"), refused, &enc_store, 7)
+        .await
+        .unwrap();
+    assert_eq!(first, Done::Fresh(StoreOutcome::Exists));
+    assert_eq!(
+        s.recorded_response(refused).await.unwrap(),
+        Some(enc_store(&StoreOutcome::Exists))
+    );
+    // Purging forgets old responses only.
+    assert!(s.purge_responses(5).await.unwrap() >= 2);
+    assert_eq!(s.recorded_response(r).await.unwrap(), None);
+    assert!(s.recorded_response(refused).await.unwrap().is_some());
+    // register, store, retrieve, delete, store, refused store
+    assert_eq!(verify_chain(s, id, "alice").await, 6);
 }
 
 pub(crate) async fn the_guess_count_locks_and_a_success_resets_it(s: &dyn Storage) {
@@ -321,9 +419,7 @@ pub(crate) async fn concurrent_stores_lose_nothing_and_keep_the_chain(
             let s = s.clone();
             tokio::spawn(async move {
                 let n = name(&format!("secret-{i}"));
-                s.store_secret(id, &user("alice"), new(&n, 1, false, b"ct"), i)
-                    .await
-                    .unwrap()
+                store(&*s, id, &user("alice"), new(&n, 1, false, b"ct"), i).await
             })
         })
         .collect();
@@ -373,6 +469,11 @@ macro_rules! storage_contract_tests {
         async fn every_change_is_in_the_chained_audit_log() {
             let (s, _g) = $fresh.await;
             $crate::storage::contract::every_change_is_in_the_chained_audit_log(&*s).await;
+        }
+        #[tokio::test]
+        async fn a_repeated_request_is_applied_once_and_gets_the_first_answer() {
+            let (s, _g) = $fresh.await;
+            $crate::storage::contract::a_repeated_request_is_applied_once_and_gets_the_first_answer(&*s).await;
         }
         #[tokio::test]
         async fn the_guess_count_locks_and_a_success_resets_it() {

@@ -97,6 +97,29 @@ pub enum StoreOutcome {
     Quota,
 }
 
+/// Names one sealed request. A mutation records its encoded response under this id in the
+/// same transaction as the change, so the same request is applied at most once whatever
+/// connection or instance it arrives on, and a retry gets the first answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    /// The session's id.
+    pub session: [u8; 16],
+    /// The request's sequence number in the session.
+    pub seq: u64,
+}
+
+/// The result of a recorded mutation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done<T> {
+    /// Applied now.
+    Fresh(T),
+    /// The same request was applied before; this is its recorded response.
+    Recorded(Vec<u8>),
+}
+
+/// Encodes a mutation's outcome as the response to record.
+pub type Encode<'a, T> = &'a (dyn Fn(&T) -> Vec<u8> + Send + Sync);
+
 /// A new secret version to store.
 #[derive(Clone, Copy, Debug)]
 pub struct NewSecret<'a> {
@@ -147,24 +170,29 @@ pub trait Storage: Send + Sync + 'static {
         now: i64,
     ) -> Result<(), StorageError>;
 
-    /// Replaces the OPAQUE record and the sealed storage key.
+    /// Replaces the OPAQUE record and the sealed storage key; records `response`.
+    #[allow(clippy::too_many_arguments)]
     async fn change_password(
         &self,
         account: i64,
         user: &UserName,
         record: &[u8],
         sealed_storage_key: &[u8],
+        req: RequestId,
+        response: &[u8],
         now: i64,
-    ) -> Result<(), StorageError>;
+    ) -> Result<Done<()>, StorageError>;
 
-    /// Stores a new version of a secret.
+    /// Stores a new version of a secret; records `encode(outcome)`.
     async fn store_secret(
         &self,
         account: i64,
         user: &UserName,
         secret: NewSecret<'_>,
+        req: RequestId,
+        encode: Encode<'_, StoreOutcome>,
         now: i64,
-    ) -> Result<StoreOutcome, StorageError>;
+    ) -> Result<Done<StoreOutcome>, StorageError>;
 
     /// Reads the current version of a secret, and records the read.
     async fn retrieve_secret(
@@ -185,14 +213,32 @@ pub trait Storage: Send + Sync + 'static {
         now: i64,
     ) -> Result<Vec<SecretEntry>, StorageError>;
 
-    /// Deletes a secret; `Ok(false)` if there was none.
+    /// Deletes a secret (`false`: there was none); records `encode(deleted)`.
     async fn delete_secret(
         &self,
         account: i64,
         user: &UserName,
         name: &SecretName,
+        req: RequestId,
+        encode: Encode<'_, bool>,
         now: i64,
-    ) -> Result<bool, StorageError>;
+    ) -> Result<Done<bool>, StorageError>;
+
+    /// Records a logout event; records `response`.
+    async fn logout(
+        &self,
+        account: i64,
+        user: &UserName,
+        req: RequestId,
+        response: &[u8],
+        now: i64,
+    ) -> Result<Done<()>, StorageError>;
+
+    /// The response recorded for a request, if it was a mutation that was applied.
+    async fn recorded_response(&self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Forgets recorded responses older than `before` (their sessions have ended).
+    async fn purge_responses(&self, before: i64) -> Result<u64, StorageError>;
 
     /// One page of audit events with seq greater than `after`.
     async fn audit_events(
@@ -202,7 +248,7 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError>;
 
-    /// Appends an event that records no other change (logout).
+    /// Appends an event that records no other change.
     async fn record_event(
         &self,
         account: i64,

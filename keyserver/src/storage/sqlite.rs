@@ -20,8 +20,8 @@ use sqlx::{
 };
 
 use super::{
-    Account, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret, Storage, StorageError,
-    StoreOutcome, StoredSecret,
+    Account, Done, Encode, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret, RequestId,
+    Storage, StorageError, StoreOutcome, StoredSecret,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -72,6 +72,40 @@ impl SqliteStorage {
 fn restrict_mode(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+/// The response recorded for `req` inside `tx`, if any.
+async fn recorded(
+    tx: &mut Transaction<'_, Sqlite>,
+    req: RequestId,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let r = sqlx::query_scalar(
+        "SELECT response FROM session_responses WHERE session_id = ? AND seq = ?",
+    )
+    .bind(&req.session[..])
+    .bind(i64_of(req.seq)?)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(r)
+}
+
+/// Records `response` for `req` inside `tx`.
+async fn record_response(
+    tx: &mut Transaction<'_, Sqlite>,
+    req: RequestId,
+    response: &[u8],
+    now: i64,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO session_responses (session_id, seq, response, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&req.session[..])
+    .bind(i64_of(req.seq)?)
+    .bind(response)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Appends `body` to the account's audit chain inside `tx`.
@@ -227,25 +261,25 @@ impl Storage for SqliteStorage {
         user: &UserName,
         record: &[u8],
         sealed_storage_key: &[u8],
+        req: RequestId,
+        response: &[u8],
         now: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Done<()>, StorageError> {
         let mut tx = self.write.begin().await?;
+        if let Some(r) = recorded(&mut tx, req).await? {
+            return Ok(Done::Recorded(r));
+        }
         sqlx::query("UPDATE accounts SET record = ?, sealed_storage_key = ?, failed_logins = 0 WHERE id = ?")
             .bind(record)
             .bind(sealed_storage_key)
             .bind(account)
             .execute(&mut *tx)
             .await?;
-        append_event(
-            &mut tx,
-            account,
-            user,
-            &EventBody::new(EventKind::ChangePassword, Outcome::Ok),
-            now,
-        )
-        .await?;
+        let event = EventBody::new(EventKind::ChangePassword, Outcome::Ok);
+        append_event(&mut tx, account, user, &event, now).await?;
+        record_response(&mut tx, req, response, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Done::Fresh(()))
     }
 
     async fn store_secret(
@@ -253,9 +287,14 @@ impl Storage for SqliteStorage {
         account: i64,
         user: &UserName,
         s: NewSecret<'_>,
+        req: RequestId,
+        encode: Encode<'_, StoreOutcome>,
         now: i64,
-    ) -> Result<StoreOutcome, StorageError> {
+    ) -> Result<Done<StoreOutcome>, StorageError> {
         let mut tx = self.write.begin().await?;
+        if let Some(r) = recorded(&mut tx, req).await? {
+            return Ok(Done::Recorded(r));
+        }
         let row = sqlx::query(
             "SELECT version, sealed IS NOT NULL FROM secrets WHERE account_id = ? AND name = ?",
         )
@@ -283,46 +322,40 @@ impl Storage for SqliteStorage {
         } else {
             None
         };
-        if let Some(outcome) = refused {
-            // A version mismatch is the normal first step of a replace; only real refusals
-            // are worth an event in the user's log.
-            if !matches!(outcome, StoreOutcome::VersionMismatch { .. }) {
-                append_event(
-                    &mut tx,
-                    account,
-                    user,
-                    &EventBody::about(EventKind::Store, s.name, Outcome::Refused),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
+        let outcome = match refused {
+            Some(outcome) => {
+                // A version mismatch is the normal first step of a replace; only real
+                // refusals are worth an event in the user's log.
+                if !matches!(outcome, StoreOutcome::VersionMismatch { .. }) {
+                    let event = EventBody::about(EventKind::Store, s.name, Outcome::Refused);
+                    append_event(&mut tx, account, user, &event, now).await?;
+                }
+                outcome
             }
-            return Ok(outcome);
-        }
-        sqlx::query(
-            "INSERT INTO secrets (account_id, name, version, sealed, created_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, sealed = excluded.sealed, created_at = excluded.created_at",
-        )
-        .bind(account)
-        .bind(s.name.as_str())
-        .bind(i64_of(s.version)?)
-        .bind(s.sealed)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        append_event(
-            &mut tx,
-            account,
-            user,
-            &EventBody::about(EventKind::Store, s.name, Outcome::Ok),
-            now,
-        )
-        .await?;
+            None => {
+                sqlx::query(
+                    "INSERT INTO secrets (account_id, name, version, sealed, created_at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, \
+                     sealed = excluded.sealed, created_at = excluded.created_at",
+                )
+                .bind(account)
+                .bind(s.name.as_str())
+                .bind(i64_of(s.version)?)
+                .bind(s.sealed)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let event = EventBody::about(EventKind::Store, s.name, Outcome::Ok);
+                append_event(&mut tx, account, user, &event, now).await?;
+                StoreOutcome::Stored {
+                    version: s.version,
+                    created: now,
+                }
+            }
+        };
+        record_response(&mut tx, req, &encode(&outcome), now).await?;
         tx.commit().await?;
-        Ok(StoreOutcome::Stored {
-            version: s.version,
-            created: now,
-        })
+        Ok(Done::Fresh(outcome))
     }
 
     async fn retrieve_secret(
@@ -412,9 +445,14 @@ impl Storage for SqliteStorage {
         account: i64,
         user: &UserName,
         name: &SecretName,
+        req: RequestId,
+        encode: Encode<'_, bool>,
         now: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Done<bool>, StorageError> {
         let mut tx = self.write.begin().await?;
+        if let Some(r) = recorded(&mut tx, req).await? {
+            return Ok(Done::Recorded(r));
+        }
         // The row stays with its version and no ciphertext, so versions keep counting.
         let done = sqlx::query("UPDATE secrets SET sealed = NULL WHERE account_id = ? AND name = ? AND sealed IS NOT NULL")
             .bind(account)
@@ -432,8 +470,54 @@ impl Storage for SqliteStorage {
             now,
         )
         .await?;
+        record_response(&mut tx, req, &encode(&done), now).await?;
         tx.commit().await?;
-        Ok(done)
+        Ok(Done::Fresh(done))
+    }
+
+    async fn logout(
+        &self,
+        account: i64,
+        user: &UserName,
+        req: RequestId,
+        response: &[u8],
+        now: i64,
+    ) -> Result<Done<()>, StorageError> {
+        let mut tx = self.write.begin().await?;
+        if let Some(r) = recorded(&mut tx, req).await? {
+            return Ok(Done::Recorded(r));
+        }
+        append_event(
+            &mut tx,
+            account,
+            user,
+            &EventBody::new(EventKind::Logout, Outcome::Ok),
+            now,
+        )
+        .await?;
+        record_response(&mut tx, req, response, now).await?;
+        tx.commit().await?;
+        Ok(Done::Fresh(()))
+    }
+
+    async fn recorded_response(&self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError> {
+        let r = sqlx::query_scalar(
+            "SELECT response FROM session_responses WHERE session_id = ? AND seq = ?",
+        )
+        .bind(&req.session[..])
+        .bind(i64_of(req.seq)?)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(r)
+    }
+
+    async fn purge_responses(&self, before: i64) -> Result<u64, StorageError> {
+        let n = sqlx::query("DELETE FROM session_responses WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n)
     }
 
     async fn audit_events(

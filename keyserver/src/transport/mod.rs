@@ -3,4 +3,29 @@
 //! write back the bytes it returns. No protocol decision is made here.
 
 pub mod quic;
+pub mod tcp;
 pub mod tls;
+
+use std::sync::RwLock;
+
+use tokio_util::sync::CancellationToken;
+
+/// Closes every open connection at once (each connection watches a child of the current
+/// token); new connections get the next token.
+#[derive(Debug, Default)]
+pub struct ConnectionKiller(RwLock<CancellationToken>);
+
+impl ConnectionKiller {
+    /// A token the next connection watches.
+    pub fn token(&self) -> CancellationToken {
+        self.0.read().map(|t| t.child_token()).unwrap_or_default()
+    }
+
+    /// Closes every connection open now.
+    pub fn kill_all(&self) {
+        if let Ok(mut t) = self.0.write() {
+            t.cancel();
+            *t = CancellationToken::new();
+        }
+    }
+}

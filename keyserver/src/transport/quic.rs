@@ -46,6 +46,7 @@ pub async fn serve(
     core: Arc<Core>,
     max_connections: usize,
     shutdown: CancellationToken,
+    killer: Arc<super::ConnectionKiller>,
     tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -59,9 +60,14 @@ pub async fn serve(
             incoming.refuse();
             continue;
         };
-        let (core, shutdown, t) = (core.clone(), shutdown.clone(), tasks.clone());
+        let (core, shutdown, t, kill) = (
+            core.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+            killer.token(),
+        );
         tasks.spawn(async move {
-            connection(incoming, core, shutdown, t).await;
+            connection(incoming, core, shutdown, kill, t).await;
             drop(permit);
         });
     }
@@ -71,6 +77,7 @@ async fn connection(
     incoming: Incoming,
     core: Arc<Core>,
     shutdown: CancellationToken,
+    kill: CancellationToken,
     tasks: TaskTracker,
 ) {
     let remote = incoming.remote_address();
@@ -86,6 +93,10 @@ async fn connection(
         loop {
             let (send, recv) = tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = kill.cancelled() => {
+                    conn.close(VarInt::from_u32(0), b"connection dropped");
+                    return;
+                }
                 s = conn.accept_bi() => match s {
                     Ok(s) => s,
                     Err(e) => {

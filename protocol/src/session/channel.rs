@@ -217,8 +217,21 @@ impl ServerChannel {
         Ok(plain)
     }
 
+    /// Opens a request whose `seq` the replay window refused, without touching the window:
+    /// a client that lost its connection sends the very same bytes again, and the caller
+    /// answers with the response recorded for that `seq` (sealed again, it is the same
+    /// ciphertext: same key, nonce and plaintext) or refuses it. Never run an operation on
+    /// what this returns.
+    pub fn open_again(&self, req: &SealedRequest) -> Result<Vec<u8>, ChannelError> {
+        if req.session_id != self.id {
+            return Err(ChannelError::BadSeal);
+        }
+        open(&self.c2s, C2S, &self.id, req.seq, req.body.as_slice())
+    }
+
     /// Seals the response to the request that carried `seq`. Call it at most once per
-    /// accepted `seq`.
+    /// accepted `seq`, or again with the same plaintext for a request opened with
+    /// [`Self::open_again`].
     pub fn seal_response(&self, seq: u64, plain: &[u8]) -> Result<SealedResponse, ChannelError> {
         let body = seal(&self.s2c, S2C, &self.id, seq, plain)?;
         Ok(SealedResponse { seq, body })
@@ -267,6 +280,18 @@ mod tests {
         forged.body = Bytes::new(body).unwrap();
         assert_eq!(s.open_request(&forged, &mut w), Err(ChannelError::BadSeal));
         assert_eq!(s.open_request(&req, &mut w).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_resent_request_opens_again_and_its_response_seals_identically() {
+        let (c, s) = pair();
+        let mut w = ReplayWindow::new();
+        let req = c.seal_request(b"store").unwrap();
+        s.open_request(&req, &mut w).unwrap();
+        let first = s.seal_response(req.seq, b"stored").unwrap();
+        assert!(s.open_request(&req, &mut w).is_err());
+        assert_eq!(s.open_again(&req).unwrap(), b"store");
+        assert_eq!(s.seal_response(req.seq, b"stored").unwrap(), first);
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! TLS 1.3 over TCP (tokio-rustls): frames tagged with a request id (see
+//! `keyserver_protocol::frame`), so many requests are in flight on one connection and
+//! their answers go back as soon as each is ready, in any order.
+//!
+//! Per connection, one task reads frames and spawns one task per request, at most
+//! `max_streams_per_connection` at once: when that many are running, the reader stops
+//! reading, which is back pressure on the client through TCP flow control. One task writes
+//! the answers.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use keyserver_protocol::{
+    ALPN, ErrorCode, Response,
+    frame::{self, FrameError, HEADER_LEN},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, BufWriter},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, mpsc},
+};
+use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, debug, info_span};
+
+use crate::dispatch::Core;
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS alert record, sent in the clear before any key exists: fatal (2),
+/// `no_application_protocol` (120). rustls accepts a ClientHello without ALPN for TLS over
+/// TCP; this protocol requires it, like QUIC does.
+const NO_APPLICATION_PROTOCOL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78];
+
+/// Limits for TCP connections.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Most requests in flight per connection.
+    pub max_in_flight: usize,
+    /// A connection with no complete frame for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown`; `killer` closes the connections open at a time.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    core: Arc<Core>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    killer: Arc<super::ConnectionKiller>,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (tcp, remote) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%remote, "connection refused: at max_connections");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let kill = killer.token();
+        let (tls, core, shutdown, t) = (tls.clone(), core.clone(), shutdown.clone(), tasks.clone());
+        tasks.spawn(
+            async move {
+                tokio::select! {
+                    () = connection(tcp, tls, core, limits, shutdown, t) => {},
+                    () = kill.cancelled() => debug!("connection dropped"),
+                }
+                drop(permit);
+            }
+            .instrument(info_span!("conn", %remote, transport = "tcp")),
+        );
+    }
+}
+
+async fn handshake(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) -> Option<TlsStream<TcpStream>> {
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let mut start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(error = %e, "bad ClientHello");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let offers_ours = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut a| a.any(|p| p == ALPN));
+    if !offers_ours {
+        // A client offering other protocols gets the same alert from rustls; one offering
+        // none would be let through by rustls, so answer it here.
+        debug!("refused: client does not offer ALPN keyserver/1");
+        let _ = start.io.write_all(&NO_APPLICATION_PROTOCOL_ALERT).await;
+        let _ = start.io.shutdown().await;
+        return None;
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(tls)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    core: Arc<Core>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let Some(stream) = handshake(tcp, tls).await else {
+        return;
+    };
+    let (mut reader, writer) = tokio::io::split(stream);
+    // Answers are queued to one writer; the queue is bounded by the in-flight limit.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.max_in_flight.max(1));
+    let write_task = tokio::spawn(async move {
+        let mut w = BufWriter::new(writer);
+        while let Some(frame) = rx.recv().await {
+            if w.write_all(&frame).await.is_err() {
+                return;
+            }
+            // Write every answer already queued before flushing: one TLS record and one
+            // syscall for a burst of answers.
+            while let Ok(more) = rx.try_recv() {
+                if w.write_all(&more).await.is_err() {
+                    return;
+                }
+            }
+            if w.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let mut header = [0u8; HEADER_LEN];
+        let read = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = tokio::time::timeout(limits.idle_timeout, reader.read_exact(&mut header)) => r,
+        };
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "connection ended");
+                break;
+            }
+            Err(_) => {
+                debug!("idle timeout");
+                break;
+            }
+        }
+        let len = match frame::payload_len(header) {
+            Ok(len) => len,
+            Err(e) => {
+                // The stream has lost its framing: answer once (id 0, the id is unknown)
+                // and close.
+                debug!(error = %e, "bad frame header");
+                let _ = tx
+                    .send(frame::encode(
+                        0,
+                        &Response::Error(ErrorCode::MALFORMED.into()).encode(),
+                    ))
+                    .await;
+                break;
+            }
+        };
+        let mut payload = vec![0u8; len];
+        match tokio::time::timeout(limits.idle_timeout, reader.read_exact(&mut payload)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                debug!("truncated frame");
+                break;
+            }
+        }
+        let f = match frame::parse_payload(payload) {
+            Ok(f) => f,
+            Err(FrameError::TooLarge(_) | FrameError::TooShort(_)) => break,
+        };
+        let (core, tx) = (core.clone(), tx.clone());
+        tasks.spawn(
+            async move {
+                let response = core.handle(&f.body).await;
+                let _ = tx.send(frame::encode(f.id, &response)).await;
+                drop(permit);
+            }
+            .in_current_span(),
+        );
+    }
+    drop(tx);
+    let _ = write_task.await;
+}
+
+/// Binds the TCP listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
