@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use keyserver_protocol::{ALPN, Request, Response, limits::MAX_MESSAGE};
+use keyserver_protocol::{ALPN, limits::MAX_MESSAGE};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::{RootCertStore, pki_types::CertificateDer};
 
@@ -15,6 +15,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest CA file read.
 const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// A request on one link failed.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The connection is gone (or timed out); the request may or may not have reached the
+    /// server. Reconnect and send the same bytes again.
+    Lost(String),
+    /// Anything else: do not retry.
+    Fatal(ClientError),
+}
 
 /// Reads PEM certificates from `path`.
 pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
@@ -72,13 +82,13 @@ pub async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
 
 /// One QUIC connection to a server. Cheap to clone; every clone shares the connection.
 #[derive(Clone, Debug)]
-pub struct QuicConnection {
+pub struct QuicLink {
     conn: quinn::Connection,
     // Keeps the endpoint (the UDP socket) alive as long as any clone of the connection.
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
 }
 
-impl QuicConnection {
+impl QuicLink {
     /// Connects to `addr`, checking that the certificate names `server_name`.
     pub async fn connect(
         addr: SocketAddr,
@@ -113,38 +123,49 @@ impl QuicConnection {
             Ok(Err(e)) => return Err(classify(e)),
             Ok(Ok(c)) => c,
         };
-        Ok(Self {
-            conn,
-            _endpoint: endpoint,
-        })
+        Ok(Self { conn, endpoint })
     }
 
     /// Sends one request on its own stream and reads its response.
-    pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        let bytes = req.encode();
+    pub async fn call(&self, req: &[u8]) -> Result<Vec<u8>, LinkError> {
         let exchange = async {
-            let (mut send, mut recv) = self.conn.open_bi().await.map_err(classify)?;
-            send.write_all(&bytes)
+            let (mut send, mut recv) = self
+                .conn
+                .open_bi()
                 .await
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
-            send.finish()
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?;
-            let resp = recv.read_to_end(MAX_MESSAGE).await.map_err(|e| match e {
-                quinn::ReadToEndError::TooLong => ClientError::Protocol("response too large"),
-                quinn::ReadToEndError::Read(e) => ClientError::Unreachable(e.to_string()),
-            })?;
-            Response::decode(&resp).map_err(|_| ClientError::Protocol("undecodable response"))
+                .map_err(|e| LinkError::Lost(e.to_string()))?;
+            send.write_all(req)
+                .await
+                .map_err(|e| LinkError::Lost(e.to_string()))?;
+            send.finish().map_err(|e| LinkError::Lost(e.to_string()))?;
+            recv.read_to_end(MAX_MESSAGE).await.map_err(|e| match e {
+                quinn::ReadToEndError::TooLong => {
+                    LinkError::Fatal(ClientError::Protocol("response too large"))
+                }
+                quinn::ReadToEndError::Read(e) => LinkError::Lost(e.to_string()),
+            })
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| {
-                ClientError::Unreachable(format!("no response within {REQUEST_TIMEOUT:?}"))
-            })?
+            .map_err(|_| LinkError::Lost(format!("no response within {REQUEST_TIMEOUT:?}")))?
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
     }
 
     /// Closes the connection politely.
     pub fn close(&self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+
+    /// Closes the connection and waits (briefly) until the server has been told, so that a
+    /// process about to exit does not leave the server holding a dead connection until its
+    /// idle timeout.
+    pub async fn close_and_wait(&self) {
+        self.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 

@@ -25,8 +25,16 @@
 pub mod connect;
 pub mod error;
 mod session;
+pub mod tcp;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 pub use error::ClientError;
 use keyserver_protocol::{
@@ -41,6 +49,32 @@ use rand::rngs::OsRng;
 use rustls::pki_types::CertificateDer;
 pub use session::{AuditReport, Session};
 
+/// Which transport a connection uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// QUIC: one stream per request (the default).
+    #[default]
+    Quic,
+    /// TLS 1.3 over TCP: framed requests with ids.
+    Tcp,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quic" => Ok(Self::Quic),
+            "tcp" => Ok(Self::Tcp),
+            other => Err(format!(
+                "unknown transport {other:?} (expected quic or tcp)"
+            )),
+        }
+    }
+}
+
+/// How many times a request is retried on a new connection after losing its own.
+pub const RECONNECT_ATTEMPTS: u32 = 5;
+
 /// How to reach and authenticate a server.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -48,6 +82,7 @@ pub struct ClientConfig {
     server_name: String,
     ca: Vec<CertificateDer<'static>>,
     ksf: KsfParams,
+    transport: Transport,
 }
 
 impl ClientConfig {
@@ -59,12 +94,19 @@ impl ClientConfig {
             server_name: "localhost".into(),
             ca: connect::load_ca(ca)?,
             ksf: KsfParams::default(),
+            transport: Transport::default(),
         })
     }
 
     /// The name the server's certificate must carry. Default `localhost`.
     pub fn server_name(&mut self, name: &str) -> &mut Self {
         self.server_name = name.to_string();
+        self
+    }
+
+    /// The transport. Default QUIC.
+    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+        self.transport = transport;
         self
     }
 
@@ -90,30 +132,152 @@ fn handshake_error(e: HandshakeError) -> ClientError {
     }
 }
 
-/// A connection to a server. Any number of sessions may share it.
+#[derive(Clone, Debug)]
+enum Link {
+    Quic(connect::QuicLink),
+    Tcp(tcp::TcpLink),
+}
+
+impl Link {
+    async fn call(&self, req: &[u8]) -> Result<Vec<u8>, connect::LinkError> {
+        match self {
+            Self::Quic(l) => l.call(req).await,
+            Self::Tcp(l) => l.call(req).await,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Self::Quic(l) => l.close(),
+            Self::Tcp(l) => l.close(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    /// The current link and its generation; `None` after it was lost.
+    link: std::sync::Mutex<Option<(u64, Link)>>,
+    generation: AtomicU64,
+    /// Serialises reconnection so that many failing requests make one new connection.
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+/// A connection to a server, over QUIC or TLS over TCP. Clone it freely: clones share it,
+/// and any number of sessions and concurrent requests run over it. When the underlying
+/// connection is lost, the next request makes a new one (with bounded retries and backoff)
+/// and sends itself again; sessions carry on without logging in again.
 #[derive(Clone, Debug)]
 pub struct Connection {
-    quic: connect::QuicConnection,
-    ksf: KsfParams,
+    inner: Arc<Inner>,
 }
 
 impl Connection {
     /// Connects and checks the server's certificate.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
+        let inner = Inner {
+            config: config.clone(),
+            link: std::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            reconnect: tokio::sync::Mutex::new(()),
+        };
+        let conn = Self {
+            inner: Arc::new(inner),
+        };
+        conn.link().await?;
+        Ok(conn)
+    }
+
+    async fn open_link(config: &ClientConfig) -> Result<Link, ClientError> {
         let addr = connect::resolve(&config.server).await?;
         let tls = connect::tls_config(&config.ca)?;
-        let quic = connect::QuicConnection::connect(addr, &config.server_name, tls).await?;
-        Ok(Self {
-            quic,
-            ksf: config.ksf,
+        Ok(match config.transport {
+            Transport::Quic => {
+                Link::Quic(connect::QuicLink::connect(addr, &config.server_name, tls).await?)
+            }
+            Transport::Tcp => {
+                Link::Tcp(tcp::TcpLink::connect(addr, &config.server_name, tls).await?)
+            }
         })
     }
 
+    fn current(&self) -> Option<(u64, Link)> {
+        self.inner
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The live link, connecting if there is none.
+    async fn link(&self) -> Result<(u64, Link), ClientError> {
+        if let Some(l) = self.current() {
+            return Ok(l);
+        }
+        let _one = self.inner.reconnect.lock().await;
+        if let Some(l) = self.current() {
+            return Ok(l);
+        }
+        let link = Self::open_link(&self.inner.config).await?;
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *self
+            .inner
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((generation, link.clone()));
+        Ok((generation, link))
+    }
+
+    /// Forgets link `generation` (if it is still the current one).
+    fn lost(&self, generation: u64) {
+        let mut link = self
+            .inner
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if link.as_ref().is_some_and(|(g, _)| *g == generation)
+            && let Some((_, l)) = link.take()
+        {
+            l.close();
+        }
+    }
+
+    /// Sends one request; on a lost connection reconnects and sends the same bytes again.
     pub(crate) async fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        match self.quic.call(req).await? {
+        let bytes = req.encode();
+        let mut attempt = 0;
+        loop {
+            let result = match self.link().await {
+                Ok((generation, link)) => match link.call(&bytes).await {
+                    Ok(resp) => return Self::decode(&resp),
+                    Err(connect::LinkError::Fatal(e)) => return Err(e),
+                    Err(connect::LinkError::Lost(why)) => {
+                        self.lost(generation);
+                        ClientError::Unreachable(why)
+                    }
+                },
+                // A certificate or usage problem does not heal by retrying.
+                Err(e @ (ClientError::Tls(_) | ClientError::InvalidInput(_))) => return Err(e),
+                Err(e) => e,
+            };
+            if attempt >= RECONNECT_ATTEMPTS {
+                return Err(result);
+            }
+            tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Response, ClientError> {
+        match Response::decode(bytes).map_err(|_| ClientError::Protocol("undecodable response"))? {
             Response::Error(e) => Err(e.into()),
             r => Ok(r),
         }
+    }
+
+    fn ksf(&self) -> KsfParams {
+        self.inner.config.ksf
     }
 
     /// Registers `user` with `password`, and makes the account's storage key.
@@ -133,7 +297,7 @@ impl Connection {
         else {
             return Err(ClientError::Protocol("unexpected reply to RegisterStart"));
         };
-        let ksf = self.ksf;
+        let ksf = self.ksf();
         let password = password.clone();
         let user2 = user.clone();
         // argon2 takes a while and much memory: off the async threads.
@@ -180,7 +344,7 @@ impl Connection {
         else {
             return Err(ClientError::Protocol("unexpected reply to LoginStart"));
         };
-        let ksf = self.ksf;
+        let ksf = self.ksf();
         let pw = password.clone();
         let finished = tokio::task::spawn_blocking(move || {
             flow.finish(&mut OsRng, &pw, message.as_slice(), ksf)
@@ -220,8 +384,20 @@ impl Connection {
         ))
     }
 
-    /// Closes the connection.
+    /// Closes the connection and waits (at most a second) until the server knows. Call it
+    /// before a process exits.
+    pub async fn shutdown(&self) {
+        let link = self.current();
+        self.close();
+        if let Some((_, Link::Quic(q))) = link {
+            q.close_and_wait().await;
+        }
+    }
+
+    /// Closes the current underlying connection. The next request, if any, reconnects.
     pub fn close(&self) {
-        self.quic.close();
+        if let Some((g, _)) = self.current() {
+            self.lost(g);
+        }
     }
 }

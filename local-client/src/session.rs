@@ -16,6 +16,9 @@ use rand::rngs::OsRng;
 
 use crate::{ClientError, Connection, handshake_error};
 
+/// How often a request refused as a replay is tried again (see [`Session::op`]).
+const REPLAY_RETRIES: u32 = 6;
+
 /// Most attempts at a store whose version moved under it (concurrent writers).
 const STORE_ATTEMPTS: usize = 4;
 
@@ -23,7 +26,7 @@ const STORE_ATTEMPTS: usize = 4;
 /// concurrently from many tasks.
 #[derive(Clone)]
 pub struct Session {
-    conn: Connection,
+    conn: Arc<std::sync::RwLock<Connection>>,
     user: UserName,
     channel: Arc<ClientChannel>,
     storage_key: Arc<StorageKey>,
@@ -55,7 +58,7 @@ impl Session {
         storage_key: StorageKey,
     ) -> Self {
         Self {
-            conn,
+            conn: Arc::new(std::sync::RwLock::new(conn)),
             user,
             channel,
             storage_key: Arc::new(storage_key),
@@ -67,16 +70,64 @@ impl Session {
         &self.user
     }
 
+    /// The connection requests of this session go over.
+    pub fn connection(&self) -> Connection {
+        self.conn
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Moves the session to another connection (of either transport, even to another
+    /// server instance sharing the database): its next requests go there. No login, no
+    /// password: the session lives above connections.
+    pub fn move_to(&self, conn: &Connection) {
+        *self
+            .conn
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = conn.clone();
+    }
+
     /// Seals `op`, sends it, opens the answer.
+    ///
+    /// A request whose connection was lost is sent again, same bytes, on a new connection
+    /// (see [`Connection`]). If the server had applied it, it answers what it answered
+    /// then; if it had received but not yet finished it, it says `REPLAYED`: a read is then
+    /// sealed again under a new sequence number, a mutation is sent again after a pause
+    /// until its recorded answer is there.
     async fn op(&self, op: &OpRequest) -> Result<OpResponse, ClientError> {
-        let req = self
-            .channel
-            .seal_request(&op.encode())
-            .map_err(|_| ClientError::InvalidInput("request too large".into()))?;
-        let seq = req.seq;
-        let Response::Sealed(resp) = self.conn.call(&Request::Sealed(req)).await? else {
-            return Err(ClientError::Protocol("unsealed reply to a sealed request"));
+        let body = op.encode();
+        let seal = |body: &[u8]| {
+            self.channel
+                .seal_request(body)
+                .map_err(|_| ClientError::InvalidInput("request too large".into()))
         };
+        let mut req = seal(&body)?;
+        let mut attempt = 0u32;
+        let resp = loop {
+            match self.connection().call(&Request::Sealed(req.clone())).await {
+                Ok(Response::Sealed(resp)) => break resp,
+                Ok(_) => return Err(ClientError::Protocol("unsealed reply to a sealed request")),
+                Err(ClientError::Server(ErrorCode::REPLAYED)) if attempt < REPLAY_RETRIES => {
+                    attempt += 1;
+                    if op.is_mutation() {
+                        tokio::time::sleep(
+                            std::time::Duration::from_millis(20) * 2u32.pow(attempt),
+                        )
+                        .await;
+                    } else {
+                        req = seal(&body)?;
+                    }
+                }
+                Err(ClientError::Server(ErrorCode::REPLAYED)) => {
+                    return Err(ClientError::Protocol(
+                        "the server did not confirm the request; check its outcome with list or audit",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let seq = req.seq;
         let plain = self
             .channel
             .open_response(seq, &resp)
@@ -222,7 +273,7 @@ impl Session {
             ));
         };
         let (ksf, pw, user, sk) = (
-            self.conn.ksf,
+            self.connection().ksf(),
             new_password.clone(),
             self.user.clone(),
             self.storage_key.clone(),

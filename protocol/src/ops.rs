@@ -146,6 +146,18 @@ impl OpRequest {
         codec::decode(bytes, MAX_SEALED_BODY)
     }
 
+    /// Whether the operation changes the account. Mutations are applied at most once per
+    /// sequence number, and their responses recorded; reads may simply be sent again.
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            Self::Store { .. }
+                | Self::Delete { .. }
+                | Self::ChangePasswordFinish { .. }
+                | Self::Logout
+        )
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -45,6 +45,8 @@ pub struct Server {
     child: Option<Child>,
     /// The QUIC address it listens on.
     pub addr: String,
+    /// The TLS-over-TCP address it listens on.
+    pub tcp_addr: String,
     /// The whole `listening` line.
     pub line: String,
     /// Its data dir.
@@ -95,9 +97,15 @@ impl Server {
             .find_map(|w| w.strip_prefix("quic="))
             .unwrap_or_else(|| panic!("no quic= in {line:?}"))
             .to_string();
+        let tcp_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("tcp="))
+            .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
+            .to_string();
         Self {
             child: Some(child),
             addr,
+            tcp_addr,
             line,
             data_dir: data_dir.to_path_buf(),
         }

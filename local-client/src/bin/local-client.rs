@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyserver_protocol::{SecretBytes, SecretName, UserName, limits::MAX_SECRET};
-use local_client::{ClientConfig, ClientError, Connection, Session};
+use local_client::{ClientConfig, ClientError, Connection, Session, Transport};
 use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]
@@ -48,6 +48,14 @@ struct Cli {
         default_value = "localhost"
     )]
     server_name: String,
+    /// Transport: quic or tcp (TLS 1.3 over TCP, same port).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSERVER_TRANSPORT",
+        default_value = "quic"
+    )]
+    transport: Transport,
     /// Read the password from the first line of stdin (and, for change-password, the new
     /// one from the second). Without it: $KEYSERVER_PASSWORD, else a prompt.
     #[arg(long, global = true)]
@@ -273,7 +281,9 @@ async fn connect(cli: &Cli) -> Result<Connection, Failure> {
         },
         other => other.into(),
     })?;
-    config.server_name(&cli.server_name);
+    config
+        .server_name(&cli.server_name)
+        .transport(cli.transport);
     Ok(Connection::connect(&config).await?)
 }
 
@@ -290,7 +300,7 @@ async fn login(
 
 async fn finish(conn: Connection, session: Session) {
     let _ = session.logout().await;
-    conn.close();
+    conn.shutdown().await;
 }
 
 fn rfc3339(t: i64) -> String {
@@ -340,8 +350,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 &format!("New password for {user}: "),
             )?;
             let conn = connect(&cli).await?;
-            conn.register(&user, &password).await?;
-            conn.close();
+            let r = conn.register(&user, &password).await;
+            conn.shutdown().await;
+            r?;
             eprintln!("registered {user}");
         }
         Cmd::Store {
