@@ -1,0 +1,216 @@
+//! `keyserver-bench`: starts the real `keyserver` binary on loopback (a fresh data dir,
+//! SQLite) and measures requests per second and latency over ONE connection, per transport,
+//! at several numbers of requests in flight. Prints a table; `--json FILE` writes it too.
+//!
+//! ```text
+//! cargo build --release --bins && target/release/keyserver-bench       # full run
+//! target/release/keyserver-bench --quick                               # a few seconds
+//! ```
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use keyserver_protocol::{SecretBytes, SecretName, UserName, suite::KsfParams};
+use local_client::{ClientConfig, Connection, Session, Transport};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyserver-bench", about = "Benchmarks the real keyserver binary on loopback.")]
+struct Args {
+    /// Seconds per measurement (default 5; 1 with --quick).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// A short run for CI: 1 s per measurement.
+    #[arg(long)]
+    quick: bool,
+    /// The keyserver binary (default: next to this one).
+    #[arg(long)]
+    keyserver: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    figure: &'static str,
+    transport: &'static str,
+    in_flight: usize,
+    requests: u64,
+    per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let i = ((last as f64) * p).round() as usize;
+    sorted.get(i.min(last)).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Runs `op` in `in_flight` concurrent loops for `secs`.
+async fn measure<F, Fut>(in_flight: usize, secs: f64, op: F) -> anyhow::Result<(u64, f64, f64, f64)>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for w in 0..in_flight {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op(((w as u64) << 32) | i).await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    let n = all.len() as u64;
+    Ok((n, n as f64 / elapsed, percentile(&all, 0.5), percentile(&all, 0.99)))
+}
+
+/// The server process; killed when dropped.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<(ServerProcess, String)> {
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("KEYSERVER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let guard = ServerProcess(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).context("the server printed no listening line")?;
+    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("quic=")).context("no quic= address")?;
+    Ok((guard, addr.to_string()))
+}
+
+fn default_keyserver() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().context("no parent dir")?.join("keyserver");
+    if !p.is_file() {
+        bail!("{} not found: build it first (cargo build --release --bins) or pass --keyserver", p.display());
+    }
+    Ok(p)
+}
+
+async fn session(addr: &str, ca: &Path, transport: Transport, user: &str) -> anyhow::Result<(Connection, Session)> {
+    let mut config = ClientConfig::new(addr, ca)?;
+    // The server never runs the key-stretching function; the bytes on the wire are the same.
+    config.transport(transport).ksf(KsfParams::INSECURE_TEST_ONLY);
+    let conn = Connection::connect(&config).await?;
+    let user = UserName::new(user)?;
+    let pw = SecretBytes::new(b"benchmark".to_vec());
+    conn.register(&user, &pw).await?;
+    let s = conn.login(&user, &pw).await?;
+    Ok((conn, s))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let secs = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
+    let bin = match &args.keyserver {
+        Some(p) => p.clone(),
+        None => default_keyserver()?,
+    };
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let (_server, addr) = start_server(&bin, &data)?;
+    let ca = data.join("ca.pem");
+    let secret = SecretBytes::new(vec![0x5a; 64]);
+    let mut rows = Vec::new();
+    for (transport, tname) in [(Transport::Quic, "quic"), (Transport::Tcp, "tcp")] {
+        let (_conn, s) = session(&addr, &ca, transport, &format!("bench-{tname}")).await?;
+        let name = SecretName::new("k")?;
+        s.store(&name, &secret, false).await?;
+        for in_flight in [1usize, 16, 256] {
+            let (s2, n2) = (s.clone(), name.clone());
+            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |_| {
+                let (s, n) = (s2.clone(), n2.clone());
+                async move {
+                    s.retrieve(&n).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(Row { figure: "retrieve 64 B", transport: tname, in_flight, requests, per_second, p50_us, p99_us });
+            let s2 = s.clone();
+            let sec = secret.clone();
+            let round = in_flight;
+            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |i| {
+                let (s, sec) = (s2.clone(), sec.clone());
+                async move {
+                    let n = SecretName::new(format!("s{round}-{i}"))?;
+                    s.store(&n, &sec, false).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(Row { figure: "store 64 B (durable)", transport: tname, in_flight, requests, per_second, p50_us, p99_us });
+        }
+    }
+    println!("{:<22} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}", "figure", "tr", "in flight", "requests", "req/s", "p50 µs", "p99 µs");
+    for r in &rows {
+        println!(
+            "{:<22} {:<5} {:>9} {:>9} {:>10.0} {:>10.0} {:>10.0}",
+            r.figure, r.transport, r.in_flight, r.requests, r.per_second, r.p50_us, r.p99_us
+        );
+    }
+    if let Some(path) = &args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "figure": r.figure, "transport": r.transport, "in_flight": r.in_flight,
+                    "requests": r.requests, "per_second": r.per_second, "p50_us": r.p50_us, "p99_us": r.p99_us,
+                })
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    }
+    Ok(())
+}
