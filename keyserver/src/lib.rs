@@ -32,7 +32,7 @@ use crate::{
     config::{Config, ConfigError},
     data_dir::DataDirError,
     dispatch::Core,
-    storage::{Storage, StorageError, sqlite::SqliteStorage},
+    storage::{Storage, StorageError, postgres::PostgresStorage, sqlite::SqliteStorage},
     transport::tls::TlsConfigError,
 };
 
@@ -59,6 +59,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Postgres database could not be reached or migrated.
+    #[error("cannot use the database at {0}: {1}")]
+    Database(String, StorageError),
     /// A database URL was given but this build has no backend for it.
     #[error("unsupported database URL (expected postgres://…): {0}")]
     UnsupportedDatabase(String),
@@ -90,6 +93,9 @@ impl Server {
         )?;
         let storage: Arc<dyn Storage> = match &config.database_url {
             None => Arc::new(SqliteStorage::open(&data_dir.join("keyserver.db")).await?),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Arc::new(PostgresStorage::connect(url).await.map_err(|e| StartError::Database(redact_url(url), e))?)
+            }
             Some(url) => return Err(StartError::UnsupportedDatabase(redact_url(url))),
         };
         let (certs, key) = pki::load_server_identity(&data_dir)?;

@@ -440,54 +440,54 @@ pub(crate) async fn concurrent_stores_lose_nothing_and_keep_the_chain(
     assert_eq!(verify_chain(&*s, id, "alice").await, 52);
 }
 
-/// Runs every contract test, each on a fresh store from `fresh`.
+/// Runs every contract test, each on a fresh store from `fresh` (`None`: skip).
 #[macro_export]
 macro_rules! storage_contract_tests {
     ($fresh:expr) => {
         #[tokio::test]
         async fn registering_a_taken_name_leaves_the_account_untouched() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::registering_a_taken_name_leaves_the_account_untouched(&*s)
                 .await;
         }
         #[tokio::test]
         async fn versions_grow_across_replace_and_delete() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::versions_grow_across_replace_and_delete(&*s).await;
         }
         #[tokio::test]
         async fn accounts_never_see_each_others_secrets() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::accounts_never_see_each_others_secrets(&*s).await;
         }
         #[tokio::test]
         async fn list_pages_in_name_order_and_hides_deleted() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::list_pages_in_name_order_and_hides_deleted(&*s).await;
         }
         #[tokio::test]
         async fn every_change_is_in_the_chained_audit_log() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::every_change_is_in_the_chained_audit_log(&*s).await;
         }
         #[tokio::test]
         async fn a_repeated_request_is_applied_once_and_gets_the_first_answer() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::a_repeated_request_is_applied_once_and_gets_the_first_answer(&*s).await;
         }
         #[tokio::test]
         async fn the_guess_count_locks_and_a_success_resets_it() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::the_guess_count_locks_and_a_success_resets_it(&*s).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_logins_cannot_pass_the_limit() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::concurrent_logins_cannot_pass_the_limit(s).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_stores_lose_nothing_and_keep_the_chain() {
-            let (s, _g) = $fresh.await;
+            let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::concurrent_stores_lose_nothing_and_keep_the_chain(s).await;
         }
     };

@@ -9,10 +9,13 @@
 //!   never reuses a version (and the server cannot pass an old ciphertext as current);
 //! - nothing here ever holds a plaintext secret, a password or a key that opens a secret.
 
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod test_postgres;
 
 use async_trait::async_trait;
 

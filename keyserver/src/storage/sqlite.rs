@@ -584,12 +584,12 @@ mod tests {
 
     use super::*;
 
-    async fn fresh() -> (Arc<dyn Storage>, tempfile::TempDir) {
+    async fn fresh() -> Option<(Arc<dyn Storage>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStorage::open(&dir.path().join("test.db"))
             .await
             .unwrap();
-        (Arc::new(s), dir)
+        Some((Arc::new(s), dir))
     }
 
     crate::storage_contract_tests!(fresh());
@@ -597,7 +597,7 @@ mod tests {
     #[tokio::test]
     async fn the_database_file_is_private() {
         use std::os::unix::fs::PermissionsExt;
-        let (_s, dir) = fresh().await;
+        let (_s, dir) = fresh().await.unwrap();
         let mode = std::fs::metadata(dir.path().join("test.db"))
             .unwrap()
             .permissions()
