@@ -1,3 +1,9 @@
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    reason = "statistics over durations and counts: rounding is intended"
+)]
 //! `keyserver-bench`: starts the real `keyserver` binary on loopback (a fresh data dir,
 //! SQLite) and measures requests per second and latency over ONE connection, per transport,
 //! at several numbers of requests in flight. Prints a table; `--json FILE` writes it too.
@@ -21,7 +27,10 @@ use keyserver_protocol::{SecretBytes, SecretName, UserName, suite::KsfParams};
 use local_client::{ClientConfig, Connection, Session, Transport};
 
 #[derive(Debug, Parser)]
-#[command(name = "keyserver-bench", about = "Benchmarks the real keyserver binary on loopback.")]
+#[command(
+    name = "keyserver-bench",
+    about = "Benchmarks the real keyserver binary on loopback."
+)]
 struct Args {
     /// Seconds per measurement (default 5; 1 with --quick).
     #[arg(long)]
@@ -53,7 +62,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
         return 0.0;
     };
     let i = ((last as f64) * p).round() as usize;
-    sorted.get(i.min(last)).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    sorted
+        .get(i.min(last))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
 /// Runs `op` in `in_flight` concurrent loops for `secs`.
@@ -87,7 +98,12 @@ where
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
     let n = all.len() as u64;
-    Ok((n, n as f64 / elapsed, percentile(&all, 0.5), percentile(&all, 0.99)))
+    Ok((
+        n,
+        n as f64 / elapsed,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    ))
 }
 
 /// The server process; killed when dropped.
@@ -119,8 +135,13 @@ fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<(ServerProcess, String
         }
         for _ in lines {}
     });
-    let line = rx.recv_timeout(Duration::from_secs(60)).context("the server printed no listening line")?;
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("quic=")).context("no quic= address")?;
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("the server printed no listening line")?;
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("quic="))
+        .context("no quic= address")?;
     Ok((guard, addr.to_string()))
 }
 
@@ -128,15 +149,25 @@ fn default_keyserver() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.parent().context("no parent dir")?.join("keyserver");
     if !p.is_file() {
-        bail!("{} not found: build it first (cargo build --release --bins) or pass --keyserver", p.display());
+        bail!(
+            "{} not found: build it first (cargo build --release --bins) or pass --keyserver",
+            p.display()
+        );
     }
     Ok(p)
 }
 
-async fn session(addr: &str, ca: &Path, transport: Transport, user: &str) -> anyhow::Result<(Connection, Session)> {
+async fn session(
+    addr: &str,
+    ca: &Path,
+    transport: Transport,
+    user: &str,
+) -> anyhow::Result<(Connection, Session)> {
     let mut config = ClientConfig::new(addr, ca)?;
     // The server never runs the key-stretching function; the bytes on the wire are the same.
-    config.transport(transport).ksf(KsfParams::INSECURE_TEST_ONLY);
+    config
+        .transport(transport)
+        .ksf(KsfParams::INSECURE_TEST_ONLY);
     let conn = Connection::connect(&config).await?;
     let user = UserName::new(user)?;
     let pw = SecretBytes::new(b"benchmark".to_vec());
@@ -147,7 +178,9 @@ async fn session(addr: &str, ca: &Path, transport: Transport, user: &str) -> any
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(args))
 }
 
@@ -177,7 +210,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             })
             .await?;
-            rows.push(Row { figure: "retrieve 64 B", transport: tname, in_flight, requests, per_second, p50_us, p99_us });
+            rows.push(Row {
+                figure: "retrieve 64 B",
+                transport: tname,
+                in_flight,
+                requests,
+                per_second,
+                p50_us,
+                p99_us,
+            });
             let s2 = s.clone();
             let sec = secret.clone();
             let round = in_flight;
@@ -190,10 +231,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             })
             .await?;
-            rows.push(Row { figure: "store 64 B (durable)", transport: tname, in_flight, requests, per_second, p50_us, p99_us });
+            rows.push(Row {
+                figure: "store 64 B (durable)",
+                transport: tname,
+                in_flight,
+                requests,
+                per_second,
+                p50_us,
+                p99_us,
+            });
         }
     }
-    println!("{:<22} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}", "figure", "tr", "in flight", "requests", "req/s", "p50 µs", "p99 µs");
+    println!(
+        "{:<22} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "figure", "tr", "in flight", "requests", "req/s", "p50 µs", "p99 µs"
+    );
     for r in &rows {
         println!(
             "{:<22} {:<5} {:>9} {:>9} {:>10.0} {:>10.0} {:>10.0}",

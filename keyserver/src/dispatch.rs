@@ -11,7 +11,7 @@ use keyserver_protocol::{
     envelope::OpaqueBytes,
     handshake::{HandshakeError, login, registration},
     limits::MAX_SEALED_STORAGE_KEY,
-    session::{ChannelError, ReplayError},
+    session::{ChannelError, ReplayError, SessionId},
 };
 use rand::rngs::OsRng;
 use tokio::time::Instant;
@@ -22,8 +22,8 @@ use crate::{
     guess_limit::{LockoutPolicy, LoginGate},
     handshake::{HandshakeTable, LoginAccount, Pending},
     ops,
-    session::SessionTable,
-    storage::{RequestId, Storage, StorageError},
+    session::{Session, SessionTable, SessionVault},
+    storage::{NewSession, RequestId, Storage, StorageError},
 };
 
 /// Unix time in seconds, for stored timestamps.
@@ -68,8 +68,13 @@ pub struct Core {
     pub(crate) setup: ServerSetup,
     pub(crate) handshakes: HandshakeTable,
     pub(crate) sessions: SessionTable,
+    vault: SessionVault,
     policy: LockoutPolicy,
 }
+
+/// How often an instance confirms a session it holds with the shared database: a logout
+/// on another instance takes effect here within this time.
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,12 +97,14 @@ impl Core {
             config.session_lifetime(),
         );
         let policy = LockoutPolicy::from_config(&config);
+        let vault = SessionVault::from_setup(&setup);
         Self {
             config,
             storage,
             setup,
             handshakes,
             sessions,
+            vault,
             policy,
         }
     }
@@ -254,19 +261,30 @@ impl Core {
         let (Some(account), Ok(keys)) = (account.as_ref(), keys) else {
             if let Some(a) = account {
                 self.storage
-                    .login_finished(a.id, &user, false, unix_now())
+                    .login_finished(a.id, &user, false, None, unix_now())
                     .await
                     .map_err(storage_reply)?;
             }
             return Err(ErrorCode::AUTH_FAILED.into());
         };
-        self.storage
-            .login_finished(account.id, &user, true, unix_now())
-            .await
-            .map_err(storage_reply)?;
+        // The session is recorded (keys sealed) with the login, so that any instance of a
+        // fleet, or this one after a restart, can carry it on.
+        let sealed_keys = self.vault.seal(&keys);
+        let new = NewSession {
+            id: keys.id.0,
+            sealed_keys: &sealed_keys,
+        };
         self.sessions
-            .open(&keys, account.id, user, Instant::now())
+            .open(&keys, account.id, user.clone(), Instant::now())
             .map_err(|_| ErrorReply::from(ErrorCode::SLOW_DOWN))?;
+        if let Err(e) = self
+            .storage
+            .login_finished(account.id, &user, true, Some(new), unix_now())
+            .await
+        {
+            self.sessions.close(&keys.id);
+            return Err(storage_reply(e));
+        }
         let sealed_storage_key =
             Bytes::new(account.sealed_storage_key.clone()).ok_or(ErrorCode::INTERNAL)?;
         Ok(Response::LoggedIn {
@@ -285,7 +303,7 @@ impl Core {
 
     async fn sealed(&self, req: &SealedRequest) -> Reply<Response> {
         let now = Instant::now();
-        let session = self.sessions.get(&req.session_id, now)?;
+        let session = self.session(req.session_id, now).await?;
         let id = RequestId {
             session: req.session_id.0,
             seq: req.seq,
@@ -334,6 +352,57 @@ impl Core {
         Ok(Response::Sealed(sealed))
     }
 
+    /// The session `id`: from this instance's table, confirmed with the database every
+    /// [`SESSION_CHECK`], or taken over from the database (opened on another instance, or
+    /// before a restart).
+    async fn session(&self, id: SessionId, now: Instant) -> Reply<Arc<Session>> {
+        match self.sessions.get(&id, now) {
+            Ok(s) => {
+                if s.due_for_check(now, SESSION_CHECK) {
+                    let alive = self
+                        .storage
+                        .touch_session(id.0, unix_now())
+                        .await
+                        .map_err(storage_reply)?;
+                    if !alive {
+                        self.sessions.close(&id);
+                        return Err(ErrorCode::UNKNOWN_SESSION.into());
+                    }
+                }
+                Ok(s)
+            }
+            Err(ErrorCode::UNKNOWN_SESSION) => {
+                let stored = self
+                    .storage
+                    .load_session(id.0)
+                    .await
+                    .map_err(storage_reply)?;
+                let stored = stored.ok_or(ErrorCode::UNKNOWN_SESSION)?;
+                let unix = unix_now();
+                if !self.sessions.alive(stored.created, stored.last_used, unix) {
+                    return Err(ErrorCode::SESSION_EXPIRED.into());
+                }
+                let keys = self.vault.open(id, &stored.sealed_keys).ok_or_else(|| {
+                    warn!("stored session keys do not open (another server setup?)");
+                    ErrorReply::from(ErrorCode::UNKNOWN_SESSION)
+                })?;
+                let ago = |t: i64| {
+                    std::time::Duration::from_secs(
+                        u64::try_from(unix.saturating_sub(t)).unwrap_or(0),
+                    )
+                };
+                let created = now.checked_sub(ago(stored.created)).unwrap_or(now);
+                let last_used = now.checked_sub(ago(stored.last_used)).unwrap_or(now);
+                // A fresh replay window: requests replayed across instances are still
+                // applied at most once (recorded responses); reads are harmless.
+                self.sessions
+                    .adopt(&keys, stored.account, stored.user, created, last_used, now)
+                    .map_err(|_| ErrorReply::from(ErrorCode::SLOW_DOWN))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Parks a handshake; records expired logins that had to make room.
     async fn park(&self, pending: Pending) -> Reply<HandshakeId> {
         let (id, expired) = self.handshakes.insert(pending, Instant::now());
@@ -365,7 +434,7 @@ impl Core {
         } = pending
             && let Err(e) = self
                 .storage
-                .login_finished(a.id, &user, false, unix_now())
+                .login_finished(a.id, &user, false, None, unix_now())
                 .await
         {
             warn!(error = %e, "could not record an abandoned login");
@@ -381,12 +450,21 @@ impl Core {
         // A recorded response is useful while its session may still retry; no session
         // outlives its lifetime.
         let lifetime = i64::try_from(self.config.session_lifetime_secs).unwrap_or(i64::MAX);
+        let unix = unix_now();
         if let Err(e) = self
             .storage
-            .purge_responses(unix_now().saturating_sub(lifetime))
+            .purge_responses(unix.saturating_sub(lifetime))
             .await
         {
             warn!(error = %e, "could not purge recorded responses");
+        }
+        let idle = i64::try_from(self.config.session_idle_timeout_secs).unwrap_or(i64::MAX);
+        if let Err(e) = self
+            .storage
+            .purge_sessions(unix.saturating_sub(lifetime), unix.saturating_sub(idle))
+            .await
+        {
+            warn!(error = %e, "could not purge expired sessions");
         }
         let n = self.sessions.sweep(now);
         if n > 0 {

@@ -94,7 +94,11 @@ impl Server {
         let storage: Arc<dyn Storage> = match &config.database_url {
             None => Arc::new(SqliteStorage::open(&data_dir.join("keyserver.db")).await?),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Arc::new(PostgresStorage::connect(url).await.map_err(|e| StartError::Database(redact_url(url), e))?)
+                Arc::new(
+                    PostgresStorage::connect(url)
+                        .await
+                        .map_err(|e| StartError::Database(redact_url(url), e))?,
+                )
             }
             Some(url) => return Err(StartError::UnsupportedDatabase(redact_url(url))),
         };

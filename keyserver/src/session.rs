@@ -26,9 +26,26 @@ pub struct Session {
     pub user: UserName,
     created: Instant,
     last_used: Mutex<Instant>,
+    /// When this instance last confirmed the session with the shared database.
+    checked: Mutex<Instant>,
 }
 
 impl Session {
+    /// Whether it is time to confirm the session with the database (another instance may
+    /// have logged it out); if so, records that it is being done now.
+    pub fn due_for_check(&self, now: Instant, every: Duration) -> bool {
+        let mut c = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now.saturating_duration_since(*c) >= every {
+            *c = now;
+            true
+        } else {
+            false
+        }
+    }
+
     fn expired(&self, now: Instant, idle: Duration, lifetime: Duration) -> bool {
         let last = *self
             .last_used
@@ -44,6 +61,79 @@ impl Session {
             .last_used
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+    }
+}
+
+/// Seals session keys for the shared database, so that any instance can take a session
+/// over while a database thief learns nothing: ChaCha20-Poly1305 under a key derived from
+/// the server's OPAQUE setup (which every instance of a fleet shares, sealed in its data dir),
+/// with the session id as associated data. `blob = nonce (12) || ciphertext || tag`.
+pub struct SessionVault(ring::aead::LessSafeKey);
+
+impl std::fmt::Debug for SessionVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionVault(REDACTED)")
+    }
+}
+
+/// HKDF label of the key that seals session keys at rest.
+const VAULT_LABEL: &[u8] = b"keyserver/1 sessions at rest";
+
+impl SessionVault {
+    /// The vault of the server with this OPAQUE setup.
+    pub fn from_setup(setup: &keyserver_protocol::ServerSetup) -> Self {
+        let ikm = zeroize::Zeroizing::new(setup.serialize().to_vec());
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, &ikm).expand(VAULT_LABEL, key.as_mut());
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key.as_ref());
+        // A 32-byte key is always accepted by ChaCha20-Poly1305.
+        let unbound = unbound.unwrap_or_else(|_| unreachable_key());
+        Self(ring::aead::LessSafeKey::new(unbound))
+    }
+
+    /// Seals a session's keys.
+    pub fn seal(&self, keys: &SessionKeys) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(64 + 16));
+        buf.extend_from_slice(keys.c2s.expose_secret());
+        buf.extend_from_slice(keys.s2c.expose_secret());
+        let n = ring::aead::Nonce::assume_unique_for_key(nonce);
+        if self
+            .0
+            .seal_in_place_append_tag(n, ring::aead::Aad::from(keys.id.0), &mut *buf)
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    /// Opens sealed keys of session `id`; `None` if they do not open.
+    pub fn open(&self, id: SessionId, blob: &[u8]) -> Option<SessionKeys> {
+        let (nonce, ct) = blob.split_at_checked(12)?;
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = zeroize::Zeroizing::new(ct.to_vec());
+        let plain = self
+            .0
+            .open_in_place(nonce, ring::aead::Aad::from(id.0), &mut buf)
+            .ok()?;
+        let (c2s, s2c) = plain.split_at_checked(32)?;
+        Some(SessionKeys {
+            id,
+            c2s: keyserver_protocol::secret::Key32::from_bytes(c2s.try_into().ok()?),
+            s2c: keyserver_protocol::secret::Key32::from_bytes(s2c.try_into().ok()?),
+        })
+    }
+}
+
+#[cold]
+fn unreachable_key() -> ring::aead::UnboundKey {
+    #[allow(clippy::panic)]
+    {
+        panic!("ChaCha20-Poly1305 refused a 32-byte key")
     }
 }
 
@@ -79,6 +169,21 @@ impl SessionTable {
         user: UserName,
         now: Instant,
     ) -> Result<SessionId, Full> {
+        self.adopt(keys, account, user, now, now, now)
+            .map(|s| s.channel.id())
+    }
+
+    /// Takes in a session opened earlier (on this instance before a restart, or on another
+    /// instance), with when it was created and last used.
+    pub fn adopt(
+        &self,
+        keys: &SessionKeys,
+        account: i64,
+        user: UserName,
+        created: Instant,
+        last_used: Instant,
+        now: Instant,
+    ) -> Result<Arc<Session>, Full> {
         let mut map = self
             .map
             .write()
@@ -95,11 +200,21 @@ impl SessionTable {
             window: Mutex::new(ReplayWindow::new()),
             account,
             user,
-            created: now,
-            last_used: Mutex::new(now),
+            created,
+            last_used: Mutex::new(last_used),
+            checked: Mutex::new(now),
         };
-        map.insert(keys.id, Arc::new(s));
-        Ok(keys.id)
+        let s = Arc::new(s);
+        map.insert(keys.id, s.clone());
+        Ok(s)
+    }
+
+    /// Whether a session created at `created` and last used at `last_used` (Unix seconds)
+    /// is still alive at `now`.
+    pub fn alive(&self, created: i64, last_used: i64, now: i64) -> bool {
+        let idle = i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX);
+        let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
+        now.saturating_sub(created) < lifetime && now.saturating_sub(last_used) < idle
     }
 
     /// The live session `id`, or why there is none.
@@ -212,6 +327,22 @@ mod tests {
             t.open(&keys(3), 1, alice(), now + Duration::from_secs(11))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn sealed_session_keys_open_only_under_their_id_and_setup() {
+        let mut rng = rand::rngs::OsRng;
+        let setup = keyserver_protocol::ServerSetup::new(&mut rng);
+        let vault = SessionVault::from_setup(&setup);
+        let k = keys(1);
+        let blob = vault.seal(&k);
+        let back = vault.open(k.id, &blob).unwrap();
+        assert_eq!(back.c2s.expose_secret(), k.c2s.expose_secret());
+        assert_eq!(back.s2c.expose_secret(), k.s2c.expose_secret());
+        assert!(vault.open(keys(2).id, &blob).is_none());
+        let other = SessionVault::from_setup(&keyserver_protocol::ServerSetup::new(&mut rng));
+        assert!(other.open(k.id, &blob).is_none());
+        assert!(!blob.windows(32).any(|w| w == k.c2s.expose_secret()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rustls::{RootCertStore, pki_types::CertificateDer};
 use crate::ClientError;
 
 /// How long connecting may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest CA file read.
@@ -99,7 +99,12 @@ impl QuicLink {
             QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        // A server that vanished is noticed within the idle timeout; keep-alives keep a
+        // healthy but quiet connection open.
+        transport.keep_alive_interval(Some(Duration::from_secs(3)));
+        transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            10_000,
+        ))));
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"

@@ -277,3 +277,90 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A fresh Postgres schema for one test, dropped at the end; `None` (said loudly) when
+/// `KEYSERVER_TEST_DATABASE_URL` is not set.
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// Creates the schema.
+    pub fn create() -> Option<Self> {
+        let Ok(base) = std::env::var("KEYSERVER_TEST_DATABASE_URL") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: Postgres end-to-end test: KEYSERVER_TEST_DATABASE_URL is not set"
+            );
+            return None;
+        };
+        let name = format!("ks_e2e_{:016x}", rand::random::<u64>());
+        pg_exec(&base, &format!("CREATE SCHEMA {name}"));
+        Some(Self { base, name })
+    }
+
+    /// A database URL whose connections use this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options[search_path]={}", self.base, self.name)
+    }
+
+    /// The base URL (the test database itself).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        pg_exec(
+            &self.base,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+/// Runs one SQL statement on `url` (on a runtime of its own, usable from any test).
+pub fn pg_exec(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url)
+                .await
+                .expect("KEYSERVER_TEST_DATABASE_URL is set but Postgres is unreachable");
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+/// Runs `keyserver init` into `dir`.
+pub fn init_data_dir(dir: &Path) {
+    let out = Command::new(bin("keyserver"))
+        .arg("init")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("keyserver init");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Copies a data dir (the files only), as an operator provisions fleet instances.
+pub fn copy_data_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_file()
+            && !f.file_name().to_string_lossy().starts_with("keyserver.db")
+        {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+}

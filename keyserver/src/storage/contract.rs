@@ -5,7 +5,7 @@ use keyserver_protocol::{
     audit_chain::{ChainVerifier, EventKind},
 };
 
-use super::{Done, NewSecret, RequestId, Storage, StoreOutcome};
+use super::{Done, NewSecret, NewSession, RequestId, Storage, StoreOutcome};
 use crate::guess_limit::{LockoutPolicy, LoginGate};
 
 fn policy() -> LockoutPolicy {
@@ -216,13 +216,13 @@ pub(crate) async fn every_change_is_in_the_chained_audit_log(s: &dyn Storage) {
         s.begin_login(id, &u, &policy(), 10).await.unwrap(),
         LoginGate::Allowed
     );
-    s.login_finished(id, &u, false, 11).await.unwrap();
+    s.login_finished(id, &u, false, None, 11).await.unwrap();
     assert_eq!(
         s.begin_login(id, &u, &policy(), 12).await.unwrap(),
         LoginGate::Allowed
     );
     assert_eq!(s.find_account(&u).await.unwrap().unwrap().failed_logins, 2);
-    s.login_finished(id, &u, true, 13).await.unwrap();
+    s.login_finished(id, &u, true, None, 13).await.unwrap();
     assert_eq!(s.find_account(&u).await.unwrap().unwrap().failed_logins, 0);
     store(s, id, &u, new(&name("k"), 1, false, b"x"), 14).await;
     s.retrieve_secret(id, &u, &name("k"), 15).await.unwrap();
@@ -335,6 +335,81 @@ pub(crate) async fn a_repeated_request_is_applied_once_and_gets_the_first_answer
     assert_eq!(verify_chain(s, id, "alice").await, 6);
 }
 
+pub(crate) async fn sessions_are_stored_touched_ended_by_logout_and_purged(s: &dyn Storage) {
+    let id = account(s, "alice").await;
+    let u = user("alice");
+    let sid = [3u8; 16];
+    s.login_finished(
+        id,
+        &u,
+        true,
+        Some(NewSession {
+            id: sid,
+            sealed_keys: b"sealed",
+        }),
+        100,
+    )
+    .await
+    .unwrap();
+    let got = s.load_session(sid).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.account,
+            got.user.as_str(),
+            got.sealed_keys.as_slice(),
+            got.created,
+            got.last_used
+        ),
+        (id, "alice", &b"sealed"[..], 100, 100)
+    );
+    assert!(s.touch_session(sid, 150).await.unwrap());
+    assert_eq!(s.load_session(sid).await.unwrap().unwrap().last_used, 150);
+    assert!(s.load_session([4u8; 16]).await.unwrap().is_none());
+    // Logout ends it for every instance.
+    s.logout(
+        id,
+        &u,
+        RequestId {
+            session: sid,
+            seq: 1,
+        },
+        b"bye",
+        160,
+    )
+    .await
+    .unwrap();
+    assert!(s.load_session(sid).await.unwrap().is_none());
+    assert!(!s.touch_session(sid, 170).await.unwrap());
+    // Expired sessions are purged, live ones kept.
+    s.login_finished(
+        id,
+        &u,
+        true,
+        Some(NewSession {
+            id: [5; 16],
+            sealed_keys: b"a",
+        }),
+        200,
+    )
+    .await
+    .unwrap();
+    s.login_finished(
+        id,
+        &u,
+        true,
+        Some(NewSession {
+            id: [6; 16],
+            sealed_keys: b"b",
+        }),
+        300,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.purge_sessions(0, 250).await.unwrap(), 1);
+    assert!(s.load_session([5; 16]).await.unwrap().is_none());
+    assert!(s.load_session([6; 16]).await.unwrap().is_some());
+}
+
 pub(crate) async fn the_guess_count_locks_and_a_success_resets_it(s: &dyn Storage) {
     let id = account(s, "alice").await;
     let u = user("alice");
@@ -367,7 +442,7 @@ pub(crate) async fn the_guess_count_locks_and_a_success_resets_it(s: &dyn Storag
         s.begin_login(id, &u, &policy(), 282).await.unwrap(),
         LoginGate::Allowed
     );
-    s.login_finished(id, &u, true, 283).await.unwrap();
+    s.login_finished(id, &u, true, None, 283).await.unwrap();
     assert_eq!(
         s.begin_login(id, &u, &policy(), 284).await.unwrap(),
         LoginGate::Allowed
@@ -474,6 +549,11 @@ macro_rules! storage_contract_tests {
         async fn a_repeated_request_is_applied_once_and_gets_the_first_answer() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::a_repeated_request_is_applied_once_and_gets_the_first_answer(&*s).await;
+        }
+        #[tokio::test]
+        async fn sessions_are_stored_touched_ended_by_logout_and_purged() {
+            let Some((s, _g)) = $fresh.await else { return };
+            $crate::storage::contract::sessions_are_stored_touched_ended_by_logout_and_purged(&*s).await;
         }
         #[tokio::test]
         async fn the_guess_count_locks_and_a_success_resets_it() {

@@ -123,6 +123,30 @@ pub enum Done<T> {
 /// Encodes a mutation's outcome as the response to record.
 pub type Encode<'a, T> = &'a (dyn Fn(&T) -> Vec<u8> + Send + Sync);
 
+/// A session as stored for other instances.
+#[derive(Clone, Debug)]
+pub struct StoredSession {
+    /// The account.
+    pub account: i64,
+    /// The account's user name.
+    pub user: UserName,
+    /// The session keys, sealed (see `SessionVault`).
+    pub sealed_keys: Vec<u8>,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds, updated every few seconds while the session is in use.
+    pub last_used: i64,
+}
+
+/// A session to record with a successful login.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSession<'a> {
+    /// The session id.
+    pub id: [u8; 16],
+    /// The sealed keys.
+    pub sealed_keys: &'a [u8],
+}
+
 /// A new secret version to store.
 #[derive(Clone, Copy, Debug)]
 pub struct NewSecret<'a> {
@@ -164,14 +188,28 @@ pub trait Storage: Send + Sync + 'static {
         now: i64,
     ) -> Result<LoginGate, StorageError>;
 
-    /// Records the end of a login: success resets the guess count.
+    /// Records the end of a login: success resets the guess count and records `session`.
     async fn login_finished(
         &self,
         account: i64,
         user: &UserName,
         success: bool,
+        session: Option<NewSession<'_>>,
         now: i64,
     ) -> Result<(), StorageError>;
+
+    /// A stored session, if it exists (not logged out, not purged).
+    async fn load_session(&self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError>;
+
+    /// Marks a session used at `now`; `false` if it no longer exists.
+    async fn touch_session(&self, id: [u8; 16], now: i64) -> Result<bool, StorageError>;
+
+    /// Deletes sessions created before `created_before` or unused since `used_before`.
+    async fn purge_sessions(
+        &self,
+        created_before: i64,
+        used_before: i64,
+    ) -> Result<u64, StorageError>;
 
     /// Replaces the OPAQUE record and the sealed storage key; records `response`.
     #[allow(clippy::too_many_arguments)]
@@ -227,7 +265,7 @@ pub trait Storage: Send + Sync + 'static {
         now: i64,
     ) -> Result<Done<bool>, StorageError>;
 
-    /// Records a logout event; records `response`.
+    /// Records a logout event, deletes the session `req.session`; records `response`.
     async fn logout(
         &self,
         account: i64,

@@ -24,8 +24,8 @@ use sqlx::{
 };
 
 use super::{
-    Account, Done, Encode, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret, RequestId,
-    Storage, StorageError, StoreOutcome, StoredSecret,
+    Account, Done, Encode, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret,
+    NewSession, RequestId, Storage, StorageError, StoreOutcome, StoredSecret, StoredSession,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -46,10 +46,12 @@ fn i64_of(v: u64) -> Result<i64, StorageError> {
 }
 
 impl PostgresStorage {
-    /// Connects to `url` and applies migrations. Fails at once (after a 10 s connect
+    /// Connects to `url` and applies migrations. Fails at once (after a 3 s connect
     /// timeout) if the database cannot be reached: a server must not start without it.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        let opts: PgConnectOptions = url.parse().map_err(|e| StorageError::Unavailable(format!("invalid database URL: {e}")))?;
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StorageError::Unavailable(format!("invalid database URL: {e}")))?;
         Self::connect_with(opts).await
     }
 
@@ -57,18 +59,30 @@ impl PostgresStorage {
     pub async fn connect_with(opts: PgConnectOptions) -> Result<Self, StorageError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(opts)
             .await?;
-        MIGRATOR.run(&pool).await.map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { write: pool.clone(), read: pool })
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(Self {
+            write: pool.clone(),
+            read: pool,
+        })
     }
 }
 
 /// Locks the account's row until the transaction ends: mutations of one account are
 /// serialised across the whole fleet.
-async fn lock_account(tx: &mut Transaction<'_, Postgres>, account: i64) -> Result<(), StorageError> {
-    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE").bind(account).execute(&mut **tx).await?;
+async fn lock_account(
+    tx: &mut Transaction<'_, Postgres>,
+    account: i64,
+) -> Result<(), StorageError> {
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(account)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -209,11 +223,12 @@ impl Storage for PostgresStorage {
         now: i64,
     ) -> Result<LoginGate, StorageError> {
         let mut tx = self.write.begin().await?;
-        let row =
-            sqlx::query("SELECT failed_logins, last_login_attempt FROM accounts WHERE id = $1 FOR UPDATE")
-                .bind(account)
-                .fetch_one(&mut *tx)
-                .await?;
+        let row = sqlx::query(
+            "SELECT failed_logins, last_login_attempt FROM accounts WHERE id = $1 FOR UPDATE",
+        )
+        .bind(account)
+        .fetch_one(&mut *tx)
+        .await?;
         let gate = policy.decide(u64_of(row.try_get(0)?)?, row.try_get(1)?, now);
         let event = match gate {
             LoginGate::Allowed => {
@@ -236,6 +251,7 @@ impl Storage for PostgresStorage {
         account: i64,
         user: &UserName,
         success: bool,
+        session: Option<NewSession<'_>>,
         now: i64,
     ) -> Result<(), StorageError> {
         let mut tx = self.write.begin().await?;
@@ -245,6 +261,16 @@ impl Storage for PostgresStorage {
                 .bind(account)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(sess) = session {
+                sqlx::query("INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&sess.id[..])
+                    .bind(account)
+                    .bind(sess.sealed_keys)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             EventBody::new(EventKind::LoginSucceeded, Outcome::Ok)
         } else {
             EventBody::new(EventKind::LoginFailed, Outcome::Failed)
@@ -499,9 +525,59 @@ impl Storage for PostgresStorage {
             now,
         )
         .await?;
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(&req.session[..])
+            .execute(&mut *tx)
+            .await?;
         record_response(&mut tx, req, response, now).await?;
         tx.commit().await?;
         Ok(Done::Fresh(()))
+    }
+
+    async fn load_session(&self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError> {
+        let row = sqlx::query(
+            "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used \
+             FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = $1",
+        )
+        .bind(&id[..])
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let user: String = r.try_get(1)?;
+            Ok(StoredSession {
+                account: r.try_get(0)?,
+                user: UserName::new(user)
+                    .map_err(|e| StorageError::Corrupt(format!("stored user name: {e}")))?,
+                sealed_keys: r.try_get(2)?,
+                created: r.try_get(3)?,
+                last_used: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_session(&self, id: [u8; 16], now: i64) -> Result<bool, StorageError> {
+        let n = sqlx::query("UPDATE sessions SET last_used = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id[..])
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn purge_sessions(
+        &self,
+        created_before: i64,
+        used_before: i64,
+    ) -> Result<u64, StorageError> {
+        let n = sqlx::query("DELETE FROM sessions WHERE created_at < $1 OR last_used < $2")
+            .bind(created_before)
+            .bind(used_before)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n)
     }
 
     async fn recorded_response(&self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError> {
@@ -592,7 +668,9 @@ mod tests {
 
     async fn fresh() -> Option<(Arc<dyn Storage>, TestSchema)> {
         let schema = fresh_schema().await?;
-        let s = PostgresStorage::connect_with(schema.options()).await.unwrap();
+        let s = PostgresStorage::connect_with(schema.options())
+            .await
+            .unwrap();
         Some((Arc::new(s), schema))
     }
 

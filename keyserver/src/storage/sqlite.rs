@@ -20,8 +20,8 @@ use sqlx::{
 };
 
 use super::{
-    Account, Done, Encode, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret, RequestId,
-    Storage, StorageError, StoreOutcome, StoredSecret,
+    Account, Done, Encode, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret,
+    NewSession, RequestId, Storage, StorageError, StoreOutcome, StoredSecret, StoredSession,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -238,6 +238,7 @@ impl Storage for SqliteStorage {
         account: i64,
         user: &UserName,
         success: bool,
+        session: Option<NewSession<'_>>,
         now: i64,
     ) -> Result<(), StorageError> {
         let mut tx = self.write.begin().await?;
@@ -246,6 +247,16 @@ impl Storage for SqliteStorage {
                 .bind(account)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(sess) = session {
+                sqlx::query("INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used) VALUES (?, ?, ?, ?, ?)")
+                    .bind(&sess.id[..])
+                    .bind(account)
+                    .bind(sess.sealed_keys)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             EventBody::new(EventKind::LoginSucceeded, Outcome::Ok)
         } else {
             EventBody::new(EventKind::LoginFailed, Outcome::Failed)
@@ -495,9 +506,59 @@ impl Storage for SqliteStorage {
             now,
         )
         .await?;
+        sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(&req.session[..])
+            .execute(&mut *tx)
+            .await?;
         record_response(&mut tx, req, response, now).await?;
         tx.commit().await?;
         Ok(Done::Fresh(()))
+    }
+
+    async fn load_session(&self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError> {
+        let row = sqlx::query(
+            "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used \
+             FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = ?",
+        )
+        .bind(&id[..])
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let user: String = r.try_get(1)?;
+            Ok(StoredSession {
+                account: r.try_get(0)?,
+                user: UserName::new(user)
+                    .map_err(|e| StorageError::Corrupt(format!("stored user name: {e}")))?,
+                sealed_keys: r.try_get(2)?,
+                created: r.try_get(3)?,
+                last_used: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_session(&self, id: [u8; 16], now: i64) -> Result<bool, StorageError> {
+        let n = sqlx::query("UPDATE sessions SET last_used = ? WHERE id = ?")
+            .bind(now)
+            .bind(&id[..])
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn purge_sessions(
+        &self,
+        created_before: i64,
+        used_before: i64,
+    ) -> Result<u64, StorageError> {
+        let n = sqlx::query("DELETE FROM sessions WHERE created_at < ? OR last_used < ?")
+            .bind(created_before)
+            .bind(used_before)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n)
     }
 
     async fn recorded_response(&self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError> {
