@@ -529,46 +529,69 @@ macro_rules! storage_contract_tests {
         async fn versions_grow_across_replace_and_delete() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::versions_grow_across_replace_and_delete(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test]
         async fn accounts_never_see_each_others_secrets() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::accounts_never_see_each_others_secrets(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test]
         async fn list_pages_in_name_order_and_hides_deleted() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::list_pages_in_name_order_and_hides_deleted(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test]
         async fn every_change_is_in_the_chained_audit_log() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::every_change_is_in_the_chained_audit_log(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test]
         async fn a_repeated_request_is_applied_once_and_gets_the_first_answer() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::a_repeated_request_is_applied_once_and_gets_the_first_answer(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test]
         async fn sessions_are_stored_touched_ended_by_logout_and_purged() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::sessions_are_stored_touched_ended_by_logout_and_purged(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test]
         async fn the_guess_count_locks_and_a_success_resets_it() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::the_guess_count_locks_and_a_success_resets_it(&*s).await;
+            // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_logins_cannot_pass_the_limit() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::concurrent_logins_cannot_pass_the_limit(s).await;
+            drop(_g);
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_stores_lose_nothing_and_keep_the_chain() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::concurrent_stores_lose_nothing_and_keep_the_chain(s).await;
+            drop(_g);
         }
     };
 }

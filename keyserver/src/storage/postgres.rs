@@ -183,6 +183,7 @@ impl Storage for PostgresStorage {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = inserted else {
+            tx.rollback().await?;
             return Ok(false);
         };
         let id: i64 = row.try_get(0)?;
@@ -293,6 +294,9 @@ impl Storage for PostgresStorage {
         let mut tx = self.write.begin().await?;
         lock_account(&mut tx, account).await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         sqlx::query("UPDATE accounts SET record = $1, sealed_storage_key = $2, failed_logins = 0 WHERE id = $3")
@@ -320,6 +324,9 @@ impl Storage for PostgresStorage {
         let mut tx = self.write.begin().await?;
         lock_account(&mut tx, account).await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         let row = sqlx::query(
@@ -480,6 +487,9 @@ impl Storage for PostgresStorage {
         let mut tx = self.write.begin().await?;
         lock_account(&mut tx, account).await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         // The row stays with its version and no ciphertext, so versions keep counting.
@@ -515,6 +525,9 @@ impl Storage for PostgresStorage {
         let mut tx = self.write.begin().await?;
         lock_account(&mut tx, account).await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         append_event(

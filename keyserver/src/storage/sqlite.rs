@@ -171,6 +171,7 @@ impl Storage for SqliteStorage {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = inserted else {
+            tx.rollback().await?;
             return Ok(false);
         };
         let id: i64 = row.try_get(0)?;
@@ -278,6 +279,9 @@ impl Storage for SqliteStorage {
     ) -> Result<Done<()>, StorageError> {
         let mut tx = self.write.begin().await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         sqlx::query("UPDATE accounts SET record = ?, sealed_storage_key = ?, failed_logins = 0 WHERE id = ?")
@@ -304,6 +308,9 @@ impl Storage for SqliteStorage {
     ) -> Result<Done<StoreOutcome>, StorageError> {
         let mut tx = self.write.begin().await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         let row = sqlx::query(
@@ -462,6 +469,9 @@ impl Storage for SqliteStorage {
     ) -> Result<Done<bool>, StorageError> {
         let mut tx = self.write.begin().await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         // The row stays with its version and no ciphertext, so versions keep counting.
@@ -496,6 +506,9 @@ impl Storage for SqliteStorage {
     ) -> Result<Done<()>, StorageError> {
         let mut tx = self.write.begin().await?;
         if let Some(r) = recorded(&mut tx, req).await? {
+            // End the transaction now: dropped, it would hold its locks until the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(Done::Recorded(r));
         }
         append_event(
