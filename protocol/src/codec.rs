@@ -12,8 +12,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
-/// Decodes a whole message of at most `max` bytes; refuses trailing bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+/// Decodes a whole message of at most `max` bytes; refuses trailing bytes and any encoding
+/// other than the one [`encode`] makes (postcard alone accepts overlong varints), so that a
+/// message has exactly one accepted encoding.
+pub fn decode<T: DeserializeOwned + Serialize>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -23,6 +25,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, Decode
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(|_| DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    if encode(&value) != bytes {
+        return Err(DecodeError::NonCanonical);
     }
     Ok(value)
 }
@@ -117,6 +122,16 @@ mod tests {
             decode::<Bytes<8>>(&b, 100),
             Err(DecodeError::TrailingBytes(1))
         );
+    }
+
+    #[test]
+    fn refuses_an_overlong_varint() {
+        // Length 2 written as two bytes (0x82 0x00) instead of one (0x02).
+        assert_eq!(
+            decode::<Bytes<8>>(&[0x82, 0x00, 1, 2], 100),
+            Err(DecodeError::NonCanonical)
+        );
+        assert!(decode::<Bytes<8>>(&[0x02, 1, 2], 100).is_ok());
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub enum DecodeError {
     /// The bytes do not decode as the expected message.
     #[error("malformed message")]
     Malformed,
+    /// The message decoded, but from an encoding other than the canonical one.
+    #[error("message is not canonically encoded")]
+    NonCanonical,
     /// The message decoded but left bytes unread.
     #[error("message has {0} trailing bytes")]
     TrailingBytes(usize),

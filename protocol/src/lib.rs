@@ -27,6 +27,8 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod limits;
 pub mod names;
