@@ -75,6 +75,14 @@ pub struct Config {
     /// A connection with no traffic is closed after this long. Default 60 s. Sessions
     /// outlive connections, so this only frees resources.
     pub connection_idle_timeout_secs: u64,
+    /// Login and registration starts per second from one source address (sustained).
+    /// Default 50, with bursts of 200: enough for 50 clients behind one address at once.
+    pub handshakes_per_second_per_address: u64,
+    /// Burst of handshake starts from one address. Default 200.
+    pub handshake_burst_per_address: u64,
+    /// Login and registration starts per second overall. Default 2,000 (about what two
+    /// cores sustain); bursts of twice that.
+    pub handshakes_per_second: u64,
     /// Consecutive failed logins before the account is locked. Default 10.
     pub max_failed_logins: u64,
     /// The first lockout lasts this long; each further failure doubles it. Default 60 s.
@@ -96,6 +104,9 @@ impl Default for Config {
             max_connections: 10_000,
             max_streams_per_connection: 256,
             connection_idle_timeout_secs: 60,
+            handshakes_per_second_per_address: 50,
+            handshake_burst_per_address: 200,
+            handshakes_per_second: 2000,
             max_failed_logins: 10,
             lockout_base_secs: 60,
             lockout_max_secs: 24 * 3600,
@@ -187,6 +198,24 @@ impl Config {
             1,
             3600,
         )?;
+        range(
+            "handshakes_per_second_per_address",
+            self.handshakes_per_second_per_address,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "handshake_burst_per_address",
+            self.handshake_burst_per_address,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "handshakes_per_second",
+            self.handshakes_per_second,
+            1,
+            10_000_000,
+        )?;
         range("max_failed_logins", self.max_failed_logins, 1, 1000)?;
         range("lockout_base_secs", self.lockout_base_secs, 1, 86400)?;
         range("lockout_max_secs", self.lockout_max_secs, 1, 365 * 86400)?;
@@ -243,6 +272,12 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # max_connections = 10000
 # max_streams_per_connection = 256
 # connection_idle_timeout_secs = 60
+
+# Rate limits on login and registration starts, per source address and overall; the
+# excess is answered with "slow down".
+# handshakes_per_second_per_address = 50
+# handshake_burst_per_address = 200
+# handshakes_per_second = 2000
 
 # Guess limiting: after this many consecutive failed logins the account is locked for
 # lockout_base_secs, doubling with each further failure, at most lockout_max_secs.

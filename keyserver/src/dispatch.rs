@@ -2,7 +2,7 @@
 //! Transports call [`Core::handle`] and know nothing else; everything a request can do
 //! starts here.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use keyserver_protocol::{
     ErrorCode, ErrorReply, HandshakeId, OpRequest, OpResponse, Request, Response, SealedRequest,
@@ -22,6 +22,7 @@ use crate::{
     guess_limit::{LockoutPolicy, LoginGate},
     handshake::{HandshakeTable, LoginAccount, Pending},
     ops,
+    rate_limit::{HandshakeLimiter, Rates},
     session::{Session, SessionTable, SessionVault},
     storage::{NewSession, RequestId, Storage, StorageError},
 };
@@ -31,6 +32,14 @@ pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A 32-byte key derived from the OPAQUE setup (the one secret every instance shares).
+fn derive_from_setup(setup: &ServerSetup, label: &[u8]) -> [u8; 32] {
+    let ikm = zeroize::Zeroizing::new(setup.serialize().to_vec());
+    let mut out = [0u8; 32];
+    let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, &ikm).expand(label, &mut out);
+    out
 }
 
 /// A failed request: the reply the client gets.
@@ -69,6 +78,9 @@ pub struct Core {
     pub(crate) handshakes: HandshakeTable,
     pub(crate) sessions: SessionTable,
     vault: SessionVault,
+    /// Seeds fake records and names unknown users' guess counters; derived from the setup.
+    fake_seed: [u8; 32],
+    limiter: HandshakeLimiter,
     policy: LockoutPolicy,
 }
 
@@ -98,6 +110,13 @@ impl Core {
         );
         let policy = LockoutPolicy::from_config(&config);
         let vault = SessionVault::from_setup(&setup);
+        let fake_seed = derive_from_setup(&setup, b"keyserver/1 fake records");
+        let limiter = HandshakeLimiter::new(Rates {
+            per_address: config.handshakes_per_second_per_address as f64,
+            per_address_burst: config.handshake_burst_per_address as f64,
+            overall: config.handshakes_per_second as f64,
+            overall_burst: 2.0 * config.handshakes_per_second as f64,
+        });
         Self {
             config,
             storage,
@@ -105,16 +124,22 @@ impl Core {
             handshakes,
             sessions,
             vault,
+            fake_seed,
+            limiter,
             policy,
         }
     }
 
-    /// Handles one request. Never fails: every problem becomes an error response.
-    pub async fn handle(&self, bytes: &[u8]) -> Vec<u8> {
+    /// Handles one request from `peer`. Never fails: every problem becomes an error
+    /// response.
+    pub async fn handle(&self, bytes: &[u8], peer: IpAddr) -> Vec<u8> {
         let response = match Request::decode(bytes) {
             Ok(req) => {
                 let kind = req.kind();
-                let r = self.dispatch(req).await;
+                let r = match self.admit(&req, peer) {
+                    Ok(()) => self.dispatch(req).await,
+                    Err(e) => Response::Error(e),
+                };
                 if let Response::Error(e) = &r {
                     debug!(request = kind, code = e.code.name(), "request refused");
                 }
@@ -126,6 +151,23 @@ impl Core {
             }
         };
         response.encode()
+    }
+
+    /// Rate limits: handshake starts are what a flood costs the server most.
+    fn admit(&self, req: &Request, peer: IpAddr) -> Reply<()> {
+        if matches!(
+            req,
+            Request::RegisterStart { .. } | Request::LoginStart { .. }
+        ) {
+            self.limiter
+                .check(peer, Instant::now())
+                .map_err(|secs| ErrorReply {
+                    code: ErrorCode::SLOW_DOWN,
+                    retry_after_secs: Some(secs),
+                    expected_version: None,
+                })?;
+        }
+        Ok(())
     }
 
     async fn dispatch(&self, req: Request) -> Response {
@@ -203,35 +245,51 @@ impl Core {
             .find_account(&user)
             .await
             .map_err(storage_reply)?;
-        // For an unknown user opaque-ke answers from a fake record: same shape, same size.
+        // An unknown user gets a fake record, the same for the same name every time: the
+        // OPAQUE work, the reply's size and the client's error are those of a wrong password.
+        let fake;
+        let record = match &account {
+            Some(a) => a.record.as_slice(),
+            None => {
+                fake = login::fake_record(&self.fake_seed, &user).map_err(handshake_reply)?;
+                fake.as_slice()
+            }
+        };
         let (state, reply) = login::respond(
             &mut OsRng,
             &self.setup,
-            account.as_ref().map(|a| a.record.as_slice()),
+            Some(record),
             &user,
             message.as_slice(),
         )
         .map_err(handshake_reply)?;
+        // The reply alone lets the client test a password, so the guess is counted (and
+        // durably) before the reply leaves; unknown names are counted and locked out alike.
+        let now = unix_now();
+        let gate = match &account {
+            Some(a) => {
+                self.storage
+                    .begin_login(a.id, &user, &self.policy, now)
+                    .await
+            }
+            None => {
+                self.storage
+                    .begin_unknown_login(self.name_key(&user), &self.policy, now)
+                    .await
+            }
+        }
+        .map_err(storage_reply)?;
+        if let LoginGate::Locked { retry_after_secs } = gate {
+            return Err(ErrorReply {
+                code: ErrorCode::ACCOUNT_LOCKED,
+                retry_after_secs: Some(retry_after_secs),
+                expected_version: None,
+            });
+        }
         let login_account = account.map(|a| LoginAccount {
             id: a.id,
             sealed_storage_key: a.sealed_storage_key,
         });
-        if let Some(a) = &login_account {
-            // The reply alone lets the client test a password, so the guess is counted (and
-            // durably) before the reply leaves.
-            let gate = self
-                .storage
-                .begin_login(a.id, &user, &self.policy, unix_now())
-                .await
-                .map_err(storage_reply)?;
-            if let LoginGate::Locked { retry_after_secs } = gate {
-                return Err(ErrorReply {
-                    code: ErrorCode::ACCOUNT_LOCKED,
-                    retry_after_secs: Some(retry_after_secs),
-                    expected_version: None,
-                });
-            }
-        }
         let handshake = self
             .park(Pending::Login {
                 user,
@@ -243,6 +301,17 @@ impl Core {
             handshake,
             message: reply,
         })
+    }
+
+    /// Names an unknown user in the guess-counter table without writing the name down.
+    fn name_key(&self, user: &UserName) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.fake_seed) else {
+            return [0; 32];
+        };
+        mac.update(b"keyserver/1 unknown login");
+        mac.update(user.as_str().as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     async fn login_finish(&self, handshake: HandshakeId, message: &OpaqueBytes) -> Reply<Response> {
@@ -457,6 +526,14 @@ impl Core {
             .await
         {
             warn!(error = %e, "could not purge recorded responses");
+        }
+        let lockout = i64::try_from(self.config.lockout_max_secs).unwrap_or(i64::MAX);
+        if let Err(e) = self
+            .storage
+            .purge_unknown_logins(unix.saturating_sub(lockout.saturating_mul(2)))
+            .await
+        {
+            warn!(error = %e, "could not purge unknown-name guess counters");
         }
         let idle = i64::try_from(self.config.session_idle_timeout_secs).unwrap_or(i64::MAX);
         if let Err(e) = self

@@ -18,6 +18,7 @@ pub mod guess_limit;
 pub mod handshake;
 pub mod ops;
 pub mod pki;
+pub mod rate_limit;
 pub mod server_setup;
 pub mod session;
 pub mod storage;

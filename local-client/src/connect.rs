@@ -95,6 +95,23 @@ impl QuicLink {
         server_name: &str,
         tls: rustls::ClientConfig,
     ) -> Result<Self, ClientError> {
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|_| ClientError::Protocol("bad bind address"))?;
+        Self::connect_from(bind, addr, server_name, tls).await
+    }
+
+    /// As [`Self::connect`], from a given local address.
+    pub async fn connect_from(
+        bind: SocketAddr,
+        addr: SocketAddr,
+        server_name: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
         let crypto =
             QuicClientConfig::try_from(tls).map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -106,13 +123,6 @@ impl QuicLink {
             10_000,
         ))));
         config.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .map_err(|_| ClientError::Protocol("bad bind address"))?;
         let mut endpoint =
             quinn::Endpoint::client(bind).map_err(|e| ClientError::Unreachable(e.to_string()))?;
         endpoint.set_default_client_config(config);

@@ -464,6 +464,41 @@ pub(crate) async fn the_guess_count_locks_and_a_success_resets_it(s: &dyn Storag
     verify_chain(s, id, "alice").await;
 }
 
+pub(crate) async fn unknown_names_are_counted_and_locked_like_accounts(s: &dyn Storage) {
+    let key = [9u8; 32];
+    for t in 0..3 {
+        assert_eq!(
+            s.begin_unknown_login(key, &policy(), 100 + t)
+                .await
+                .unwrap(),
+            LoginGate::Allowed
+        );
+    }
+    assert_eq!(
+        s.begin_unknown_login(key, &policy(), 103).await.unwrap(),
+        LoginGate::Locked {
+            retry_after_secs: 59
+        }
+    );
+    assert_eq!(
+        s.begin_unknown_login([8; 32], &policy(), 103)
+            .await
+            .unwrap(),
+        LoginGate::Allowed
+    );
+    assert_eq!(
+        s.begin_unknown_login(key, &policy(), 162).await.unwrap(),
+        LoginGate::Allowed
+    );
+    assert_eq!(s.purge_unknown_logins(150).await.unwrap(), 1);
+    assert_eq!(
+        s.begin_unknown_login([8; 32], &policy(), 200)
+            .await
+            .unwrap(),
+        LoginGate::Allowed
+    );
+}
+
 pub(crate) async fn concurrent_logins_cannot_pass_the_limit(s: std::sync::Arc<dyn Storage>) {
     let id = account(&*s, "alice").await;
     let tasks: Vec<_> = (0..20)
@@ -578,6 +613,13 @@ macro_rules! storage_contract_tests {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::the_guess_count_locks_and_a_success_resets_it(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
+            drop(s);
+            drop(_g);
+        }
+        #[tokio::test]
+        async fn unknown_names_are_counted_and_locked_like_accounts() {
+            let Some((s, _g)) = $fresh.await else { return };
+            $crate::storage::contract::unknown_names_are_counted_and_locked_like_accounts(&*s).await;
             drop(s);
             drop(_g);
         }

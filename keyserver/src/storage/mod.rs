@@ -188,6 +188,18 @@ pub trait Storage: Send + Sync + 'static {
         now: i64,
     ) -> Result<LoginGate, StorageError>;
 
+    /// The same as [`Self::begin_login`] for a user name that does not exist, named by
+    /// `name_key` (an HMAC of the name): counted and locked out alike, with no audit log.
+    async fn begin_unknown_login(
+        &self,
+        name_key: [u8; 32],
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginGate, StorageError>;
+
+    /// Forgets unknown-name counters untouched since `before`.
+    async fn purge_unknown_logins(&self, before: i64) -> Result<u64, StorageError>;
+
     /// Records the end of a login: success resets the guess count and records `session`.
     async fn login_finished(
         &self,

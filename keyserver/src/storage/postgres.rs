@@ -247,6 +247,43 @@ impl Storage for PostgresStorage {
         Ok(gate)
     }
 
+    async fn begin_unknown_login(
+        &self,
+        name_key: [u8; 32],
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginGate, StorageError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt) VALUES ($1, 0, 0) ON CONFLICT (name_key) DO NOTHING")
+            .bind(&name_key[..])
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT failed_logins, last_login_attempt FROM unknown_logins WHERE name_key = $1 FOR UPDATE")
+            .bind(&name_key[..])
+            .fetch_one(&mut *tx)
+            .await?;
+        let last: i64 = row.try_get(1)?;
+        let gate = policy.decide(u64_of(row.try_get(0)?)?, (last != 0).then_some(last), now);
+        if gate == LoginGate::Allowed {
+            sqlx::query("UPDATE unknown_logins SET failed_logins = failed_logins + 1, last_login_attempt = $1 WHERE name_key = $2")
+                .bind(now)
+                .bind(&name_key[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(gate)
+    }
+
+    async fn purge_unknown_logins(&self, before: i64) -> Result<u64, StorageError> {
+        let n = sqlx::query("DELETE FROM unknown_logins WHERE last_login_attempt < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
     async fn login_finished(
         &self,
         account: i64,

@@ -106,16 +106,21 @@ async fn connection(
                 },
             };
             let core = core.clone();
-            tasks.spawn(stream(send, recv, core).in_current_span());
+            tasks.spawn(stream(send, recv, core, remote.ip()).in_current_span());
         }
     }
     .instrument(span)
     .await;
 }
 
-async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, core: Arc<Core>) {
+async fn stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    core: Arc<Core>,
+    peer: std::net::IpAddr,
+) {
     let response = match recv.read_to_end(MAX_MESSAGE).await {
-        Ok(req) => core.handle(&req).await,
+        Ok(req) => core.handle(&req, peer).await,
         Err(quinn::ReadToEndError::TooLong) => {
             let _ = recv.stop(VarInt::from_u32(1));
             Response::Error(ErrorCode::MALFORMED.into()).encode()

@@ -76,7 +76,7 @@ pub async fn serve(
         tasks.spawn(
             async move {
                 tokio::select! {
-                    () = connection(tcp, tls, core, limits, shutdown, t) => {},
+                    () = connection(tcp, remote.ip(), tls, core, limits, shutdown, t) => {},
                     () = kill.cancelled() => debug!("connection dropped"),
                 }
                 drop(permit);
@@ -120,6 +120,7 @@ async fn handshake(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) -> Option<Tls
 
 async fn connection(
     tcp: TcpStream,
+    peer: std::net::IpAddr,
     tls: Arc<rustls::ServerConfig>,
     core: Arc<Core>,
     limits: TcpLimits,
@@ -203,7 +204,7 @@ async fn connection(
         let (core, tx) = (core.clone(), tx.clone());
         tasks.spawn(
             async move {
-                let response = core.handle(&f.body).await;
+                let response = core.handle(&f.body, peer).await;
                 let _ = tx.send(frame::encode(f.id, &response)).await;
                 drop(permit);
             }

@@ -5,6 +5,7 @@ use opaque_ke::{
     CredentialResponse, ServerLogin, ServerLoginParameters, ServerRegistration, ServerSetup,
 };
 use rand::{CryptoRng, RngCore};
+
 use zeroize::Zeroizing;
 
 use super::HandshakeError;
@@ -110,6 +111,35 @@ impl std::fmt::Debug for ServerLoginState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ServerLoginState(REDACTED)")
     }
+}
+
+/// HMAC label of fake records.
+const FAKE_RECORD_LABEL: &[u8] = b"keyserver/1 fake record";
+
+/// A registration record for a user that does not exist, the same every time for the same
+/// name and `seed` (a server secret), so that repeated logins for an unknown name behave
+/// exactly like those for a real one. It has the shape of a real record (a valid public
+/// key, a masking key, an envelope) and opens with no password.
+pub fn fake_record(seed: &[u8; 32], user: &UserName) -> Result<Vec<u8>, HandshakeError> {
+    use hmac::{Hmac, Mac};
+    use rand::SeedableRng;
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(seed).map_err(|_| HandshakeError::Internal)?;
+    mac.update(FAKE_RECORD_LABEL);
+    mac.update(user.as_str().as_bytes());
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(mac.finalize().into_bytes().into());
+    let mut sk = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(sk.as_mut());
+    // Below 2^252, so a canonical ristretto255 scalar.
+    sk[31] &= 0x0f;
+    let sk = opaque_ke::keypair::PrivateKey::<opaque_ke::Ristretto255>::deserialize(sk.as_ref())?;
+    let mut record = sk.public_key().serialize().to_vec();
+    let mut rest = [0u8; 64 + 32 + 64]; // masking key, envelope nonce, envelope tag
+    rng.fill_bytes(&mut rest);
+    record.extend_from_slice(&rest);
+    // Check that it parses as a record.
+    ServerRegistration::<Suite>::deserialize(&record)?;
+    Ok(record)
 }
 
 /// Server, step 1 (KE2). `record` is the stored registration, or `None` for a user that
@@ -254,6 +284,27 @@ mod tests {
         let (_, real) = respond(&mut rng, &setup, Some(&record), &alice, ke1.as_slice()).unwrap();
         let (_, fake) = respond(&mut rng, &setup, None, &nobody, ke1.as_slice()).unwrap();
         assert_eq!(real.len(), fake.len());
+    }
+
+    #[test]
+    fn a_fake_record_is_stable_per_name_has_a_real_records_size_and_never_logs_in() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let setup = ServerSetup::<Suite>::new(&mut rng);
+        let nobody = UserName::new("nobody").unwrap();
+        let a = fake_record(&[1; 32], &nobody).unwrap();
+        assert_eq!(a, fake_record(&[1; 32], &nobody).unwrap());
+        assert_ne!(a, fake_record(&[2; 32], &nobody).unwrap());
+        assert_ne!(
+            a,
+            fake_record(&[1; 32], &UserName::new("other").unwrap()).unwrap()
+        );
+        let pw = SecretBytes::new(b"pw".to_vec());
+        let (real, _) = register(&mut rng, &setup, &UserName::new("alice").unwrap(), &pw);
+        assert_eq!(a.len(), real.len());
+        assert_eq!(
+            login(&mut rng, &setup, Some(&a), &nobody, &pw).unwrap_err(),
+            HandshakeError::AuthFailed
+        );
     }
 
     #[test]
