@@ -44,6 +44,9 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only time the client's key-stretching function (argon2id, RFC 9106 parameters).
+    #[arg(long)]
+    ksf: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,7 +187,33 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// Times the client's argon2id with the protocol's parameters: the part of every CLI login
+/// that is deliberately slow.
+fn time_ksf() -> anyhow::Result<()> {
+    let argon = KsfParams::default()
+        .argon2()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = [0u8; 64];
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        argon
+            .hash_password_into(b"password", b"somesaltsomesalt", &mut out)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "argon2id m=64 MiB t=3 p=4: median {:.1} ms over 5",
+        percentile(&times, 0.5) / 1000.0
+    );
+    Ok(())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.ksf {
+        return time_ksf();
+    }
     let secs = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
     let bin = match &args.keyserver {
         Some(p) => p.clone(),
