@@ -44,6 +44,10 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also measure Postgres (one and three instances) on this database; each deployment
+    /// gets a scratch schema, dropped at the end.
+    #[arg(long, env = "KEYSERVER_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
     /// Only time the client's key-stretching function (argon2id, RFC 9106 parameters).
     #[arg(long)]
     ksf: bool,
@@ -52,6 +56,8 @@ struct Args {
 #[derive(Debug, Clone)]
 struct Row {
     figure: &'static str,
+    backend: &'static str,
+    instances: usize,
     transport: &'static str,
     in_flight: usize,
     requests: u64,
@@ -119,11 +125,16 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<(ServerProcess, String)> {
+fn start_server(
+    bin: &Path,
+    dir: &Path,
+    extra: &[String],
+) -> anyhow::Result<(ServerProcess, String)> {
     let mut child = Command::new(bin)
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("KEYSERVER_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -210,6 +221,13 @@ fn time_ksf() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One deployment to measure: a backend and a number of instances.
+struct Deployment {
+    backend: &'static str,
+    instances: usize,
+    database_url: Option<String>,
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.ksf {
         return time_ksf();
@@ -219,66 +237,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => default_keyserver()?,
     };
-    let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
-    let (_server, addr) = start_server(&bin, &data)?;
-    let ca = data.join("ca.pem");
-    let secret = SecretBytes::new(vec![0x5a; 64]);
-    let mut rows = Vec::new();
-    for (transport, tname) in [(Transport::Quic, "quic"), (Transport::Tcp, "tcp")] {
-        let (_conn, s) = session(&addr, &ca, transport, &format!("bench-{tname}")).await?;
-        let name = SecretName::new("k")?;
-        s.store(&name, &secret, false).await?;
-        for in_flight in [1usize, 16, 256] {
-            let (s2, n2) = (s.clone(), name.clone());
-            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |_| {
-                let (s, n) = (s2.clone(), n2.clone());
-                async move {
-                    s.retrieve(&n).await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            rows.push(Row {
-                figure: "retrieve 64 B",
-                transport: tname,
-                in_flight,
-                requests,
-                per_second,
-                p50_us,
-                p99_us,
-            });
-            let s2 = s.clone();
-            let sec = secret.clone();
-            let round = in_flight;
-            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |i| {
-                let (s, sec) = (s2.clone(), sec.clone());
-                async move {
-                    let n = SecretName::new(format!("s{round}-{i}"))?;
-                    s.store(&n, &sec, false).await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            rows.push(Row {
-                figure: "store 64 B (durable)",
-                transport: tname,
-                in_flight,
-                requests,
-                per_second,
-                p50_us,
-                p99_us,
+    let mut deployments = vec![Deployment {
+        backend: "sqlite",
+        instances: 1,
+        database_url: None,
+    }];
+    let schema = match &args.database_url {
+        Some(url) => Some(BenchSchema::create(url).await?),
+        None => None,
+    };
+    if let Some(schema) = &schema {
+        for instances in [1, 3] {
+            deployments.push(Deployment {
+                backend: "postgres",
+                instances,
+                database_url: Some(schema.url(instances)),
             });
         }
     }
+    let mut rows = Vec::new();
+    for d in &deployments {
+        if let Some(schema) = &schema {
+            schema.reset(d.instances).await?;
+        }
+        rows.extend(measure_deployment(&bin, d, secs).await?);
+    }
     println!(
-        "{:<22} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}",
-        "figure", "tr", "in flight", "requests", "req/s", "p50 µs", "p99 µs"
+        "{:<22} {:<8} {:>4} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "figure", "backend", "inst", "tr", "in flight", "requests", "req/s", "p50 µs", "p99 µs"
     );
     for r in &rows {
         println!(
-            "{:<22} {:<5} {:>9} {:>9} {:>10.0} {:>10.0} {:>10.0}",
-            r.figure, r.transport, r.in_flight, r.requests, r.per_second, r.p50_us, r.p99_us
+            "{:<22} {:<8} {:>4} {:<5} {:>9} {:>9} {:>10.0} {:>10.0} {:>10.0}",
+            r.figure,
+            r.backend,
+            r.instances,
+            r.transport,
+            r.in_flight,
+            r.requests,
+            r.per_second,
+            r.p50_us,
+            r.p99_us
         );
     }
     if let Some(path) = &args.json {
@@ -286,12 +285,162 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "figure": r.figure, "transport": r.transport, "in_flight": r.in_flight,
-                    "requests": r.requests, "per_second": r.per_second, "p50_us": r.p50_us, "p99_us": r.p99_us,
+                    "figure": r.figure, "backend": r.backend, "instances": r.instances, "transport": r.transport,
+                    "in_flight": r.in_flight, "requests": r.requests, "per_second": r.per_second,
+                    "p50_us": r.p50_us, "p99_us": r.p99_us,
                 })
             })
             .collect();
         std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
     }
+    if let Some(schema) = schema {
+        schema.drop_all().await?;
+    }
     Ok(())
+}
+
+/// A scratch schema per deployment in the benchmark's Postgres database.
+struct BenchSchema {
+    base: String,
+    name: String,
+}
+
+impl BenchSchema {
+    async fn create(base: &str) -> anyhow::Result<Self> {
+        let name = format!("ks_bench_{}", std::process::id());
+        Ok(Self {
+            base: base.to_string(),
+            name,
+        })
+    }
+
+    fn schema(&self, instances: usize) -> String {
+        format!("{}_{instances}", self.name)
+    }
+
+    fn url(&self, instances: usize) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{sep}options[search_path]={}",
+            self.base,
+            self.schema(instances)
+        )
+    }
+
+    async fn exec(&self, sql: &str) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&self.base).await?;
+        sqlx::query(sql).execute(&mut c).await?;
+        Ok(())
+    }
+
+    async fn reset(&self, instances: usize) -> anyhow::Result<()> {
+        let s = self.schema(instances);
+        self.exec(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .await?;
+        self.exec(&format!("CREATE SCHEMA {s}")).await
+    }
+
+    async fn drop_all(&self) -> anyhow::Result<()> {
+        for n in [1, 3] {
+            self.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema(n)))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Result<Vec<Row>> {
+    let tmp = tempfile::tempdir()?;
+    let first = tmp.path().join("instance-0");
+    let init = Command::new(bin)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(&first)
+        .output()?;
+    if !init.status.success() {
+        bail!(
+            "keyserver init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    let mut servers = Vec::new();
+    for i in 0..d.instances {
+        let dir = tmp.path().join(format!("instance-{i}"));
+        if i > 0 {
+            std::fs::create_dir_all(&dir)?;
+            for f in std::fs::read_dir(&first)? {
+                let f = f?;
+                std::fs::copy(f.path(), dir.join(f.file_name()))?;
+            }
+        }
+        let mut args = vec![];
+        if let Some(url) = &d.database_url {
+            args.extend(["--database-url".to_string(), url.clone()]);
+        }
+        servers.push(start_server(bin, &dir, &args)?);
+    }
+    let ca = first.join("ca.pem");
+    let secret = SecretBytes::new(vec![0x5a; 64]);
+    let transports: &[(Transport, &'static str)] = if d.instances == 1 {
+        &[(Transport::Quic, "quic"), (Transport::Tcp, "tcp")]
+    } else {
+        &[(Transport::Quic, "quic")]
+    };
+    let mut rows = Vec::new();
+    for &(transport, tname) in transports {
+        // One connection and one session per instance; the requests in flight are spread
+        // over them.
+        let mut sessions = Vec::new();
+        for (i, (_, addr)) in servers.iter().enumerate() {
+            let (conn, s) = session(addr, &ca, transport, &format!("bench-{tname}-{i}")).await?;
+            sessions.push((conn, s));
+        }
+        let sessions: Arc<Vec<Session>> = Arc::new(sessions.into_iter().map(|(_, s)| s).collect());
+        let name = SecretName::new("k")?;
+        for s in sessions.iter() {
+            s.store(&name, &secret, false).await?;
+        }
+        for in_flight in [1usize, 16, 256] {
+            let (ss, n2) = (sessions.clone(), name.clone());
+            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |id| {
+                let (s, n) = (ss[(id >> 32) as usize % ss.len()].clone(), n2.clone());
+                async move {
+                    s.retrieve(&n).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let row = |figure, requests, per_second, p50_us, p99_us| Row {
+                figure,
+                backend: d.backend,
+                instances: d.instances,
+                transport: tname,
+                in_flight,
+                requests,
+                per_second,
+                p50_us,
+                p99_us,
+            };
+            rows.push(row("retrieve 64 B", requests, per_second, p50_us, p99_us));
+            let (ss, sec) = (sessions.clone(), secret.clone());
+            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |id| {
+                let (s, sec) = (ss[(id >> 32) as usize % ss.len()].clone(), sec.clone());
+                async move {
+                    let n = SecretName::new(format!("s{in_flight}-{id}"))?;
+                    s.store(&n, &sec, false).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row(
+                "store 64 B (durable)",
+                requests,
+                per_second,
+                p50_us,
+                p99_us,
+            ));
+        }
+    }
+    Ok(rows)
 }
