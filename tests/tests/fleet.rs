@@ -356,3 +356,26 @@ async fn the_database_going_away_gives_storage_unavailable_and_the_server_recove
         .collect();
     assert_eq!(names, ["after", "before"]);
 }
+
+#[test]
+fn instances_starting_together_on_an_empty_database_do_not_race_their_migrations() {
+    let Some(pg) = PgSchema::create() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = fleet_dirs(tmp.path(), 3, "");
+    let url = pg.url();
+    let starts: Vec<_> = dirs
+        .into_iter()
+        .map(|d| {
+            let url = url.clone();
+            std::thread::spawn(move || Server::start(&d, &["--database-url", &url]))
+        })
+        .collect();
+    let servers: Vec<Server> = starts.into_iter().map(|h| h.join().unwrap()).collect();
+    let c = servers[2].client();
+    c.with_password("pw", &["register", "--user", "erin"]).ok();
+    for s in &servers {
+        s.client()
+            .with_password("pw", &["list", "--user", "erin"])
+            .ok();
+    }
+}
