@@ -56,6 +56,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Postgres URL; when absent, the embedded SQLite database in the data dir is used.
     pub database_url: Option<String>,
+    /// Most sessions one account may hold at once (fleet-wide); more logins get
+    /// `SLOW_DOWN`. Default 32.
+    pub max_sessions_per_account: u64,
     /// A session ends after this long without a request. Default 15 minutes.
     pub session_idle_timeout_secs: u64,
     /// A session ends this long after login whatever happens. Default 12 hours.
@@ -96,6 +99,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             database_url: None,
+            max_sessions_per_account: 32,
             session_idle_timeout_secs: 15 * 60,
             session_lifetime_secs: 12 * 3600,
             max_sessions: 100_000,
@@ -173,6 +177,12 @@ impl Config {
             30 * 86400,
         )?;
         range("max_sessions", self.max_sessions, 1, 10_000_000)?;
+        range(
+            "max_sessions_per_account",
+            self.max_sessions_per_account,
+            1,
+            100_000,
+        )?;
         range(
             "handshake_timeout_secs",
             self.handshake_timeout_secs,
@@ -263,6 +273,7 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # session_idle_timeout_secs = 900
 # session_lifetime_secs = 43200
 # max_sessions = 100000
+# max_sessions_per_account = 32
 
 # A login or registration must finish within this time; unfinished logins count as failed.
 # handshake_timeout_secs = 30

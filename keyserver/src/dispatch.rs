@@ -336,6 +336,25 @@ impl Core {
             }
             return Err(ErrorCode::AUTH_FAILED.into());
         };
+        // One account cannot pile up sessions (each costs memory on every instance that
+        // serves it). The password was right, so the guess count is reset all the same.
+        if self
+            .storage
+            .session_count(account.id)
+            .await
+            .map_err(storage_reply)?
+            >= self.config.max_sessions_per_account
+        {
+            self.storage
+                .login_finished(account.id, &user, true, None, unix_now())
+                .await
+                .map_err(storage_reply)?;
+            return Err(ErrorReply {
+                code: ErrorCode::SLOW_DOWN,
+                retry_after_secs: None,
+                expected_version: None,
+            });
+        }
         // The session is recorded (keys sealed) with the login, so that any instance of a
         // fleet, or this one after a restart, can carry it on.
         let sealed_keys = self.vault.seal(&keys);

@@ -291,3 +291,27 @@ async fn one_address_flooding_handshakes_gets_slow_down_while_another_logs_in() 
     );
     assert_eq!(ok, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_cannot_pile_up_sessions() {
+    let (_tmp, server) = server_with("max_sessions_per_account = 2\n");
+    server
+        .client()
+        .with_password("pw", &["register", "--user", "alice"])
+        .ok();
+    let l = link(&server).await;
+    let first = raw_session(&l, "alice").await;
+    let _second = raw_session(&l, "alice").await;
+    let out = server
+        .client()
+        .with_password("pw", &["list", "--user", "alice"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("slow down"), "{}", out.stderr);
+    // Logging one out makes room.
+    let bye = Request::Sealed(first.seal_request(&OpRequest::Logout.encode()).unwrap());
+    assert_eq!(code_of(&l, &bye).await, None);
+    server
+        .client()
+        .with_password("pw", &["list", "--user", "alice"])
+        .ok();
+}

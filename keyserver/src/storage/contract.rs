@@ -351,6 +351,7 @@ pub(crate) async fn sessions_are_stored_touched_ended_by_logout_and_purged(s: &d
     )
     .await
     .unwrap();
+    assert_eq!(s.session_count(id).await.unwrap(), 1);
     let got = s.load_session(sid).await.unwrap().unwrap();
     assert_eq!(
         (

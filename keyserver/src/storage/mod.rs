@@ -210,6 +210,9 @@ pub trait Storage: Send + Sync + 'static {
         now: i64,
     ) -> Result<(), StorageError>;
 
+    /// How many sessions of the account are stored (expired ones until they are purged).
+    async fn session_count(&self, account: i64) -> Result<u64, StorageError>;
+
     /// A stored session, if it exists (not logged out, not purged).
     async fn load_session(&self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError>;
 

@@ -584,6 +584,14 @@ impl Storage for PostgresStorage {
         Ok(Done::Fresh(()))
     }
 
+    async fn session_count(&self, account: i64) -> Result<u64, StorageError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&self.read)
+            .await?;
+        u64_of(n)
+    }
+
     async fn load_session(&self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError> {
         let row = sqlx::query(
             "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used \
