@@ -48,6 +48,10 @@ struct Args {
     /// gets a scratch schema, dropped at the end.
     #[arg(long, env = "KEYSERVER_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// Only compare the time to answer LoginStart for an existing and an unknown user
+    /// (interleaved, same connection), the enumeration check of the threat model.
+    #[arg(long)]
+    enumeration: bool,
     /// Only time the client's key-stretching function (argon2id, RFC 9106 parameters).
     #[arg(long)]
     ksf: bool,
@@ -221,6 +225,72 @@ fn time_ksf() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Times `LoginStart` (the server's whole first login step: account lookup, OPAQUE
+/// evaluation, guess count) for a registered user and for an unknown one, alternating on one
+/// connection, and prints both distributions side by side.
+async fn time_enumeration(bin: &Path, rounds: usize) -> anyhow::Result<()> {
+    use keyserver_protocol::{Request, Response, handshake::login};
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("data");
+    let init = Command::new(bin)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()?;
+    if !init.status.success() {
+        bail!("keyserver init failed");
+    }
+    // No lockout and no rate limit during the measurement: both would change the path taken.
+    std::fs::write(
+        dir.join("keyserver.toml"),
+        "max_failed_logins = 1000\nhandshakes_per_second_per_address = 1000000\nhandshake_burst_per_address = 1000000\n",
+    )?;
+    let (_server, addr) = start_server(bin, &dir, &[])?;
+    let (conn, _s) = session(&addr, &dir.join("ca.pem"), Transport::Quic, "exists").await?;
+    drop(conn);
+    let ca = local_client::connect::load_ca(&dir.join("ca.pem"))?;
+    let link = local_client::connect::QuicLink::connect(
+        addr.parse()?,
+        "localhost",
+        local_client::connect::tls_config(&ca)?,
+    )
+    .await?;
+    let pw = SecretBytes::new(b"wrong guess".to_vec());
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut sizes = [0usize; 2];
+    for i in 0..rounds * 2 {
+        let who = i % 2;
+        let user = UserName::new(if who == 0 { "exists" } else { "does-not-exist" })?;
+        let (_, ke1) = login::start(&mut rand::rngs::OsRng, &user, &pw)?;
+        let req = Request::LoginStart { user, message: ke1 }.encode();
+        let t = Instant::now();
+        let resp = link
+            .call(&req)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        times[who].push(t.elapsed());
+        if !matches!(Response::decode(&resp)?, Response::LoginStarted { .. }) {
+            bail!("unexpected reply");
+        }
+        sizes[who] = resp.len();
+    }
+    for t in &mut times {
+        t.sort();
+    }
+    println!("LoginStart over one QUIC connection, {rounds} each, alternating:");
+    for (who, label) in [(0, "existing user"), (1, "unknown user")] {
+        println!(
+            "  {label:<14} p10 {:>7.0} µs  p50 {:>7.0} µs  p90 {:>7.0} µs  p99 {:>7.0} µs  reply {} bytes",
+            percentile(&times[who], 0.1),
+            percentile(&times[who], 0.5),
+            percentile(&times[who], 0.9),
+            percentile(&times[who], 0.99),
+            sizes[who]
+        );
+    }
+    Ok(())
+}
+
 /// One deployment to measure: a backend and a number of instances.
 struct Deployment {
     backend: &'static str,
@@ -231,6 +301,13 @@ struct Deployment {
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.ksf {
         return time_ksf();
+    }
+    if args.enumeration {
+        let bin = match &args.keyserver {
+            Some(p) => p.clone(),
+            None => default_keyserver()?,
+        };
+        return time_enumeration(&bin, if args.quick { 100 } else { 1000 }).await;
     }
     let secs = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
     let bin = match &args.keyserver {
