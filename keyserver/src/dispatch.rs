@@ -34,14 +34,6 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// A 32-byte key derived from the OPAQUE setup (the one secret every instance shares).
-fn derive_from_setup(setup: &ServerSetup, label: &[u8]) -> [u8; 32] {
-    let ikm = zeroize::Zeroizing::new(setup.serialize().to_vec());
-    let mut out = [0u8; 32];
-    let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, &ikm).expand(label, &mut out);
-    out
-}
-
 /// A failed request: the reply the client gets.
 pub(crate) type Reply<T> = Result<T, ErrorReply>;
 
@@ -79,7 +71,7 @@ pub struct Core {
     pub(crate) sessions: SessionTable,
     vault: SessionVault,
     /// Seeds fake records and names unknown users' guess counters; derived from the setup.
-    fake_seed: [u8; 32],
+    fake_seed: zeroize::Zeroizing<[u8; 32]>,
     limiter: HandshakeLimiter,
     policy: LockoutPolicy,
 }
@@ -110,7 +102,7 @@ impl Core {
         );
         let policy = LockoutPolicy::from_config(&config);
         let vault = SessionVault::from_setup(&setup);
-        let fake_seed = derive_from_setup(&setup, b"keyserver/1 fake records");
+        let fake_seed = crate::server_setup::derive_key(&setup, b"keyserver/1 fake records");
         let limiter = HandshakeLimiter::new(Rates {
             per_address: config.handshakes_per_second_per_address as f64,
             per_address_burst: config.handshake_burst_per_address as f64,
@@ -306,7 +298,8 @@ impl Core {
     /// Names an unknown user in the guess-counter table without writing the name down.
     fn name_key(&self, user: &UserName) -> [u8; 32] {
         use hmac::{Hmac, Mac};
-        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.fake_seed) else {
+        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.fake_seed.as_ref())
+        else {
             return [0; 32];
         };
         mac.update(b"keyserver/1 unknown login");

@@ -57,6 +57,18 @@ impl SetupKeySource {
     }
 }
 
+/// A 32-byte key derived from the OPAQUE setup, the one secret every instance of a fleet
+/// shares: HKDF-SHA256(ikm = the serialized setup, info = `label`). Used for keys that
+/// every instance must agree on without another secret to distribute (sealing session
+/// keys at rest, seeding fake records).
+pub fn derive_key(setup: &ServerSetup, label: &[u8]) -> Zeroizing<[u8; 32]> {
+    let ikm = Zeroizing::new(setup.serialize().to_vec());
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's output limit; expand cannot fail.
+    let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, &ikm).expand(label, out.as_mut());
+    out
+}
+
 fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, DataDirError> {
     UnboundKey::new(&CHACHA20_POLY1305, key)
         .map(LessSafeKey::new)

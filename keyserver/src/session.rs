@@ -82,9 +82,7 @@ const VAULT_LABEL: &[u8] = b"keyserver/1 sessions at rest";
 impl SessionVault {
     /// The vault of the server with this OPAQUE setup.
     pub fn from_setup(setup: &keyserver_protocol::ServerSetup) -> Self {
-        let ikm = zeroize::Zeroizing::new(setup.serialize().to_vec());
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, &ikm).expand(VAULT_LABEL, key.as_mut());
+        let key = crate::server_setup::derive_key(setup, VAULT_LABEL);
         let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key.as_ref());
         // A 32-byte key is always accepted by ChaCha20-Poly1305.
         let unbound = unbound.unwrap_or_else(|_| unreachable_key());
