@@ -528,6 +528,16 @@ impl Core {
         for p in self.handshakes.sweep(now) {
             self.abandon(p).await;
         }
+        let n = self.sessions.sweep(now);
+        if n > 0 {
+            debug!(expired = n, "sessions expired");
+        }
+    }
+
+    /// Deletes from storage what can no longer be used: recorded responses and sessions
+    /// past their lifetime or idle timeout, and stale unknown-name guess counters. These
+    /// are database writes, shared by a fleet, so they run far less often than [`Self::sweep`].
+    pub async fn purge(&self) {
         // A recorded response is useful while its session may still retry; no session
         // outlives its lifetime.
         let lifetime = i64::try_from(self.config.session_lifetime_secs).unwrap_or(i64::MAX);
@@ -554,10 +564,6 @@ impl Core {
             .await
         {
             warn!(error = %e, "could not purge expired sessions");
-        }
-        let n = self.sessions.sweep(now);
-        if n > 0 {
-            debug!(expired = n, "sessions expired");
         }
     }
 }

@@ -229,13 +229,16 @@ async fn bind_both(
     ))
 }
 
-/// Drops expired handshakes and sessions every few seconds.
+/// Drops expired handshakes and sessions from memory every 5 s, and purges storage once a
+/// minute (those are database writes: no reason to pay them every few seconds).
 async fn sweeper(core: Arc<Core>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    let mut purge = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => core.sweep().await,
+            _ = sweep.tick() => core.sweep().await,
+            _ = purge.tick() => core.purge().await,
         }
     }
 }
