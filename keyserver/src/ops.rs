@@ -87,7 +87,7 @@ async fn store(
     let encode = |o: &StoreOutcome| store_response(o).encode();
     let done = core
         .storage
-        .store_secret(s.account, &s.user, new, req, &encode, unix_now())
+        .store_secret(s.account, &s.user, new, req, encode, unix_now())
         .await
         .map_err(storage_reply)?;
     Ok(match done {
@@ -134,7 +134,7 @@ async fn delete(core: &Core, s: &Session, req: RequestId, name: &SecretName) -> 
     let encode = |d: &bool| delete_response(d).encode();
     let done = core
         .storage
-        .delete_secret(s.account, &s.user, name, req, &encode, unix_now())
+        .delete_secret(s.account, &s.user, name, req, encode, unix_now())
         .await
         .map_err(storage_reply)?;
     Ok(match done {

@@ -68,7 +68,7 @@ fn enc_bool(b: &bool) -> Vec<u8> {
 
 async fn store(s: &dyn Storage, id: i64, u: &UserName, n: NewSecret<'_>, now: i64) -> StoreOutcome {
     match s
-        .store_secret(id, u, n, rid(), &enc_store, now)
+        .store_secret(id, u, n, rid(), enc_store, now)
         .await
         .unwrap()
     {
@@ -79,7 +79,7 @@ async fn store(s: &dyn Storage, id: i64, u: &UserName, n: NewSecret<'_>, now: i6
 
 async fn delete(s: &dyn Storage, id: i64, u: &UserName, n: &SecretName, now: i64) -> bool {
     match s
-        .delete_secret(id, u, n, rid(), &enc_bool, now)
+        .delete_secret(id, u, n, rid(), enc_bool, now)
         .await
         .unwrap()
     {
@@ -261,7 +261,7 @@ pub(crate) async fn a_repeated_request_is_applied_once_and_gets_the_first_answer
     let w = name("wallet");
     let r = rid();
     let first = s
-        .store_secret(id, &u, new(&w, 1, false, b"c1"), r, &enc_store, 1)
+        .store_secret(id, &u, new(&w, 1, false, b"c1"), r, enc_store, 1)
         .await
         .unwrap();
     assert_eq!(
@@ -273,7 +273,7 @@ pub(crate) async fn a_repeated_request_is_applied_once_and_gets_the_first_answer
     );
     // The same request again, even with other contents, is not applied again.
     let again = s
-        .store_secret(id, &u, new(&w, 2, true, b"c2"), r, &enc_store, 2)
+        .store_secret(id, &u, new(&w, 2, true, b"c2"), r, enc_store, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -300,11 +300,11 @@ pub(crate) async fn a_repeated_request_is_applied_once_and_gets_the_first_answer
     );
     let d = rid();
     assert_eq!(
-        s.delete_secret(id, &u, &w, d, &enc_bool, 4).await.unwrap(),
+        s.delete_secret(id, &u, &w, d, enc_bool, 4).await.unwrap(),
         Done::Fresh(true)
     );
     assert_eq!(
-        s.delete_secret(id, &u, &w, d, &enc_bool, 5).await.unwrap(),
+        s.delete_secret(id, &u, &w, d, enc_bool, 5).await.unwrap(),
         Done::Recorded(vec![1])
     );
     // Another session's same seq is another request.
@@ -314,12 +314,12 @@ pub(crate) async fn a_repeated_request_is_applied_once_and_gets_the_first_answer
     };
     assert_eq!(s.recorded_response(other).await.unwrap(), None);
     // Refusals are recorded too.
-    s.store_secret(id, &u, new(&w, 2, false, b"c3"), rid(), &enc_store, 6)
+    s.store_secret(id, &u, new(&w, 2, false, b"c3"), rid(), enc_store, 6)
         .await
         .unwrap();
     let refused = rid();
     let first = s
-        .store_secret(id, &u, new(&w, 3, false, b"c4"), refused, &enc_store, 7)
+        .store_secret(id, &u, new(&w, 3, false, b"c4"), refused, enc_store, 7)
         .await
         .unwrap();
     assert_eq!(first, Done::Fresh(StoreOutcome::Exists));
@@ -551,6 +551,60 @@ pub(crate) async fn concurrent_stores_lose_nothing_and_keep_the_chain(
     assert_eq!(verify_chain(&*s, id, "alice").await, 52);
 }
 
+/// Changes that fail (here: stores into an account that does not exist) while others are
+/// being written at the same time fail alone: every other change is kept, and the failed
+/// ones leave nothing behind.
+pub(crate) async fn a_failed_change_does_not_take_others_with_it(s: std::sync::Arc<dyn Storage>) {
+    let id = account(&*s, "alice").await;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let n = name(&format!("secret-{i}"));
+                let target = if i % 4 == 3 { id + 1_000_000 } else { id };
+                s.store_secret(
+                    target,
+                    &user("alice"),
+                    new(&n, 1, false, b"ct"),
+                    rid(),
+                    enc_store,
+                    i,
+                )
+                .await
+                .map(|d| (i, d))
+            })
+        })
+        .collect();
+    let mut kept = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok((i, Done::Fresh(StoreOutcome::Stored { version: 1, .. }))) => {
+                assert_ne!(i % 4, 3, "a store into no account succeeded");
+                kept += 1;
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(kept, 45);
+    let listed = s
+        .list_secrets(id, &user("alice"), None, 100, 99)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 45);
+    assert!(listed.iter().all(|e| {
+        let i: u64 = e
+            .name
+            .as_str()
+            .trim_start_matches("secret-")
+            .parse()
+            .unwrap();
+        i % 4 != 3
+    }));
+    // register + 45 stores + 1 list
+    assert_eq!(verify_chain(&*s, id, "alice").await, 47);
+}
+
 /// Runs every contract test, each on a fresh store from `fresh` (`None`: skip).
 #[macro_export]
 macro_rules! storage_contract_tests {
@@ -634,6 +688,12 @@ macro_rules! storage_contract_tests {
         async fn concurrent_stores_lose_nothing_and_keep_the_chain() {
             let Some((s, _g)) = $fresh.await else { return };
             $crate::storage::contract::concurrent_stores_lose_nothing_and_keep_the_chain(s).await;
+            drop(_g);
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_failed_change_does_not_take_others_with_it() {
+            let Some((s, _g)) = $fresh.await else { return };
+            $crate::storage::contract::a_failed_change_does_not_take_others_with_it(s).await;
             drop(_g);
         }
     };

@@ -121,7 +121,7 @@ pub enum Done<T> {
 }
 
 /// Encodes a mutation's outcome as the response to record.
-pub type Encode<'a, T> = &'a (dyn Fn(&T) -> Vec<u8> + Send + Sync);
+pub type Encode<T> = fn(&T) -> Vec<u8>;
 
 /// A session as stored for other instances.
 #[derive(Clone, Debug)]
@@ -246,7 +246,7 @@ pub trait Storage: Send + Sync + 'static {
         user: &UserName,
         secret: NewSecret<'_>,
         req: RequestId,
-        encode: Encode<'_, StoreOutcome>,
+        encode: Encode<StoreOutcome>,
         now: i64,
     ) -> Result<Done<StoreOutcome>, StorageError>;
 
@@ -276,7 +276,7 @@ pub trait Storage: Send + Sync + 'static {
         user: &UserName,
         name: &SecretName,
         req: RequestId,
-        encode: Encode<'_, bool>,
+        encode: Encode<bool>,
         now: i64,
     ) -> Result<Done<bool>, StorageError>;
 

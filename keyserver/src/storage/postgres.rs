@@ -355,7 +355,7 @@ impl Storage for PostgresStorage {
         user: &UserName,
         s: NewSecret<'_>,
         req: RequestId,
-        encode: Encode<'_, StoreOutcome>,
+        encode: Encode<StoreOutcome>,
         now: i64,
     ) -> Result<Done<StoreOutcome>, StorageError> {
         let mut tx = self.write.begin().await?;
@@ -518,7 +518,7 @@ impl Storage for PostgresStorage {
         user: &UserName,
         name: &SecretName,
         req: RequestId,
-        encode: Encode<'_, bool>,
+        encode: Encode<bool>,
         now: i64,
     ) -> Result<Done<bool>, StorageError> {
         let mut tx = self.write.begin().await?;
