@@ -4,14 +4,22 @@
     clippy::cast_sign_loss,
     reason = "statistics over durations and counts: rounding is intended"
 )]
-//! `keyserver-bench`: starts the real `keyserver` binary on loopback (a fresh data dir,
-//! SQLite) and measures requests per second and latency over ONE connection, per transport,
-//! at several numbers of requests in flight. Prints a table; `--json FILE` writes it too.
+//! `keyserver-bench`: starts the real `keyserver` binary on loopback and measures, in ONE
+//! run, each figure beside its floor (the bare building block it is made of), and prints
+//! the ratio. `--json FILE` writes the same table as JSON.
 //!
 //! ```text
 //! cargo build --release --bins && target/release/keyserver-bench       # full run
 //! target/release/keyserver-bench --quick                               # a few seconds
 //! ```
+//!
+//! Figures (see `BENCHMARKS.md`): logins per second and server CPU per login vs opaque-ke
+//! alone; the cost of opening a session vs a bare handshake + bare OPAQUE; retrieves and
+//! durable stores over one QUIC / TCP connection at 1, 16 and 256 in flight vs a bare echo
+//! server; memory per idle session; durable stores vs one `INSERT` + commit on SQLite and
+//! Postgres.
+
+mod floors;
 
 use std::{
     io::{BufRead, BufReader},
@@ -29,13 +37,14 @@ use local_client::{ClientConfig, Connection, Session, Transport};
 #[derive(Debug, Parser)]
 #[command(
     name = "keyserver-bench",
-    about = "Benchmarks the real keyserver binary on loopback."
+    about = "Benchmarks the real keyserver binary on loopback, beside its floors."
 )]
+#[allow(clippy::struct_excessive_bools, reason = "command-line switches")]
 struct Args {
-    /// Seconds per measurement (default 5; 1 with --quick).
+    /// Seconds per throughput measurement (default 3; 0.5 with --quick).
     #[arg(long)]
     seconds: Option<f64>,
-    /// A short run for CI: 1 s per measurement.
+    /// A short run for CI: every figure, on small counts.
     #[arg(long)]
     quick: bool,
     /// The keyserver binary (default: next to this one).
@@ -44,10 +53,17 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Also measure Postgres (one and three instances) on this database; each deployment
-    /// gets a scratch schema, dropped at the end.
+    /// Print the table as Markdown.
+    #[arg(long)]
+    markdown: bool,
+    /// Also measure durable stores on Postgres (and its bare INSERT + commit) on this
+    /// database, in a scratch schema dropped at the end.
     #[arg(long, env = "KEYSERVER_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// Only the earlier table of retrieves and stores per backend, with one and three
+    /// instances on Postgres (needs --database-url for the Postgres rows).
+    #[arg(long)]
+    fleet: bool,
     /// Only compare the time to answer LoginStart for an existing and an unknown user
     /// (interleaved, same connection), the enumeration check of the threat model.
     #[arg(long)]
@@ -55,22 +71,13 @@ struct Args {
     /// Only time the client's key-stretching function (argon2id, RFC 9106 parameters).
     #[arg(long)]
     ksf: bool,
+    /// Internal: serve the bare echo floor with the certificate of this data dir.
+    #[arg(long, hide = true)]
+    echo_server: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
-struct Row {
-    figure: &'static str,
-    backend: &'static str,
-    instances: usize,
-    transport: &'static str,
-    in_flight: usize,
-    requests: u64,
-    per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+/// Median and 99th percentile, µs.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let Some(last) = sorted.len().checked_sub(1) else {
         return 0.0;
     };
@@ -80,8 +87,17 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
+/// Throughput and latency of one load.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    requests: u64,
+    per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
 /// Runs `op` in `in_flight` concurrent loops for `secs`.
-async fn measure<F, Fut>(in_flight: usize, secs: f64, op: F) -> anyhow::Result<(u64, f64, f64, f64)>
+async fn measure<F, Fut>(in_flight: usize, secs: f64, op: F) -> anyhow::Result<Load>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -111,16 +127,22 @@ where
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
     let n = all.len() as u64;
-    Ok((
-        n,
-        n as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-    ))
+    Ok(Load {
+        requests: n,
+        per_second: n as f64 / elapsed,
+        p50_us: percentile(&all, 0.5),
+        p99_us: percentile(&all, 0.99),
+    })
 }
 
-/// The server process; killed when dropped.
-struct ServerProcess(Child);
+/// A child process; killed when dropped.
+pub(crate) struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -129,20 +151,12 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(
-    bin: &Path,
-    dir: &Path,
-    extra: &[String],
-) -> anyhow::Result<(ServerProcess, String)> {
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("KEYSERVER_LOG", "warn")
+/// Spawns `cmd` and waits (60 s at most) for the first line it prints.
+pub(crate) fn spawn_and_read_line(cmd: &mut Command) -> anyhow::Result<(ServerProcess, String)> {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
+        .context("cannot start a child process")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let guard = ServerProcess(child);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -155,7 +169,23 @@ fn start_server(
     });
     let line = rx
         .recv_timeout(Duration::from_secs(60))
-        .context("the server printed no listening line")?;
+        .context("the child printed no first line")?;
+    Ok((guard, line))
+}
+
+fn start_server(
+    bin: &Path,
+    dir: &Path,
+    extra: &[String],
+) -> anyhow::Result<(ServerProcess, String)> {
+    let (guard, line) = spawn_and_read_line(
+        Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("KEYSERVER_LOG", "warn"),
+    )?;
     let addr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("quic="))
@@ -175,18 +205,22 @@ fn default_keyserver() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+fn client_config(addr: &str, ca: &Path, transport: Transport) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new(addr, ca)?;
+    // The server never runs the key-stretching function; the bytes on the wire are the same.
+    config
+        .transport(transport)
+        .ksf(KsfParams::INSECURE_TEST_ONLY);
+    Ok(config)
+}
+
 async fn session(
     addr: &str,
     ca: &Path,
     transport: Transport,
     user: &str,
 ) -> anyhow::Result<(Connection, Session)> {
-    let mut config = ClientConfig::new(addr, ca)?;
-    // The server never runs the key-stretching function; the bytes on the wire are the same.
-    config
-        .transport(transport)
-        .ksf(KsfParams::INSECURE_TEST_ONLY);
-    let conn = Connection::connect(&config).await?;
+    let conn = Connection::connect(&client_config(addr, ca, transport)?).await?;
     let user = UserName::new(user)?;
     let pw = SecretBytes::new(b"benchmark".to_vec());
     conn.register(&user, &pw).await?;
@@ -199,7 +233,647 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(dir) = &args.echo_server {
+        return rt.block_on(floors::echo_server(dir));
+    }
     rt.block_on(run(args))
+}
+
+/// The keyserver.toml of the benchmark's servers: no lockout, no rate limit, no session
+/// cap per account, so that the path measured is the normal one at full speed.
+const BENCH_CONFIG: &str = "\
+max_failed_logins = 1000
+handshakes_per_second_per_address = 1000000
+handshake_burst_per_address = 1000000
+handshakes_per_second = 10000000
+max_pending_handshakes = 1000000
+max_sessions_per_account = 100000
+max_sessions = 10000000
+max_streams_per_connection = 1024
+";
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+struct Figure {
+    figure: String,
+    value: f64,
+    unit: &'static str,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    /// Server CPU time per operation, µs (user + system, from /proc).
+    cpu_us: Option<f64>,
+    floor_name: &'static str,
+    floor: Option<f64>,
+    /// What the ratio (measured ÷ floor) should be.
+    target: &'static str,
+}
+
+impl Figure {
+    fn new(figure: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Self {
+            figure: figure.into(),
+            value,
+            unit,
+            p50_us: None,
+            p99_us: None,
+            cpu_us: None,
+            floor_name: "",
+            floor: None,
+            target: "",
+        }
+    }
+
+    fn load(figure: impl Into<String>, l: Load) -> Self {
+        Self {
+            p50_us: Some(l.p50_us),
+            p99_us: Some(l.p99_us),
+            ..Self::new(figure, l.per_second, "req/s")
+        }
+    }
+
+    fn floor(mut self, name: &'static str, value: f64) -> Self {
+        self.floor_name = name;
+        self.floor = Some(value);
+        self
+    }
+
+    fn target(mut self, target: &'static str) -> Self {
+        self.target = target;
+        self
+    }
+
+    fn cpu(mut self, cpu_us: f64) -> Self {
+        self.cpu_us = Some(cpu_us);
+        self
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.floor.filter(|f| *f > 0.0).map(|f| self.value / f)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "figure": self.figure, "value": self.value, "unit": self.unit,
+            "p50_us": self.p50_us, "p99_us": self.p99_us, "server_cpu_us_per_op": self.cpu_us,
+            "floor": self.floor_name, "floor_value": self.floor, "ratio": self.ratio(),
+            "target": self.target,
+        })
+    }
+}
+
+fn num(v: f64) -> String {
+    let r = v.round();
+    if r.abs() < 1e15 {
+        let s = format!("{}", r as i64);
+        let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), num)
+}
+
+fn print_table(figures: &[Figure], markdown: bool) {
+    let ratio = |f: &Figure| f.ratio().map_or_else(|| "-".into(), |r| format!("{r:.2}"));
+    if markdown {
+        println!(
+            "| figure | measured | unit | p50 µs | p99 µs | server CPU µs/op | floor | floor value | ratio | target |"
+        );
+        println!("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |");
+        for f in figures {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.figure,
+                num(f.value),
+                f.unit,
+                opt(f.p50_us),
+                opt(f.p99_us),
+                opt(f.cpu_us),
+                if f.floor_name.is_empty() {
+                    "-"
+                } else {
+                    f.floor_name
+                },
+                opt(f.floor),
+                ratio(f),
+                if f.target.is_empty() { "-" } else { f.target },
+            );
+        }
+        return;
+    }
+    println!(
+        "{:<36} {:>10} {:<6} {:>9} {:>9} {:>7} {:>6} {:<7} floor",
+        "figure", "measured", "unit", "p50 µs", "p99 µs", "cpu µs", "ratio", "target"
+    );
+    for f in figures {
+        println!(
+            "{:<36} {:>10} {:<6} {:>9} {:>9} {:>7} {:>6} {:<7} {}",
+            f.figure,
+            num(f.value),
+            f.unit,
+            opt(f.p50_us),
+            opt(f.p99_us),
+            opt(f.cpu_us),
+            ratio(f),
+            f.target,
+            if f.floor_name.is_empty() {
+                String::new()
+            } else {
+                format!("{} = {}", f.floor_name, opt(f.floor))
+            },
+        );
+    }
+}
+
+/// CPU time (user + system) a process has used so far, µs.
+fn cpu_time_us(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), counted from the state (field 3) here.
+    let ticks: f64 = fields.get(11).context("no utime")?.parse::<f64>()?
+        + fields.get(12).context("no stime")?.parse::<f64>()?;
+    Ok(ticks * 1e6 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of a process, bytes.
+fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024.0)
+}
+
+/// A data dir made by `keyserver init`, with the benchmark's config.
+fn init_dir(bin: &Path, dir: &Path) -> anyhow::Result<()> {
+    let init = Command::new(bin)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()?;
+    if !init.status.success() {
+        bail!(
+            "keyserver init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    std::fs::write(dir.join("keyserver.toml"), BENCH_CONFIG)?;
+    Ok(())
+}
+
+fn bench_user(i: usize) -> anyhow::Result<UserName> {
+    Ok(UserName::new(format!("bench-{i}"))?)
+}
+
+fn password() -> SecretBytes {
+    SecretBytes::new(b"benchmark".to_vec())
+}
+
+/// Registers users `0..n` over `conn`, 32 at a time.
+async fn register_users(conn: &Connection, n: usize) -> anyhow::Result<()> {
+    run_all(conn, n, 32, |conn, i| async move {
+        conn.register(&bench_user(i)?, &password()).await?;
+        Ok(())
+    })
+    .await
+    .map(|_: Vec<()>| ())
+}
+
+/// Logs users `0..n` in over `conn` (user `i % users`), 32 at a time.
+async fn login_users(conn: &Connection, n: usize, users: usize) -> anyhow::Result<Vec<Session>> {
+    run_all(conn, n, 32, move |conn, i| async move {
+        Ok(conn.login(&bench_user(i % users)?, &password()).await?)
+    })
+    .await
+}
+
+/// Runs `f(conn, i)` for `i` in `0..n`, `width` at a time, results in order.
+async fn run_all<T, F, Fut>(
+    conn: &Connection,
+    n: usize,
+    width: usize,
+    f: F,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(Connection, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..width.min(n.max(1)) {
+        let (f, next, conn) = (f.clone(), next.clone(), conn.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(out);
+                }
+                out.push((i, f(conn.clone(), i).await?));
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, v)| v).collect())
+}
+
+/// How much work each part of the run does.
+struct Plan {
+    secs: f64,
+    opaque_logins: usize,
+    handshakes: usize,
+    users: usize,
+    idle_sessions: usize,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.ksf {
+        return time_ksf();
+    }
+    let bin = match &args.keyserver {
+        Some(p) => p.clone(),
+        None => default_keyserver()?,
+    };
+    if args.enumeration {
+        return time_enumeration(&bin, if args.quick { 100 } else { 1000 }).await;
+    }
+    let secs = args.seconds.unwrap_or(if args.quick { 0.5 } else { 3.0 });
+    if args.fleet {
+        return fleet(&args, &bin, secs).await;
+    }
+    let plan = if args.quick {
+        Plan {
+            secs,
+            opaque_logins: 50,
+            handshakes: 10,
+            users: 64,
+            idle_sessions: 1_000,
+        }
+    } else {
+        Plan {
+            secs,
+            opaque_logins: 1_000,
+            handshakes: 200,
+            users: 256,
+            idle_sessions: 10_000,
+        }
+    };
+    let figures = measure_all(&bin, &plan, args.database_url.as_deref()).await?;
+    print_table(&figures, args.markdown);
+    if let Some(path) = &args.json {
+        let v: Vec<_> = figures.iter().map(Figure::json).collect();
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    }
+    Ok(())
+}
+
+async fn measure_all(
+    bin: &Path,
+    plan: &Plan,
+    database_url: Option<&str>,
+) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("server");
+    init_dir(bin, &dir)?;
+    let ca = dir.join("ca.pem");
+
+    // Floors first, each alone on the machine.
+    eprintln!("floors: OPAQUE, handshakes, echo, INSERT + commit ...");
+    let opaque = floors::opaque_floor(plan.opaque_logins)?;
+    let echo = floors::start_echo(&dir)?;
+    let quic_handshake = floors::handshake_floor(&echo, &ca, true, plan.handshakes).await?;
+    let tcp_handshake = floors::handshake_floor(&echo, &ca, false, plan.handshakes).await?;
+    let mut echo_loads = Vec::new();
+    for (transport, quic) in [("quic", true), ("tcp", false)] {
+        for in_flight in [1usize, 16, 256] {
+            let load = echo_load(&echo, &ca, quic, in_flight, plan.secs).await?;
+            echo_loads.push(((transport, in_flight), load));
+        }
+    }
+    drop(echo);
+    let sqlite_insert = floors::sqlite_insert_floor(plan.secs).await?;
+
+    // The server.
+    let (server, addr) = start_server(bin, &dir, &[])?;
+    let pid = server.pid();
+    let conn = Connection::connect(&client_config(&addr, &ca, Transport::Quic)?).await?;
+    eprintln!("registering {} users ...", plan.users);
+    register_users(&conn, plan.users).await?;
+
+    eprintln!("logins ...");
+    let users = plan.users;
+    let cpu0 = cpu_time_us(pid)?;
+    let (c, n) = (conn.clone(), users);
+    let logins = measure(32, plan.secs, move |id| {
+        let c = c.clone();
+        async move {
+            let i = ((id >> 32) as usize + (id & 0xffff_ffff) as usize * 32) % n;
+            c.login(&bench_user(i)?, &password()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let login_cpu = (cpu_time_us(pid)? - cpu0) / logins.requests.max(1) as f64;
+    let opaque_per_core = 1e6 / opaque.server_us;
+    figures.push(
+        Figure::load("logins/s, 32 in flight, QUIC", logins)
+            .cpu(login_cpu)
+            .floor("opaque-ke server login/s, one core", opaque_per_core)
+            .target(">= 0.70"),
+    );
+    figures.push(
+        Figure::new("server CPU per login", login_cpu, "µs")
+            .floor("opaque-ke ServerLogin start+finish µs", opaque.server_us),
+    );
+
+    eprintln!("session opening ...");
+    for (transport, tname, handshake) in [
+        (Transport::Quic, "QUIC", quic_handshake),
+        (Transport::Tcp, "TCP", tcp_handshake),
+    ] {
+        let config = client_config(&addr, &ca, transport)?;
+        let mut times = Vec::new();
+        for i in 0..plan.handshakes {
+            let t = Instant::now();
+            let c = Connection::connect(&config).await?;
+            c.login(&bench_user(i % users)?, &password()).await?;
+            times.push(t.elapsed());
+            c.shutdown().await;
+        }
+        times.sort();
+        let p50 = percentile(&times, 0.5);
+        let mut f = Figure::new(format!("open a session ({tname} + login), p50"), p50, "µs").floor(
+            if tname == "QUIC" {
+                "bare QUIC handshake + bare OPAQUE login µs"
+            } else {
+                "bare TCP+TLS handshake + bare OPAQUE login µs"
+            },
+            handshake + opaque.whole_us,
+        );
+        f.p50_us = Some(p50);
+        f.p99_us = Some(percentile(&times, 0.99));
+        figures.push(f);
+    }
+
+    for (transport, tname) in [(Transport::Quic, "quic"), (Transport::Tcp, "tcp")] {
+        eprintln!("retrieve and store over one {tname} connection ...");
+        let c = Connection::connect(&client_config(&addr, &ca, transport)?).await?;
+        let sessions = Arc::new(login_users(&c, users, users).await?);
+        let secret = SecretBytes::new(vec![0x5a; 64]);
+        let k = SecretName::new("k")?;
+        for s in sessions.iter() {
+            s.store(&k, &secret, true).await?;
+        }
+        for in_flight in [1usize, 16, 256] {
+            let echo = echo_loads
+                .iter()
+                .find(|(key, _)| *key == (tname, in_flight))
+                .map(|(_, l)| *l)
+                .context("no echo figure")?;
+            let (ss, k2) = (sessions.clone(), k.clone());
+            let cpu0 = cpu_time_us(pid)?;
+            let load = measure(in_flight, plan.secs, move |id| {
+                let s = pick(&ss, id).clone();
+                let k = k2.clone();
+                async move {
+                    s.retrieve(&k).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let cpu = (cpu_time_us(pid)? - cpu0) / load.requests.max(1) as f64;
+            let mut f = Figure::load(
+                format!("retrieve 64 B, {tname}, {in_flight} in flight"),
+                load,
+            )
+            .cpu(cpu)
+            .floor("bare echo req/s", echo.per_second);
+            if in_flight > 1 && tname == "quic" {
+                f = f.target(">= 0.50");
+            }
+            figures.push(f);
+            if in_flight == 1 {
+                let mut f = Figure::new(
+                    format!("retrieve p50, {tname}, 1 in flight"),
+                    load.p50_us,
+                    "µs",
+                )
+                .floor("bare echo round trip p50 µs", echo.p50_us);
+                if tname == "quic" {
+                    f = f.target("<= 2.0");
+                }
+                figures.push(f);
+            }
+            let (ss, sec) = (sessions.clone(), secret.clone());
+            let cpu0 = cpu_time_us(pid)?;
+            let load = measure(in_flight, plan.secs, move |id| {
+                let (s, sec) = (pick(&ss, id).clone(), sec.clone());
+                async move {
+                    let n = SecretName::new(format!("{tname}{in_flight}-{id:x}"))?;
+                    s.store(&n, &sec, false).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let cpu = (cpu_time_us(pid)? - cpu0) / load.requests.max(1) as f64;
+            figures.push(
+                Figure::load(
+                    format!("durable store 64 B, {tname}, {in_flight} in flight"),
+                    load,
+                )
+                .cpu(cpu)
+                .floor("bare echo req/s", echo.per_second),
+            );
+            if in_flight == 256 && tname == "quic" {
+                figures.push(
+                    Figure::load("SQLite: durable store, 256 in flight", load)
+                        .cpu(cpu)
+                        .floor("one INSERT + commit alone, /s", sqlite_insert)
+                        .target(">= 20,000/s"),
+                );
+            }
+        }
+        c.shutdown().await;
+    }
+    drop(conn);
+    drop(server);
+
+    eprintln!("memory per idle session ...");
+    figures.push(idle_session_memory(bin, tmp.path(), plan).await?);
+
+    if let Some(url) = database_url {
+        eprintln!("Postgres ...");
+        figures.extend(postgres_stores(bin, tmp.path(), url, plan).await?);
+    }
+    Ok(figures)
+}
+
+/// The session for request `id` of [`measure`]: every worker goes round all sessions, so
+/// every account gets its share.
+fn pick(sessions: &[Session], id: u64) -> &Session {
+    let i = (id >> 32) as usize + (id & 0xffff_ffff) as usize;
+    &sessions[i % sessions.len()]
+}
+
+/// The bare echo at `in_flight` over one connection of the given transport.
+async fn echo_load(
+    echo: &floors::Echo,
+    ca: &Path,
+    quic: bool,
+    in_flight: usize,
+    secs: f64,
+) -> anyhow::Result<Load> {
+    let certs = local_client::connect::load_ca(ca)?;
+    let tls = local_client::connect::tls_config(&certs)?;
+    // A sealed retrieve request is about this size.
+    let payload: Arc<[u8]> = vec![0x5a; 64].into();
+    if quic {
+        let link =
+            Arc::new(local_client::connect::QuicLink::connect(echo.quic, "localhost", tls).await?);
+        let l = link.clone();
+        let load = measure(in_flight, secs, move |_| {
+            let (l, p) = (l.clone(), payload.clone());
+            async move {
+                let r = l.call(&p).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                anyhow::ensure!(r.len() == p.len(), "echo changed the size");
+                Ok(())
+            }
+        })
+        .await?;
+        link.close_and_wait().await;
+        Ok(load)
+    } else {
+        let link = Arc::new(local_client::tcp::TcpLink::connect(echo.tcp, "localhost", tls).await?);
+        let l = link.clone();
+        let load = measure(in_flight, secs, move |_| {
+            let (l, p) = (l.clone(), payload.clone());
+            async move {
+                let r = l.call(&p).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                anyhow::ensure!(r.len() == p.len(), "echo changed the size");
+                Ok(())
+            }
+        })
+        .await?;
+        link.close();
+        Ok(load)
+    }
+}
+
+/// RSS growth of a fresh server over `plan.idle_sessions` sessions, after a warm-up.
+async fn idle_session_memory(bin: &Path, tmp: &Path, plan: &Plan) -> anyhow::Result<Figure> {
+    let dir = tmp.join("memory");
+    init_dir(bin, &dir)?;
+    let (server, addr) = start_server(bin, &dir, &[])?;
+    let conn =
+        Connection::connect(&client_config(&addr, &dir.join("ca.pem"), Transport::Quic)?).await?;
+    register_users(&conn, plan.users).await?;
+    // Warm-up: caches, pools and allocator arenas reach their working size.
+    drop(login_users(&conn, plan.idle_sessions / 10, plan.users).await?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_bytes(server.pid())?;
+    drop(login_users(&conn, plan.idle_sessions, plan.users).await?);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = rss_bytes(server.pid())?;
+    conn.shutdown().await;
+    let per = (after - before) / plan.idle_sessions as f64;
+    let mut f = Figure::new(
+        format!(
+            "server memory per idle session ({} sessions)",
+            plan.idle_sessions
+        ),
+        per,
+        "bytes",
+    )
+    .floor("target bytes", 2048.0)
+    .target("<= 1.0");
+    f.floor_name = "2 KiB";
+    Ok(f)
+}
+
+/// Durable stores at 256 in flight on a server using Postgres, beside one INSERT + commit.
+async fn postgres_stores(
+    bin: &Path,
+    tmp: &Path,
+    url: &str,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Figure>> {
+    let schema = BenchSchema::create(url).await?;
+    schema.reset(1).await?;
+    let floor = floors::postgres_insert_floor(url, &schema.schema(1), plan.secs).await;
+    let result = async {
+        let floor = floor?;
+        let dir = tmp.join("postgres");
+        init_dir(bin, &dir)?;
+        let (server, addr) = start_server(bin, &dir, &["--database-url".into(), schema.url(1)])?;
+        let conn =
+            Connection::connect(&client_config(&addr, &dir.join("ca.pem"), Transport::Quic)?)
+                .await?;
+        register_users(&conn, plan.users).await?;
+        let sessions = Arc::new(login_users(&conn, plan.users, plan.users).await?);
+        let secret = SecretBytes::new(vec![0x5a; 64]);
+        let mut out = Vec::new();
+        for in_flight in [16usize, 256] {
+            let (ss, sec) = (sessions.clone(), secret.clone());
+            let cpu0 = cpu_time_us(server.pid())?;
+            let load = measure(in_flight, plan.secs, move |id| {
+                let (s, sec) = (pick(&ss, id).clone(), sec.clone());
+                async move {
+                    let n = SecretName::new(format!("p{in_flight}-{id:x}"))?;
+                    s.store(&n, &sec, false).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let cpu = (cpu_time_us(server.pid())? - cpu0) / load.requests.max(1) as f64;
+            out.push(
+                Figure::load(
+                    format!("Postgres: durable store, {in_flight} in flight"),
+                    load,
+                )
+                .cpu(cpu)
+                .floor("one INSERT + commit alone, /s", floor),
+            );
+        }
+        conn.shutdown().await;
+        drop(server);
+        anyhow::Ok(out)
+    }
+    .await;
+    schema.drop_all().await?;
+    result
 }
 
 /// Times the client's argon2id with the protocol's parameters: the part of every CLI login
@@ -291,6 +965,20 @@ async fn time_enumeration(bin: &Path, rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line of the `--fleet` table.
+#[derive(Debug, Clone)]
+struct Row {
+    figure: &'static str,
+    backend: &'static str,
+    instances: usize,
+    transport: &'static str,
+    in_flight: usize,
+    requests: u64,
+    per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
 /// One deployment to measure: a backend and a number of instances.
 struct Deployment {
     backend: &'static str,
@@ -298,22 +986,9 @@ struct Deployment {
     database_url: Option<String>,
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    if args.ksf {
-        return time_ksf();
-    }
-    if args.enumeration {
-        let bin = match &args.keyserver {
-            Some(p) => p.clone(),
-            None => default_keyserver()?,
-        };
-        return time_enumeration(&bin, if args.quick { 100 } else { 1000 }).await;
-    }
-    let secs = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
-    let bin = match &args.keyserver {
-        Some(p) => p.clone(),
-        None => default_keyserver()?,
-    };
+/// The earlier per-deployment table: SQLite, and Postgres with one and three instances
+/// (`--fleet`; Postgres rows need `--database-url`).
+async fn fleet(args: &Args, bin: &Path, secs: f64) -> anyhow::Result<()> {
     let mut deployments = vec![Deployment {
         backend: "sqlite",
         instances: 1,
@@ -337,7 +1012,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(schema) = &schema {
             schema.reset(d.instances).await?;
         }
-        rows.extend(measure_deployment(&bin, d, secs).await?);
+        rows.extend(measure_deployment(bin, d, secs).await?);
     }
     println!(
         "{:<22} {:<8} {:>4} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}",
@@ -480,7 +1155,12 @@ async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Re
         }
         for in_flight in [1usize, 16, 256] {
             let (ss, n2) = (sessions.clone(), name.clone());
-            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |id| {
+            let Load {
+                requests,
+                per_second,
+                p50_us,
+                p99_us,
+            } = measure(in_flight, secs, move |id| {
                 let (s, n) = (ss[(id >> 32) as usize % ss.len()].clone(), n2.clone());
                 async move {
                     s.retrieve(&n).await?;
@@ -501,7 +1181,12 @@ async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Re
             };
             rows.push(row("retrieve 64 B", requests, per_second, p50_us, p99_us));
             let (ss, sec) = (sessions.clone(), secret.clone());
-            let (requests, per_second, p50_us, p99_us) = measure(in_flight, secs, move |id| {
+            let Load {
+                requests,
+                per_second,
+                p50_us,
+                p99_us,
+            } = measure(in_flight, secs, move |id| {
                 let (s, sec) = (ss[(id >> 32) as usize % ss.len()].clone(), sec.clone());
                 async move {
                     let n = SecretName::new(format!("s{in_flight}-{id}"))?;

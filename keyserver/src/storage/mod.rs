@@ -2,7 +2,10 @@
 //!
 //! The contract, which [`contract`] tests against every backend:
 //! - every mutation and the audit event that records it commit in one transaction, and an
-//!   acknowledged commit is durable;
+//!   acknowledged change is durable (on disk before it is acknowledged);
+//! - a read (retrieve, list) commits its audit event before the answer leaves; that event
+//!   survives a crash of the process, and may wait for the next durable commit to survive
+//!   a power cut (SQLite; Postgres makes every commit durable);
 //! - each account's audit events form a hash chain (`keyserver_protocol::audit_chain`) with
 //!   consecutive seqs from 1;
 //! - a secret's versions only grow, across deletes too, so a deleted and re-stored name
@@ -304,7 +307,7 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError>;
 
-    /// Appends an event that records no other change.
+    /// Appends an event that records no other change (a read), with a read's durability.
     async fn record_event(
         &self,
         account: i64,

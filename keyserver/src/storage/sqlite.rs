@@ -28,7 +28,7 @@ use keyserver_protocol::{
     ops::SecretEntry,
     seal::plaintext_len,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::{
     Row, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -113,8 +113,27 @@ fn restrict_mode(path: &Path) {
 /// batch committed, else why it did not.
 type Deliver = Box<dyn FnOnce(Option<StorageError>) + Send>;
 
-/// One change: runs inside its savepoint and says whether to keep it.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+/// How far a change must have reached before it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// On disk (fsync): survives a power cut. Every change a client or the guess limit
+    /// relies on: accounts, logins, sessions, secrets, recorded responses.
+    Disk,
+    /// Written to the file (the kernel holds it): survives a crash or kill of the process,
+    /// and reaches the disk with the next `Disk` commit or checkpoint. Only for events that
+    /// record a read (retrieve, list) and for bookkeeping (session last use, purges): a
+    /// power cut may lose the newest of those, never a change.
+    Process,
+}
+
+/// Runs one change inside its savepoint and says whether to keep it.
+type Run = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+
+/// One change for the writer.
+struct Job {
+    durability: Durability,
+    run: Run,
+}
 
 /// The handle to the writer thread.
 #[derive(Clone, Debug)]
@@ -139,41 +158,56 @@ impl Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || write_loop(&conn, rx))
             .map_err(|e| StorageError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Self { jobs })
     }
 
     /// Runs `f` in the next batch; its result once that batch is committed. `f` failing
     /// rolls back its own changes only.
-    async fn run<T, F>(&self, f: F) -> Result<T, StorageError>
+    async fn run<T, F>(&self, durability: Durability, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |c| match f(c) {
-            Ok(v) => (
-                true,
-                Box::new(move |failed| {
-                    let _ = tx.send(failed.map_or(Ok(v), Err));
-                }),
-            ),
-            Err(e) => (
-                false,
-                Box::new(move |_| {
-                    let _ = tx.send(Err(e));
-                }),
-            ),
+        let run = Box::new(move |c: &Connection| -> (bool, Deliver) {
+            match f(c) {
+                Ok(v) => (
+                    true,
+                    Box::new(move |failed| {
+                        let _ = tx.send(failed.map_or(Ok(v), Err));
+                    }),
+                ),
+                Err(e) => (
+                    false,
+                    Box::new(move |_| {
+                        let _ = tx.send(Err(e));
+                    }),
+                ),
+            }
         });
         let stopped = || StorageError::Unavailable("the database writer has stopped".into());
-        self.jobs.send(job).await.map_err(|_| stopped())?;
+        self.jobs
+            .send(Job { durability, run })
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// [`Self::run`] for a change that must be on disk before it is acknowledged.
+    async fn change<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        self.run(Durability::Disk, f).await
     }
 }
 
-fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn write_loop(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut synced = Durability::Disk;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -182,39 +216,70 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch);
+        // The batch is as durable as its most demanding job.
+        let needed = if batch.iter().any(|j| j.durability == Durability::Disk) {
+            Durability::Disk
+        } else {
+            Durability::Process
+        };
+        if needed != synced {
+            let level = if needed == Durability::Disk {
+                "FULL"
+            } else {
+                "NORMAL"
+            };
+            match conn.pragma_update(None, "synchronous", level) {
+                Ok(()) => synced = needed,
+                Err(e) => {
+                    // Never commit a change with less than it needs: fail this batch.
+                    fail(&mut batch, &e.to_string());
+                    continue;
+                }
+            }
+        }
+        commit_batch(conn, &mut batch);
     }
 }
 
+/// Answers every job of `batch` with an error, running none.
+fn fail(batch: &mut Vec<Job>, why: &str) {
+    // Dropping a job drops its sender: its caller hears that the writer stopped.
+    batch.clear();
+    tracing::warn!(error = why, "database batch not run");
+}
+
+fn exec(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// Runs every job of `batch` in one transaction, one savepoint each, commits, answers.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
     let mut delivers: Vec<Deliver> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        exec(conn, "BEGIN IMMEDIATE")?;
         for job in batch.drain(..) {
-            let sp = tx.savepoint()?;
-            // A job has no business panicking; if one does, it fails alone and the
-            // writer lives on.
-            let (keep, deliver) =
-                catch_unwind(AssertUnwindSafe(|| job(&sp))).unwrap_or_else(|_| {
-                    (
-                        false,
-                        Box::new(|_| ()) as Deliver, // its caller sees the writer stopped
-                    )
-                });
+            exec(conn, "SAVEPOINT job")?;
+            // A job has no business panicking; if one does, it fails alone (its caller
+            // hears that the writer stopped) and the writer lives on.
+            let run = job.run;
+            let (keep, deliver) = catch_unwind(AssertUnwindSafe(|| run(conn)))
+                .unwrap_or_else(|_| (false, Box::new(|_| ()) as Deliver));
             delivers.push(deliver);
-            if keep {
-                sp.commit()?;
-            } else {
-                sp.finish()?; // rolls back to the savepoint and releases it
+            if !keep {
+                exec(conn, "ROLLBACK TO job")?;
             }
+            exec(conn, "RELEASE job")?;
         }
-        tx.commit()
+        exec(conn, "COMMIT")
     })();
     // Jobs not run (an error above stopped the batch) drop their senders: their callers
     // hear that the writer stopped, and nothing of theirs was committed.
     batch.clear();
     let failure = outcome.err().map(|e| e.to_string());
+    if failure.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     for deliver in delivers {
         deliver(
             failure
@@ -522,7 +587,7 @@ impl Storage for SqliteStorage {
         let (user, record, sealed_storage_key) =
             (user.clone(), record.to_vec(), sealed_storage_key.to_vec());
         self.writer
-            .run(move |c| {
+            .change(move |c| {
                 let id: Option<i64> = c
                     .prepare_cached(
                         "INSERT INTO accounts (user_name, record, sealed_storage_key, created_at, audit_head) \
@@ -566,7 +631,7 @@ impl Storage for SqliteStorage {
     ) -> Result<LoginGate, StorageError> {
         let (user, policy) = (user.clone(), *policy);
         self.writer
-            .run(move |c| begin_login(c, account, &user, &policy, now))
+            .change(move |c| begin_login(c, account, &user, &policy, now))
             .await
     }
 
@@ -578,13 +643,13 @@ impl Storage for SqliteStorage {
     ) -> Result<LoginGate, StorageError> {
         let policy = *policy;
         self.writer
-            .run(move |c| begin_unknown_login(c, &name_key, &policy, now))
+            .change(move |c| begin_unknown_login(c, &name_key, &policy, now))
             .await
     }
 
     async fn purge_unknown_logins(&self, before: i64) -> Result<u64, StorageError> {
         self.writer
-            .run(move |c| {
+            .run(Durability::Process, move |c| {
                 let n = c
                     .prepare_cached("DELETE FROM unknown_logins WHERE last_login_attempt < ?1")?
                     .execute(params![before])?;
@@ -604,7 +669,7 @@ impl Storage for SqliteStorage {
         let user = user.clone();
         let session = session.map(|s| (s.id, s.sealed_keys.to_vec()));
         self.writer
-            .run(move |c| login_finished(c, account, &user, session, success, now))
+            .change(move |c| login_finished(c, account, &user, session, success, now))
             .await
     }
 
@@ -625,7 +690,7 @@ impl Storage for SqliteStorage {
             response.to_vec(),
         );
         self.writer
-            .run(move |c| {
+            .change(move |c| {
                 if let Some(r) = recorded(c, req)? {
                     return Ok(Done::Recorded(r));
                 }
@@ -654,7 +719,7 @@ impl Storage for SqliteStorage {
         let (user, name, sealed) = (user.clone(), s.name.clone(), s.sealed.to_vec());
         let (version, replace) = (s.version, s.replace);
         self.writer
-            .run(move |c| {
+            .change(move |c| {
                 if let Some(r) = recorded(c, req)? {
                     return Ok(Done::Recorded(r));
                 }
@@ -680,7 +745,9 @@ impl Storage for SqliteStorage {
     ) -> Result<Option<StoredSecret>, StorageError> {
         let (user, name) = (user.clone(), name.clone());
         self.writer
-            .run(move |c| retrieve_secret(c, account, &user, &name, now))
+            .run(Durability::Process, move |c| {
+                retrieve_secret(c, account, &user, &name, now)
+            })
             .await
     }
 
@@ -738,7 +805,7 @@ impl Storage for SqliteStorage {
     ) -> Result<Done<bool>, StorageError> {
         let (user, name) = (user.clone(), name.clone());
         self.writer
-            .run(move |c| {
+            .change(move |c| {
                 if let Some(r) = recorded(c, req)? {
                     return Ok(Done::Recorded(r));
                 }
@@ -759,7 +826,7 @@ impl Storage for SqliteStorage {
     ) -> Result<Done<()>, StorageError> {
         let (user, response) = (user.clone(), response.to_vec());
         self.writer
-            .run(move |c| {
+            .change(move |c| {
                 if let Some(r) = recorded(c, req)? {
                     return Ok(Done::Recorded(r));
                 }
@@ -805,7 +872,7 @@ impl Storage for SqliteStorage {
 
     async fn touch_session(&self, id: [u8; 16], now: i64) -> Result<bool, StorageError> {
         self.writer
-            .run(move |c| {
+            .run(Durability::Process, move |c| {
                 let n = c
                     .prepare_cached("UPDATE sessions SET last_used = ?1 WHERE id = ?2")?
                     .execute(params![now, &id[..]])?;
@@ -820,7 +887,7 @@ impl Storage for SqliteStorage {
         used_before: i64,
     ) -> Result<u64, StorageError> {
         self.writer
-            .run(move |c| {
+            .run(Durability::Process, move |c| {
                 let n = c
                     .prepare_cached("DELETE FROM sessions WHERE created_at < ?1 OR last_used < ?2")?
                     .execute(params![created_before, used_before])?;
@@ -842,7 +909,7 @@ impl Storage for SqliteStorage {
 
     async fn purge_responses(&self, before: i64) -> Result<u64, StorageError> {
         self.writer
-            .run(move |c| {
+            .run(Durability::Process, move |c| {
                 let n = c
                     .prepare_cached("DELETE FROM session_responses WHERE created_at < ?1")?
                     .execute(params![before])?;
@@ -877,7 +944,9 @@ impl Storage for SqliteStorage {
     ) -> Result<(), StorageError> {
         let user = user.clone();
         self.writer
-            .run(move |c| append_event(c, account, &user, &event, now))
+            .run(Durability::Process, move |c| {
+                append_event(c, account, &user, &event, now)
+            })
             .await
     }
 }

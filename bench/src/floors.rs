@@ -1,0 +1,272 @@
+//! The floors: the bare building blocks, measured in the same run as the server.
+//!
+//! - OPAQUE: opaque-ke's `ServerLogin::start` + `finish` (and the client's two steps) in a
+//!   loop, with the protocol's suite, context and identifiers;
+//! - transports: an echo server in its own process (the same certificate, TLS and QUIC
+//!   settings as the keyserver), answering each request with its own bytes: QUIC one
+//!   stream per request, TCP + TLS 1.3 the same frames copied back;
+//! - handshakes: a QUIC connection, a TCP connection with its TLS 1.3 handshake;
+//! - storage: one `INSERT` and its commit, alone, on SQLite (WAL, `synchronous = FULL`, as
+//!   the server) and on Postgres.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use keyserver_protocol::{
+    SecretBytes, UserName,
+    handshake::registration,
+    limits::MAX_MESSAGE,
+    suite::{KsfParams, LOGIN_CONTEXT, Suite, identifiers},
+};
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ServerLogin, ServerLoginParameters,
+    ServerRegistration, ServerSetup,
+};
+use rand::rngs::OsRng;
+
+use crate::percentile;
+
+/// What one OPAQUE login costs, bare.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpaqueFloor {
+    /// Median server CPU per login (`ServerLogin::start` + `finish`), µs.
+    pub(crate) server_us: f64,
+    /// Median of a whole login, client and server steps one after the other, µs.
+    pub(crate) whole_us: f64,
+}
+
+/// Runs `n` logins of one registered user in a loop, timing each step.
+pub(crate) fn opaque_floor(n: usize) -> anyhow::Result<OpaqueFloor> {
+    let mut rng = OsRng;
+    let setup = ServerSetup::<Suite>::new(&mut rng);
+    let user = UserName::new("floor")?;
+    let pw = SecretBytes::new(b"benchmark".to_vec());
+    let ksf = KsfParams::INSECURE_TEST_ONLY;
+    let (flow, req) = registration::start(&mut rng, &user, &pw)?;
+    let resp = registration::respond(&setup, &user, req.as_slice())?;
+    let done = flow.finish(&mut rng, &pw, resp.as_slice(), ksf)?;
+    let record =
+        ServerRegistration::<Suite>::deserialize(&registration::record(done.upload.as_slice())?)?;
+    let argon = ksf.argon2().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let params = || ServerLoginParameters {
+        context: Some(LOGIN_CONTEXT),
+        identifiers: identifiers(&user),
+    };
+    let mut server = Vec::with_capacity(n);
+    let mut whole = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let c1 = ClientLogin::<Suite>::start(&mut rng, pw.expose_secret())?;
+        let t1 = Instant::now();
+        let s1 = ServerLogin::start(
+            &mut rng,
+            &setup,
+            Some(record.clone()),
+            c1.message,
+            user.as_str().as_bytes(),
+            params(),
+        )?;
+        let t2 = Instant::now();
+        let c2 = c1.state.finish(
+            &mut rng,
+            pw.expose_secret(),
+            s1.message,
+            ClientLoginFinishParameters::new(Some(LOGIN_CONTEXT), identifiers(&user), Some(&argon)),
+        )?;
+        let t3 = Instant::now();
+        let s2 = s1.state.finish(c2.message, params())?;
+        let t4 = Instant::now();
+        anyhow::ensure!(s2.session_key == c2.session_key, "the two sides disagree");
+        server.push((t2 - t1) + (t4 - t3));
+        whole.push(t4 - t0);
+    }
+    server.sort();
+    whole.sort();
+    Ok(OpaqueFloor {
+        server_us: percentile(&server, 0.5),
+        whole_us: percentile(&whole, 0.5),
+    })
+}
+
+/// The echo server's process mode: serves QUIC and TCP + TLS echo on loopback with the
+/// certificate of the keyserver data dir `dir`, prints `echo quic=ADDR tcp=ADDR`, and runs
+/// until killed.
+pub(crate) async fn echo_server(dir: &Path) -> anyhow::Result<()> {
+    let (certs, key) = keyserver::pki::load_server_identity(dir)?;
+    let tls = keyserver::transport::tls::server_config(certs, key)?;
+    let config = keyserver::config::Config {
+        max_streams_per_connection: 1024,
+        ..keyserver::config::Config::default()
+    };
+    let quic = keyserver::transport::quic::server_config(tls.clone(), &config)?;
+    let endpoint = quinn::Endpoint::server(quic, "127.0.0.1:0".parse()?)?;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "echo quic={} tcp={}",
+            endpoint.local_addr()?,
+            tcp.local_addr()?
+        )?;
+        out.flush()?;
+    }
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        if let Ok(b) = recv.read_to_end(MAX_MESSAGE).await
+                            && send.write_all(&b).await.is_ok()
+                        {
+                            let _ = send.finish();
+                        }
+                    });
+                }
+            });
+        }
+    });
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (sock, _) = tcp.accept().await?;
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = sock.set_nodelay(true);
+            let Ok(stream) = acceptor.accept(sock).await else {
+                return;
+            };
+            // The frames (length, id, body) come back as they went: an echo.
+            let (mut r, mut w) = tokio::io::split(stream);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+/// The echo server process and its addresses.
+pub(crate) struct Echo {
+    pub(crate) _process: crate::ServerProcess,
+    pub(crate) quic: std::net::SocketAddr,
+    pub(crate) tcp: std::net::SocketAddr,
+}
+
+/// Starts this binary as an echo server with the certificate in `dir`.
+pub(crate) fn start_echo(dir: &Path) -> anyhow::Result<Echo> {
+    let exe = std::env::current_exe()?;
+    let (process, line) = crate::spawn_and_read_line(
+        std::process::Command::new(exe)
+            .arg("--echo-server")
+            .arg(dir),
+    )?;
+    let field = |k: &str| -> anyhow::Result<std::net::SocketAddr> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .with_context(|| format!("no {k} in {line:?}"))?
+            .parse()
+            .context("bad address")
+    };
+    Ok(Echo {
+        quic: field("quic=")?,
+        tcp: field("tcp=")?,
+        _process: process,
+    })
+}
+
+/// Median time of `n` fresh connections (the handshake, until the first byte could be
+/// sent), each closed before the next.
+pub(crate) async fn handshake_floor(
+    echo: &Echo,
+    ca: &Path,
+    quic: bool,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let certs = local_client::connect::load_ca(ca)?;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tls = local_client::connect::tls_config(&certs)?;
+        let t = Instant::now();
+        if quic {
+            let link =
+                local_client::connect::QuicLink::connect(echo.quic, "localhost", tls).await?;
+            times.push(t.elapsed());
+            link.close_and_wait().await;
+        } else {
+            let link = local_client::tcp::TcpLink::connect(echo.tcp, "localhost", tls).await?;
+            times.push(t.elapsed());
+            link.close();
+        }
+    }
+    times.sort();
+    Ok(percentile(&times, 0.5))
+}
+
+/// Rate of `INSERT` + commit, one at a time, for `secs`, on a fresh SQLite file with the
+/// server's settings.
+pub(crate) async fn sqlite_insert_floor(secs: f64) -> anyhow::Result<f64> {
+    use sqlx::{
+        ConnectOptions, Connection,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+    };
+    let dir = tempfile::tempdir()?;
+    let mut c = SqliteConnectOptions::new()
+        .filename(dir.path().join("floor.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await?;
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+        .execute(&mut c)
+        .await?;
+    let blob = [0x5au8; 64];
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut n = 0i64;
+    while Instant::now() < deadline {
+        let mut tx = c.begin().await?;
+        sqlx::query("INSERT INTO t (id, v) VALUES (?, ?)")
+            .bind(n)
+            .bind(&blob[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The same on Postgres, in a scratch table of `schema`.
+pub(crate) async fn postgres_insert_floor(
+    url: &str,
+    schema: &str,
+    secs: f64,
+) -> anyhow::Result<f64> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {schema}.floor (id BIGINT PRIMARY KEY, v BYTEA NOT NULL)"
+    ))
+    .execute(&mut c)
+    .await?;
+    let insert = format!("INSERT INTO {schema}.floor (id, v) VALUES ($1, $2)");
+    let blob = [0x5au8; 64];
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut n = 0i64;
+    while Instant::now() < deadline {
+        let mut tx = c.begin().await?;
+        sqlx::query(&insert)
+            .bind(n)
+            .bind(&blob[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
