@@ -605,19 +605,57 @@ pub(crate) async fn a_failed_change_does_not_take_others_with_it(s: std::sync::A
     assert_eq!(verify_chain(&*s, id, "alice").await, 47);
 }
 
-/// Runs every contract test, each on a fresh store from `fresh` (`None`: skip).
+/// The quota counts live secrets: a replace does not count again, a delete frees a place,
+/// and a refused store changes nothing (storage made with a quota of 3).
+pub(crate) async fn the_quota_counts_live_secrets(s: &dyn Storage) {
+    let id = account(s, "alice").await;
+    let u = user("alice");
+    for i in 0..3 {
+        let n = name(&format!("s{i}"));
+        assert!(matches!(
+            store(s, id, &u, new(&n, 1, false, b"c"), 1).await,
+            StoreOutcome::Stored { .. }
+        ));
+    }
+    let extra = name("extra");
+    assert_eq!(
+        store(s, id, &u, new(&extra, 1, false, b"c"), 2).await,
+        StoreOutcome::Quota
+    );
+    // Replacing a live secret takes no new place.
+    assert!(matches!(
+        store(s, id, &u, new(&name("s0"), 2, true, b"c2"), 3).await,
+        StoreOutcome::Stored { version: 2, .. }
+    ));
+    assert!(delete(s, id, &u, &name("s1"), 4).await);
+    // Deleting what is not there frees nothing.
+    assert!(!delete(s, id, &u, &name("s1"), 5).await);
+    assert!(matches!(
+        store(s, id, &u, new(&extra, 1, false, b"c"), 6).await,
+        StoreOutcome::Stored { version: 1, .. }
+    ));
+    assert_eq!(
+        store(s, id, &u, new(&name("s1"), 2, false, b"c"), 7).await,
+        StoreOutcome::Quota
+    );
+    let listed = s.list_secrets(id, &u, None, 100, 8).await.unwrap();
+    assert_eq!(listed.len(), 3);
+}
+
+/// Runs every contract test, each on a fresh store from `fresh(quota)` (`None`: skip the
+/// test; `quota`: a secret quota other than the default).
 #[macro_export]
 macro_rules! storage_contract_tests {
-    ($fresh:expr) => {
+    ($fresh:ident) => {
         #[tokio::test]
         async fn registering_a_taken_name_leaves_the_account_untouched() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::registering_a_taken_name_leaves_the_account_untouched(&*s)
                 .await;
         }
         #[tokio::test]
         async fn versions_grow_across_replace_and_delete() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::versions_grow_across_replace_and_delete(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -625,7 +663,7 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn accounts_never_see_each_others_secrets() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::accounts_never_see_each_others_secrets(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -633,7 +671,7 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn list_pages_in_name_order_and_hides_deleted() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::list_pages_in_name_order_and_hides_deleted(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -641,7 +679,7 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn every_change_is_in_the_chained_audit_log() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::every_change_is_in_the_chained_audit_log(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -649,7 +687,7 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn a_repeated_request_is_applied_once_and_gets_the_first_answer() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::a_repeated_request_is_applied_once_and_gets_the_first_answer(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -657,7 +695,7 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn sessions_are_stored_touched_ended_by_logout_and_purged() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::sessions_are_stored_touched_ended_by_logout_and_purged(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -665,7 +703,7 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn the_guess_count_locks_and_a_success_resets_it() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::the_guess_count_locks_and_a_success_resets_it(&*s).await;
             // The store first: its connections must be gone before the schema is dropped.
             drop(s);
@@ -673,26 +711,33 @@ macro_rules! storage_contract_tests {
         }
         #[tokio::test]
         async fn unknown_names_are_counted_and_locked_like_accounts() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::unknown_names_are_counted_and_locked_like_accounts(&*s).await;
             drop(s);
             drop(_g);
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_logins_cannot_pass_the_limit() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::concurrent_logins_cannot_pass_the_limit(s).await;
             drop(_g);
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_stores_lose_nothing_and_keep_the_chain() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::concurrent_stores_lose_nothing_and_keep_the_chain(s).await;
+            drop(_g);
+        }
+        #[tokio::test]
+        async fn the_quota_counts_live_secrets() {
+            let Some((s, _g)) = $fresh(Some(3)).await else { return };
+            $crate::storage::contract::the_quota_counts_live_secrets(&*s).await;
+            drop(s);
             drop(_g);
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_failed_change_does_not_take_others_with_it() {
-            let Some((s, _g)) = $fresh.await else { return };
+            let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::a_failed_change_does_not_take_others_with_it(s).await;
             drop(_g);
         }

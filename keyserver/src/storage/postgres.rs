@@ -35,6 +35,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 pub struct PostgresStorage {
     write: PgPool,
     read: PgPool,
+    quota: u64,
 }
 
 fn u64_of(v: i64) -> Result<u64, StorageError> {
@@ -69,7 +70,15 @@ impl PostgresStorage {
         Ok(Self {
             write: pool.clone(),
             read: pool,
+            quota: MAX_SECRETS_PER_ACCOUNT,
         })
+    }
+
+    /// The most secrets one account may hold (default [`MAX_SECRETS_PER_ACCOUNT`]).
+    #[must_use]
+    pub fn with_secret_quota(mut self, quota: u64) -> Self {
+        self.quota = quota;
+        self
     }
 }
 
@@ -383,13 +392,11 @@ impl Storage for PostgresStorage {
         } else if s.version != expected {
             Some(StoreOutcome::VersionMismatch { expected })
         } else if !live {
-            let count: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM secrets WHERE account_id = $1 AND sealed IS NOT NULL",
-            )
-            .bind(account)
-            .fetch_one(&mut *tx)
-            .await?;
-            (u64_of(count)? >= MAX_SECRETS_PER_ACCOUNT).then_some(StoreOutcome::Quota)
+            let count: i64 = sqlx::query_scalar("SELECT live_secrets FROM accounts WHERE id = $1")
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?;
+            (u64_of(count)? >= self.quota).then_some(StoreOutcome::Quota)
         } else {
             None
         };
@@ -416,6 +423,14 @@ impl Storage for PostgresStorage {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if !live {
+                    sqlx::query(
+                        "UPDATE accounts SET live_secrets = live_secrets + 1 WHERE id = $1",
+                    )
+                    .bind(account)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 let event = EventBody::about(EventKind::Store, s.name, Outcome::Ok);
                 append_event(&mut tx, account, user, &event, now).await?;
                 StoreOutcome::Stored {
@@ -537,6 +552,12 @@ impl Storage for PostgresStorage {
             .await?
             .rows_affected()
             > 0;
+        if done {
+            sqlx::query("UPDATE accounts SET live_secrets = live_secrets - 1 WHERE id = $1")
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+        }
         let outcome = if done { Outcome::Ok } else { Outcome::NotFound };
         append_event(
             &mut tx,
@@ -724,13 +745,14 @@ mod tests {
     use super::*;
     use crate::storage::test_postgres::{TestSchema, fresh_schema};
 
-    async fn fresh() -> Option<(Arc<dyn Storage>, TestSchema)> {
+    async fn fresh(quota: Option<u64>) -> Option<(Arc<dyn Storage>, TestSchema)> {
         let schema = fresh_schema().await?;
         let s = PostgresStorage::connect_with(schema.options())
             .await
             .unwrap();
+        let s = s.with_secret_quota(quota.unwrap_or(MAX_SECRETS_PER_ACCOUNT));
         Some((Arc::new(s), schema))
     }
 
-    crate::storage_contract_tests!(fresh());
+    crate::storage_contract_tests!(fresh);
 }

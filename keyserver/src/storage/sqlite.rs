@@ -53,6 +53,7 @@ const QUEUE: usize = 4096;
 pub struct SqliteStorage {
     writer: Writer,
     read: SqlitePool,
+    quota: u64,
 }
 
 fn u64_of(v: i64) -> Result<u64, StorageError> {
@@ -100,7 +101,20 @@ impl SqliteStorage {
             .await?;
         // The database holds OPAQUE records and ciphertexts: owner-only.
         restrict_mode(path);
-        Ok(Self { writer, read })
+        Ok(Self {
+            writer,
+            read,
+            quota: MAX_SECRETS_PER_ACCOUNT,
+        })
+    }
+}
+
+impl SqliteStorage {
+    /// The most secrets one account may hold (default [`MAX_SECRETS_PER_ACCOUNT`]).
+    #[must_use]
+    pub fn with_secret_quota(mut self, quota: u64) -> Self {
+        self.quota = quota;
+        self
     }
 }
 
@@ -439,6 +453,7 @@ fn store_secret(
     account: i64,
     user: &UserName,
     s: &NewSecret<'_>,
+    quota: u64,
     now: i64,
 ) -> Result<StoreOutcome, StorageError> {
     let NewSecret {
@@ -466,11 +481,9 @@ fn store_secret(
         Some(StoreOutcome::VersionMismatch { expected })
     } else if !live {
         let count: i64 = c
-            .prepare_cached(
-                "SELECT COUNT(*) FROM secrets WHERE account_id = ?1 AND sealed IS NOT NULL",
-            )?
+            .prepare_cached("SELECT live_secrets FROM accounts WHERE id = ?1")?
             .query_row(params![account], |r| r.get(0))?;
-        (u64_of(count)? >= MAX_SECRETS_PER_ACCOUNT).then_some(StoreOutcome::Quota)
+        (u64_of(count)? >= quota).then_some(StoreOutcome::Quota)
     } else {
         None
     };
@@ -498,6 +511,12 @@ fn store_secret(
                 sealed,
                 now
             ])?;
+            if !live {
+                c.prepare_cached(
+                    "UPDATE accounts SET live_secrets = live_secrets + 1 WHERE id = ?1",
+                )?
+                .execute(params![account])?;
+            }
             let event = EventBody::about(EventKind::Store, name, Outcome::Ok);
             append_event(c, account, user, &event, now)?;
             StoreOutcome::Stored {
@@ -564,6 +583,10 @@ fn delete_secret(
         )?
         .execute(params![account, name.as_str()])?
         > 0;
+    if done {
+        c.prepare_cached("UPDATE accounts SET live_secrets = live_secrets - 1 WHERE id = ?1")?
+            .execute(params![account])?;
+    }
     let outcome = if done { Outcome::Ok } else { Outcome::NotFound };
     append_event(
         c,
@@ -717,7 +740,7 @@ impl Storage for SqliteStorage {
         now: i64,
     ) -> Result<Done<StoreOutcome>, StorageError> {
         let (user, name, sealed) = (user.clone(), s.name.clone(), s.sealed.to_vec());
-        let (version, replace) = (s.version, s.replace);
+        let (version, replace, quota) = (s.version, s.replace, self.quota);
         self.writer
             .change(move |c| {
                 if let Some(r) = recorded(c, req)? {
@@ -729,7 +752,7 @@ impl Storage for SqliteStorage {
                     replace,
                     sealed: &sealed,
                 };
-                let outcome = store_secret(c, account, &user, &new, now)?;
+                let outcome = store_secret(c, account, &user, &new, quota, now)?;
                 record_response(c, req, &encode(&outcome), now)?;
                 Ok(Done::Fresh(outcome))
             })
@@ -984,20 +1007,21 @@ mod tests {
 
     use super::*;
 
-    async fn fresh() -> Option<(Arc<dyn Storage>, tempfile::TempDir)> {
+    async fn fresh(quota: Option<u64>) -> Option<(Arc<dyn Storage>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStorage::open(&dir.path().join("test.db"))
             .await
             .unwrap();
+        let s = s.with_secret_quota(quota.unwrap_or(MAX_SECRETS_PER_ACCOUNT));
         Some((Arc::new(s), dir))
     }
 
-    crate::storage_contract_tests!(fresh());
+    crate::storage_contract_tests!(fresh);
 
     #[tokio::test]
     async fn the_database_file_is_private() {
         use std::os::unix::fs::PermissionsExt;
-        let (_s, dir) = fresh().await.unwrap();
+        let (_s, dir) = fresh(None).await.unwrap();
         let mode = std::fs::metadata(dir.path().join("test.db"))
             .unwrap()
             .permissions()

@@ -170,10 +170,15 @@ impl ClientChannel {
 
 /// The server's end of a session: keys only. The replay window is kept by the caller, who
 /// decides how it is shared between threads.
+///
+/// A server holds one of these per open session, so it keeps the raw 32-byte keys (zeroized
+/// on drop) and makes ring's key for each message: ring's `LessSafeKey` is sized for its
+/// largest algorithm (AES-GCM's expanded key and tables, about half a KiB), and setting up
+/// a ChaCha20-Poly1305 key is a copy of its 32 bytes.
 pub struct ServerChannel {
     id: SessionId,
-    c2s: LessSafeKey,
-    s2c: LessSafeKey,
+    c2s: Key32,
+    s2c: Key32,
 }
 
 impl std::fmt::Debug for ServerChannel {
@@ -189,8 +194,8 @@ impl ServerChannel {
     pub fn new(keys: &SessionKeys) -> Self {
         Self {
             id: keys.id,
-            c2s: key(&keys.c2s),
-            s2c: key(&keys.s2c),
+            c2s: keys.c2s.clone(),
+            s2c: keys.s2c.clone(),
         }
     }
 
@@ -212,7 +217,7 @@ impl ServerChannel {
             return Err(ChannelError::BadSeal);
         }
         window.check(req.seq)?;
-        let plain = open(&self.c2s, C2S, &self.id, req.seq, req.body.as_slice())?;
+        let plain = open(&key(&self.c2s), C2S, &self.id, req.seq, req.body.as_slice())?;
         window.accept(req.seq)?;
         Ok(plain)
     }
@@ -226,14 +231,14 @@ impl ServerChannel {
         if req.session_id != self.id {
             return Err(ChannelError::BadSeal);
         }
-        open(&self.c2s, C2S, &self.id, req.seq, req.body.as_slice())
+        open(&key(&self.c2s), C2S, &self.id, req.seq, req.body.as_slice())
     }
 
     /// Seals the response to the request that carried `seq`. Call it at most once per
     /// accepted `seq`, or again with the same plaintext for a request opened with
     /// [`Self::open_again`].
     pub fn seal_response(&self, seq: u64, plain: &[u8]) -> Result<SealedResponse, ChannelError> {
-        let body = seal(&self.s2c, S2C, &self.id, seq, plain)?;
+        let body = seal(&key(&self.s2c), S2C, &self.id, seq, plain)?;
         Ok(SealedResponse { seq, body })
     }
 }
