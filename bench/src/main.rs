@@ -372,12 +372,12 @@ fn print_table(figures: &[Figure], markdown: bool) {
         return;
     }
     println!(
-        "{:<36} {:>10} {:<6} {:>9} {:>9} {:>7} {:>6} {:<7} floor",
+        "{:<46} {:>10} {:<6} {:>9} {:>9} {:>7} {:>6} {:<11} floor",
         "figure", "measured", "unit", "p50 µs", "p99 µs", "cpu µs", "ratio", "target"
     );
     for f in figures {
         println!(
-            "{:<36} {:>10} {:<6} {:>9} {:>9} {:>7} {:>6} {:<7} {}",
+            "{:<46} {:>10} {:<6} {:>9} {:>9} {:>7} {:>6} {:<11} {}",
             f.figure,
             num(f.value),
             f.unit,

@@ -163,8 +163,9 @@ async fn failed_logins_on_three_instances_add_up_to_one_count() {
     }
 }
 
-/// Streams stores, killing the server with SIGKILL in the middle; every acknowledged store
-/// must be there after a restart, intact.
+/// Streams stores, 64 at a time (so that SQLite's group commit writes them in batches),
+/// killing the server with SIGKILL in the middle; every acknowledged store must be there
+/// after a restart, intact.
 async fn acknowledged_stores_survive_kill_9(data: &Path, args: &[&str]) {
     let mut server = Server::start(data, args);
     // TCP: a dead server is noticed at once (connection refused), so the run stays short.
@@ -175,7 +176,7 @@ async fn acknowledged_stores_survive_kill_9(data: &Path, args: &[&str]) {
     let session = conn.login(&user("carol"), &pw("pw")).await.unwrap();
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for t in 0..4 {
+    for t in 0..64 {
         let (s, acked) = (session.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
