@@ -24,7 +24,7 @@ use crate::{
     ops,
     rate_limit::{HandshakeLimiter, Rates},
     session::{Session, SessionTable, SessionVault},
-    storage::{NewSession, RequestId, Storage, StorageError},
+    storage::{LoginStart, NewSession, RequestId, Storage, StorageError},
 };
 
 /// Unix time in seconds, for stored timestamps.
@@ -232,11 +232,21 @@ impl Core {
     }
 
     async fn login_start(&self, user: UserName, message: &OpaqueBytes) -> Reply<Response> {
-        let account = self
+        // The reply alone lets the client test a password, so the guess is counted (and
+        // durably) before the reply is made; unknown names are counted and locked out
+        // alike. Lookup and count are one storage step for real and unknown names.
+        let LoginStart { account, gate } = self
             .storage
-            .find_account(&user)
+            .start_login(&user, self.name_key(&user), &self.policy, unix_now())
             .await
             .map_err(storage_reply)?;
+        if let LoginGate::Locked { retry_after_secs } = gate {
+            return Err(ErrorReply {
+                code: ErrorCode::ACCOUNT_LOCKED,
+                retry_after_secs: Some(retry_after_secs),
+                expected_version: None,
+            });
+        }
         // An unknown user gets a fake record, the same for the same name every time: the
         // OPAQUE work, the reply's size and the client's error are those of a wrong password.
         let fake;
@@ -255,29 +265,6 @@ impl Core {
             message.as_slice(),
         )
         .map_err(handshake_reply)?;
-        // The reply alone lets the client test a password, so the guess is counted (and
-        // durably) before the reply leaves; unknown names are counted and locked out alike.
-        let now = unix_now();
-        let gate = match &account {
-            Some(a) => {
-                self.storage
-                    .begin_login(a.id, &user, &self.policy, now)
-                    .await
-            }
-            None => {
-                self.storage
-                    .begin_unknown_login(self.name_key(&user), &self.policy, now)
-                    .await
-            }
-        }
-        .map_err(storage_reply)?;
-        if let LoginGate::Locked { retry_after_secs } = gate {
-            return Err(ErrorReply {
-                code: ErrorCode::ACCOUNT_LOCKED,
-                retry_after_secs: Some(retry_after_secs),
-                expected_version: None,
-            });
-        }
         let login_account = account.map(|a| LoginAccount {
             id: a.id,
             sealed_storage_key: a.sealed_storage_key,
@@ -329,27 +316,10 @@ impl Core {
             }
             return Err(ErrorCode::AUTH_FAILED.into());
         };
-        // One account cannot pile up sessions (each costs memory on every instance that
-        // serves it). The password was right, so the guess count is reset all the same.
-        if self
-            .storage
-            .session_count(account.id)
-            .await
-            .map_err(storage_reply)?
-            >= self.config.max_sessions_per_account
-        {
-            self.storage
-                .login_finished(account.id, &user, true, None, unix_now())
-                .await
-                .map_err(storage_reply)?;
-            return Err(ErrorReply {
-                code: ErrorCode::SLOW_DOWN,
-                retry_after_secs: None,
-                expected_version: None,
-            });
-        }
         // The session is recorded (keys sealed) with the login, so that any instance of a
-        // fleet, or this one after a restart, can carry it on.
+        // fleet, or this one after a restart, can carry it on. One account cannot pile up
+        // sessions (each costs memory on every instance that serves it); the password was
+        // right, so the guess count is reset all the same.
         let sealed_keys = self.vault.seal(&keys);
         let new = NewSession {
             id: keys.id.0,
@@ -358,13 +328,30 @@ impl Core {
         self.sessions
             .open(&keys, account.id, user.clone(), Instant::now())
             .map_err(|_| ErrorReply::from(ErrorCode::SLOW_DOWN))?;
-        if let Err(e) = self
+        let recorded = self
             .storage
-            .login_finished(account.id, &user, true, Some(new), unix_now())
-            .await
-        {
-            self.sessions.close(&keys.id);
-            return Err(storage_reply(e));
+            .login_succeeded(
+                account.id,
+                &user,
+                new,
+                self.config.max_sessions_per_account,
+                unix_now(),
+            )
+            .await;
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                self.sessions.close(&keys.id);
+                return Err(ErrorReply {
+                    code: ErrorCode::SLOW_DOWN,
+                    retry_after_secs: None,
+                    expected_version: None,
+                });
+            }
+            Err(e) => {
+                self.sessions.close(&keys.id);
+                return Err(storage_reply(e));
+            }
         }
         let sealed_storage_key =
             Bytes::new(account.sealed_storage_key.clone()).ok_or(ErrorCode::INTERNAL)?;

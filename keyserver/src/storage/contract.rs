@@ -642,6 +642,59 @@ pub(crate) async fn the_quota_counts_live_secrets(s: &dyn Storage) {
     assert_eq!(listed.len(), 3);
 }
 
+/// A login start in one step: the account is found and its guess counted, an unknown name
+/// is counted under its key; both lock out alike.
+pub(crate) async fn a_login_start_finds_and_counts(s: &dyn Storage) {
+    let id = account(s, "alice").await;
+    let u = user("alice");
+    for n in 1..=3 {
+        let start = s.start_login(&u, [1; 32], &policy(), 100).await.unwrap();
+        assert_eq!(start.gate, LoginGate::Allowed);
+        let a = start.account.expect("alice has an account");
+        assert_eq!(a.id, id);
+        assert_eq!(a.record, b"record");
+        assert_eq!(s.find_account(&u).await.unwrap().unwrap().failed_logins, n);
+    }
+    let locked = s.start_login(&u, [1; 32], &policy(), 101).await.unwrap();
+    assert!(matches!(locked.gate, LoginGate::Locked { .. }));
+    let nobody = user("nobody");
+    for _ in 0..3 {
+        let start = s
+            .start_login(&nobody, [2; 32], &policy(), 100)
+            .await
+            .unwrap();
+        assert!(start.account.is_none());
+        assert_eq!(start.gate, LoginGate::Allowed);
+    }
+    let locked = s
+        .start_login(&nobody, [2; 32], &policy(), 101)
+        .await
+        .unwrap();
+    assert!(matches!(locked.gate, LoginGate::Locked { .. }));
+    // register, 3 login_started, 1 login_locked
+    assert_eq!(verify_chain(s, id, "alice").await, 5);
+}
+
+/// A successful login records its session while the account has room, and resets the
+/// guess count either way.
+pub(crate) async fn a_login_success_records_its_session_while_there_is_room(s: &dyn Storage) {
+    let id = account(s, "alice").await;
+    let u = user("alice");
+    for (i, room) in [(1u8, true), (2, true), (3, false)] {
+        s.begin_login(id, &u, &policy(), 100).await.unwrap();
+        let keys = [i; 40];
+        let new = NewSession {
+            id: [i; 16],
+            sealed_keys: &keys,
+        };
+        assert_eq!(s.login_succeeded(id, &u, new, 2, 100).await.unwrap(), room);
+        assert_eq!(s.find_account(&u).await.unwrap().unwrap().failed_logins, 0);
+    }
+    assert_eq!(s.session_count(id).await.unwrap(), 2);
+    assert!(s.load_session([1; 16]).await.unwrap().is_some());
+    assert!(s.load_session([3; 16]).await.unwrap().is_none());
+}
+
 /// Runs every contract test, each on a fresh store from `fresh(quota)` (`None`: skip the
 /// test; `quota`: a secret quota other than the default).
 #[macro_export]
@@ -726,6 +779,21 @@ macro_rules! storage_contract_tests {
         async fn concurrent_stores_lose_nothing_and_keep_the_chain() {
             let Some((s, _g)) = $fresh(None).await else { return };
             $crate::storage::contract::concurrent_stores_lose_nothing_and_keep_the_chain(s).await;
+            drop(_g);
+        }
+        #[tokio::test]
+        async fn a_login_start_finds_and_counts() {
+            let Some((s, _g)) = $fresh(None).await else { return };
+            $crate::storage::contract::a_login_start_finds_and_counts(&*s).await;
+            drop(s);
+            drop(_g);
+        }
+        #[tokio::test]
+        async fn a_login_success_records_its_session_while_there_is_room() {
+            let Some((s, _g)) = $fresh(None).await else { return };
+            $crate::storage::contract::a_login_success_records_its_session_while_there_is_room(&*s)
+                .await;
+            drop(s);
             drop(_g);
         }
         #[tokio::test]

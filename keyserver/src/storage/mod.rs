@@ -150,6 +150,15 @@ pub struct NewSession<'a> {
     pub sealed_keys: &'a [u8],
 }
 
+/// What the start of a login found and decided.
+#[derive(Clone, Debug)]
+pub struct LoginStart {
+    /// The account, if the name has one.
+    pub account: Option<Account>,
+    /// Whether the login may go on (the guess was counted) or is locked out.
+    pub gate: LoginGate,
+}
+
 /// A new secret version to store.
 #[derive(Clone, Copy, Debug)]
 pub struct NewSecret<'a> {
@@ -199,6 +208,44 @@ pub trait Storage: Send + Sync + 'static {
         policy: &LockoutPolicy,
         now: i64,
     ) -> Result<LoginGate, StorageError>;
+
+    /// The whole storage part of a login start: looks `user` up and decides and counts the
+    /// guess on the account ([`Self::begin_login`]) or, for a name without an account, on
+    /// `name_key` ([`Self::begin_unknown_login`]). A backend may do it in one step.
+    async fn start_login(
+        &self,
+        user: &UserName,
+        name_key: [u8; 32],
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginStart, StorageError> {
+        let account = self.find_account(user).await?;
+        let gate = match &account {
+            Some(a) => self.begin_login(a.id, user, policy, now).await?,
+            None => self.begin_unknown_login(name_key, policy, now).await?,
+        };
+        Ok(LoginStart { account, gate })
+    }
+
+    /// Records a successful login with its session, unless the account already holds
+    /// `max_sessions` sessions: then the guess count is reset all the same, the session is
+    /// not recorded, and the answer is `false`. A backend may do it in one step.
+    async fn login_succeeded(
+        &self,
+        account: i64,
+        user: &UserName,
+        session: NewSession<'_>,
+        max_sessions: u64,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        if self.session_count(account).await? >= max_sessions {
+            self.login_finished(account, user, true, None, now).await?;
+            return Ok(false);
+        }
+        self.login_finished(account, user, true, Some(session), now)
+            .await?;
+        Ok(true)
+    }
 
     /// Forgets unknown-name counters untouched since `before`.
     async fn purge_unknown_logins(&self, before: i64) -> Result<u64, StorageError>;

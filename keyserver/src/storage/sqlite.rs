@@ -36,8 +36,9 @@ use sqlx::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Account, Done, Encode, LockoutPolicy, LoginGate, MAX_SECRETS_PER_ACCOUNT, NewSecret,
-    NewSession, RequestId, Storage, StorageError, StoreOutcome, StoredSecret, StoredSession,
+    Account, Done, Encode, LockoutPolicy, LoginGate, LoginStart, MAX_SECRETS_PER_ACCOUNT,
+    NewSecret, NewSession, RequestId, Storage, StorageError, StoreOutcome, StoredSecret,
+    StoredSession,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -366,6 +367,31 @@ fn append_event(
     Ok(())
 }
 
+/// The account of `user`, read by the writer.
+fn find_account(c: &Connection, user: &UserName) -> Result<Option<Account>, StorageError> {
+    let row = c
+        .prepare_cached(
+            "SELECT id, record, sealed_storage_key, failed_logins, last_login_attempt \
+             FROM accounts WHERE user_name = ?1",
+        )?
+        .query_row(params![user.as_str()], |r| {
+            let account = Account {
+                id: r.get(0)?,
+                record: r.get(1)?,
+                sealed_storage_key: r.get(2)?,
+                failed_logins: 0,
+                last_login_attempt: r.get(4)?,
+            };
+            Ok((account, r.get::<_, i64>(3)?))
+        })
+        .optional()?;
+    row.map(|(mut account, failed)| {
+        account.failed_logins = u64_of(failed)?;
+        Ok(account)
+    })
+    .transpose()
+}
+
 /// Decides and counts a login start of an account.
 fn begin_login(
     c: &Connection,
@@ -667,6 +693,48 @@ impl Storage for SqliteStorage {
         let policy = *policy;
         self.writer
             .change(move |c| begin_unknown_login(c, &name_key, &policy, now))
+            .await
+    }
+
+    async fn start_login(
+        &self,
+        user: &UserName,
+        name_key: [u8; 32],
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginStart, StorageError> {
+        let (user, policy) = (user.clone(), *policy);
+        self.writer
+            .change(move |c| {
+                let account = find_account(c, &user)?;
+                let gate = match &account {
+                    Some(a) => begin_login(c, a.id, &user, &policy, now)?,
+                    None => begin_unknown_login(c, &name_key, &policy, now)?,
+                };
+                Ok(LoginStart { account, gate })
+            })
+            .await
+    }
+
+    async fn login_succeeded(
+        &self,
+        account: i64,
+        user: &UserName,
+        session: NewSession<'_>,
+        max_sessions: u64,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let user = user.clone();
+        let session = (session.id, session.sealed_keys.to_vec());
+        self.writer
+            .change(move |c| {
+                let count: i64 = c
+                    .prepare_cached("SELECT COUNT(*) FROM sessions WHERE account_id = ?1")?
+                    .query_row(params![account], |r| r.get(0))?;
+                let room = u64_of(count)? < max_sessions;
+                login_finished(c, account, &user, room.then_some(session), true, now)?;
+                Ok(room)
+            })
             .await
     }
 
