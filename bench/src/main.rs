@@ -1051,6 +1051,14 @@ async fn fleet(args: &Args, bin: &Path, secs: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The session for request `id` of [`measure`] in `--fleet`: worker `w` talks to instance
+/// `w % instances`, going round that instance's sessions.
+fn fleet_pick(sessions: &[Vec<Session>], id: u64) -> &Session {
+    let (w, i) = ((id >> 32) as usize, (id & 0xffff_ffff) as usize);
+    let list = &sessions[w % sessions.len()];
+    &list[(w / sessions.len() + i) % list.len()]
+}
+
 /// A scratch schema per deployment in the benchmark's Postgres database.
 struct BenchSchema {
     base: String,
@@ -1141,16 +1149,23 @@ async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Re
     };
     let mut rows = Vec::new();
     for &(transport, tname) in transports {
-        // One connection and one session per instance; the requests in flight are spread
-        // over them.
-        let mut sessions = Vec::new();
+        // One connection per instance with 16 sessions (16 accounts) on it; the requests
+        // in flight are spread over the instances, each going round its instance's
+        // sessions (one account would reach its secret quota).
+        let mut per_instance = Vec::new();
         for (i, (_, addr)) in servers.iter().enumerate() {
-            let (conn, s) = session(addr, &ca, transport, &format!("bench-{tname}-{i}")).await?;
-            sessions.push((conn, s));
+            let conn = Connection::connect(&client_config(addr, &ca, transport)?).await?;
+            let mut list = Vec::new();
+            for u in 0..16 {
+                let user = UserName::new(format!("bench-{tname}-{i}-{u}"))?;
+                conn.register(&user, &password()).await?;
+                list.push(conn.login(&user, &password()).await?);
+            }
+            per_instance.push(list);
         }
-        let sessions: Arc<Vec<Session>> = Arc::new(sessions.into_iter().map(|(_, s)| s).collect());
+        let sessions: Arc<Vec<Vec<Session>>> = Arc::new(per_instance);
         let name = SecretName::new("k")?;
-        for s in sessions.iter() {
+        for s in sessions.iter().flatten() {
             s.store(&name, &secret, false).await?;
         }
         for in_flight in [1usize, 16, 256] {
@@ -1161,7 +1176,7 @@ async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Re
                 p50_us,
                 p99_us,
             } = measure(in_flight, secs, move |id| {
-                let (s, n) = (ss[(id >> 32) as usize % ss.len()].clone(), n2.clone());
+                let (s, n) = (fleet_pick(&ss, id).clone(), n2.clone());
                 async move {
                     s.retrieve(&n).await?;
                     Ok(())
@@ -1187,7 +1202,7 @@ async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Re
                 p50_us,
                 p99_us,
             } = measure(in_flight, secs, move |id| {
-                let (s, sec) = (ss[(id >> 32) as usize % ss.len()].clone(), sec.clone());
+                let (s, sec) = (fleet_pick(&ss, id).clone(), sec.clone());
                 async move {
                     let n = SecretName::new(format!("s{in_flight}-{id}"))?;
                     s.store(&n, &sec, false).await?;
