@@ -760,35 +760,45 @@ async fn echo_load(
     let tls = local_client::connect::tls_config(&certs)?;
     // A sealed retrieve request is about this size.
     let payload: Arc<[u8]> = vec![0x5a; 64].into();
-    if quic {
-        let link =
-            Arc::new(local_client::connect::QuicLink::connect(echo.quic, "localhost", tls).await?);
-        let l = link.clone();
-        let load = measure(in_flight, secs, move |_| {
-            let (l, p) = (l.clone(), payload.clone());
-            async move {
-                let r = l.call(&p).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                anyhow::ensure!(r.len() == p.len(), "echo changed the size");
-                Ok(())
-            }
-        })
-        .await?;
-        link.close_and_wait().await;
-        Ok(load)
+    let link = Arc::new(if quic {
+        EchoLink::Quic(local_client::connect::QuicLink::connect(echo.quic, "localhost", tls).await?)
     } else {
-        let link = Arc::new(local_client::tcp::TcpLink::connect(echo.tcp, "localhost", tls).await?);
-        let l = link.clone();
-        let load = measure(in_flight, secs, move |_| {
-            let (l, p) = (l.clone(), payload.clone());
-            async move {
-                let r = l.call(&p).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                anyhow::ensure!(r.len() == p.len(), "echo changed the size");
-                Ok(())
-            }
-        })
-        .await?;
-        link.close();
-        Ok(load)
+        EchoLink::Tcp(local_client::tcp::TcpLink::connect(echo.tcp, "localhost", tls).await?)
+    });
+    let l = link.clone();
+    let load = measure(in_flight, secs, move |_| {
+        let (l, p) = (l.clone(), payload.clone());
+        async move {
+            let r = l.call(&p).await?;
+            anyhow::ensure!(r.len() == p.len(), "echo changed the size");
+            Ok(())
+        }
+    })
+    .await?;
+    link.close().await;
+    Ok(load)
+}
+
+/// A client link to the echo server: the same link code the real client uses.
+enum EchoLink {
+    Quic(local_client::connect::QuicLink),
+    Tcp(local_client::tcp::TcpLink),
+}
+
+impl EchoLink {
+    async fn call(&self, req: &[u8]) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Self::Quic(l) => l.call(req).await,
+            Self::Tcp(l) => l.call(req).await,
+        }
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Quic(l) => l.close_and_wait().await,
+            Self::Tcp(l) => l.close(),
+        }
     }
 }
 
