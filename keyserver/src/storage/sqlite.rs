@@ -1168,4 +1168,51 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o600);
     }
+
+    /// The writer never checkpoints; the checkpoint thread copies its WAL back into the
+    /// database file (which only a checkpoint makes grow) within a few of its periods.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_copied_back_beside_the_writer() {
+        let (s, dir) = fresh(None).await.unwrap();
+        let db = dir.path().join("test.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        assert!(
+            s.create_account(&UserName::new("alice").unwrap(), b"record", b"key", 1)
+                .await
+                .unwrap()
+        );
+        let id = s
+            .find_account(&UserName::new("alice").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let user = UserName::new("alice").unwrap();
+        let blob = vec![7u8; 4096];
+        for i in 0..64u64 {
+            let name = SecretName::new(format!("s{i}")).unwrap();
+            let new = NewSecret {
+                name: &name,
+                version: 1,
+                replace: false,
+                sealed: &blob,
+            };
+            let req = RequestId {
+                session: [1; 16],
+                seq: i + 1,
+            };
+            let encode: Encode<StoreOutcome> = |_| Vec::new();
+            s.store_secret(id, &user, new, req, encode, 2)
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&db).unwrap().len() < before + 64 * 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file did not grow: no checkpoint ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
