@@ -697,18 +697,7 @@ async fn measure_all(
                 }
                 figures.push(f);
             }
-            let (ss, sec) = (sessions.clone(), secret.clone());
-            let cpu0 = cpu_time_us(pid)?;
-            let load = measure(in_flight, plan.secs, move |id| {
-                let (s, sec) = (pick(&ss, id).clone(), sec.clone());
-                async move {
-                    let n = SecretName::new(format!("{tname}{in_flight}-{id:x}"))?;
-                    s.store(&n, &sec, false).await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let cpu = (cpu_time_us(pid)? - cpu0) / load.requests.max(1) as f64;
+            let (load, cpu) = store_load(pid, &sessions, tname, in_flight, plan.secs).await?;
             figures.push(
                 Figure::load(
                     format!("durable store 64 B, {tname}, {in_flight} in flight"),
@@ -739,6 +728,31 @@ async fn measure_all(
         figures.extend(postgres_stores(bin, tmp.path(), url, plan).await?);
     }
     Ok(figures)
+}
+
+/// Durable stores of 64 B, each a new name (`prefix` keeps runs apart), `in_flight` at a
+/// time over `sessions` for `secs`; with the server's (`pid`) CPU time per store, µs.
+async fn store_load(
+    pid: u32,
+    sessions: &Arc<Vec<Session>>,
+    prefix: &'static str,
+    in_flight: usize,
+    secs: f64,
+) -> anyhow::Result<(Load, f64)> {
+    let ss = sessions.clone();
+    let secret = SecretBytes::new(vec![0x5a; 64]);
+    let cpu0 = cpu_time_us(pid)?;
+    let load = measure(in_flight, secs, move |id| {
+        let (s, sec) = (pick(&ss, id).clone(), secret.clone());
+        async move {
+            let n = SecretName::new(format!("{prefix}{in_flight}-{id:x}"))?;
+            s.store(&n, &sec, false).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let cpu = (cpu_time_us(pid)? - cpu0) / load.requests.max(1) as f64;
+    Ok((load, cpu))
 }
 
 /// The session for request `id` of [`measure`]: every worker goes round all sessions, so
@@ -853,21 +867,10 @@ async fn postgres_stores(
                 .await?;
         register_users(&conn, plan.users).await?;
         let sessions = Arc::new(login_users(&conn, plan.users, plan.users).await?);
-        let secret = SecretBytes::new(vec![0x5a; 64]);
         let mut out = Vec::new();
         for in_flight in [16usize, 256] {
-            let (ss, sec) = (sessions.clone(), secret.clone());
-            let cpu0 = cpu_time_us(server.pid())?;
-            let load = measure(in_flight, plan.secs, move |id| {
-                let (s, sec) = (pick(&ss, id).clone(), sec.clone());
-                async move {
-                    let n = SecretName::new(format!("p{in_flight}-{id:x}"))?;
-                    s.store(&n, &sec, false).await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let cpu = (cpu_time_us(server.pid())? - cpu0) / load.requests.max(1) as f64;
+            let (load, cpu) =
+                store_load(server.pid(), &sessions, "pg", in_flight, plan.secs).await?;
             out.push(
                 Figure::load(
                     format!("Postgres: durable store, {in_flight} in flight"),
