@@ -1,0 +1,363 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+//! Golden wire vectors: the exact bytes of every request and response variant, built from
+//! fixed inputs, checked against `spec/vectors/messages.json`.
+//!
+//! postcard numbers enum variants in declaration order and writes struct fields in order,
+//! with no names: reordering a variant or a field changes the bytes every deployed client
+//! sends, and nothing else would notice. Any such change fails here, and must come with a
+//! new vector file and a change to `spec/protocol.md`.
+//!
+//! To write the file after a deliberate change to the wire:
+//! `KEYSERVER_WRITE_VECTORS=1 cargo test -p keyserver-protocol --test wire_vectors`.
+
+use std::collections::BTreeMap;
+
+use keyserver_protocol::{
+    ErrorCode, ErrorReply, HandshakeId, OpRequest, OpResponse, Request, Response, SealedRequest,
+    SealedResponse, SecretName, UserName,
+    audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
+    codec::Bytes,
+    ops::SecretEntry,
+    session::SessionId,
+};
+
+fn bytes<const N: usize>(fill: u8, len: usize) -> Bytes<N> {
+    Bytes::new(vec![fill; len]).unwrap()
+}
+
+fn user() -> UserName {
+    UserName::new("alice").unwrap()
+}
+
+fn name(s: &str) -> SecretName {
+    SecretName::new(s).unwrap()
+}
+
+fn requests() -> Vec<(&'static str, Request)> {
+    vec![
+        (
+            "RegisterStart",
+            Request::RegisterStart {
+                user: user(),
+                message: bytes(1, 32),
+            },
+        ),
+        (
+            "RegisterFinish",
+            Request::RegisterFinish {
+                handshake: HandshakeId([2; 16]),
+                upload: bytes(3, 192),
+                sealed_storage_key: bytes(4, 73),
+            },
+        ),
+        (
+            "LoginStart",
+            Request::LoginStart {
+                user: user(),
+                message: bytes(5, 96),
+            },
+        ),
+        (
+            "LoginFinish",
+            Request::LoginFinish {
+                handshake: HandshakeId([6; 16]),
+                message: bytes(7, 64),
+            },
+        ),
+        (
+            "LoginAbort",
+            Request::LoginAbort {
+                handshake: HandshakeId([8; 16]),
+            },
+        ),
+        (
+            "Sealed",
+            Request::Sealed(SealedRequest {
+                session_id: SessionId([9; 16]),
+                seq: 300,
+                body: bytes(10, 40),
+            }),
+        ),
+    ]
+}
+
+fn responses() -> Vec<(&'static str, Response)> {
+    vec![
+        (
+            "RegisterStarted",
+            Response::RegisterStarted {
+                handshake: HandshakeId([1; 16]),
+                message: bytes(2, 64),
+            },
+        ),
+        ("Registered", Response::Registered),
+        (
+            "LoginStarted",
+            Response::LoginStarted {
+                handshake: HandshakeId([3; 16]),
+                message: bytes(4, 320),
+            },
+        ),
+        (
+            "LoggedIn",
+            Response::LoggedIn {
+                sealed_storage_key: bytes(5, 73),
+                idle_timeout_secs: 900,
+                lifetime_secs: 43200,
+            },
+        ),
+        ("LoginAborted", Response::LoginAborted),
+        (
+            "Sealed",
+            Response::Sealed(SealedResponse {
+                seq: 300,
+                body: bytes(6, 40),
+            }),
+        ),
+        (
+            "Error",
+            Response::Error(ErrorReply {
+                code: ErrorCode::ACCOUNT_LOCKED,
+                retry_after_secs: Some(120),
+                expected_version: None,
+            }),
+        ),
+    ]
+}
+
+fn op_requests() -> Vec<(&'static str, OpRequest)> {
+    vec![
+        (
+            "Store",
+            OpRequest::Store {
+                name: name("wallet"),
+                version: 2,
+                replace: true,
+                sealed: bytes(1, 60),
+            },
+        ),
+        (
+            "Retrieve",
+            OpRequest::Retrieve {
+                name: name("wallet"),
+            },
+        ),
+        (
+            "List",
+            OpRequest::List {
+                after: Some(name("a")),
+            },
+        ),
+        (
+            "Delete",
+            OpRequest::Delete {
+                name: name("wallet"),
+            },
+        ),
+        ("Audit", OpRequest::Audit { after: 129 }),
+        (
+            "ChangePasswordStart",
+            OpRequest::ChangePasswordStart {
+                message: bytes(2, 32),
+            },
+        ),
+        (
+            "ChangePasswordFinish",
+            OpRequest::ChangePasswordFinish {
+                upload: bytes(3, 192),
+                sealed_storage_key: bytes(4, 73),
+            },
+        ),
+        ("Logout", OpRequest::Logout),
+    ]
+}
+
+fn op_responses() -> Vec<(&'static str, OpResponse)> {
+    let event = AuditEvent {
+        seq: 7,
+        time: 1_700_000_000,
+        body: EventBody::about(EventKind::Store, &name("wallet"), Outcome::Ok),
+        hash: [0xab; 32],
+    };
+    vec![
+        (
+            "Stored",
+            OpResponse::Stored {
+                version: 2,
+                created: 1_700_000_000,
+            },
+        ),
+        (
+            "Secret",
+            OpResponse::Secret {
+                version: 2,
+                created: 1_700_000_000,
+                sealed: bytes(1, 60),
+            },
+        ),
+        (
+            "List",
+            OpResponse::List {
+                entries: vec![SecretEntry {
+                    name: name("wallet"),
+                    version: 2,
+                    size: 19,
+                    created: 1_700_000_000,
+                }],
+                more: false,
+            },
+        ),
+        ("Deleted", OpResponse::Deleted),
+        (
+            "Audit",
+            OpResponse::Audit {
+                events: vec![event],
+                more: true,
+            },
+        ),
+        (
+            "ChangePasswordStarted",
+            OpResponse::ChangePasswordStarted {
+                message: bytes(2, 64),
+            },
+        ),
+        ("PasswordChanged", OpResponse::PasswordChanged),
+        ("LoggedOut", OpResponse::LoggedOut),
+        (
+            "Error",
+            OpResponse::Error(ErrorReply {
+                code: ErrorCode::VERSION_MISMATCH,
+                retry_after_secs: None,
+                expected_version: Some(3),
+            }),
+        ),
+    ]
+}
+
+type Table = BTreeMap<String, BTreeMap<String, String>>;
+
+fn table() -> Table {
+    let mut t = Table::new();
+    let mut put = |kind: &str, entries: Vec<(&str, Vec<u8>)>| {
+        t.insert(
+            kind.to_string(),
+            entries
+                .into_iter()
+                .map(|(n, b)| (n.to_string(), hex::encode(b)))
+                .collect(),
+        );
+    };
+    put(
+        "request",
+        requests().into_iter().map(|(n, m)| (n, m.encode())).collect(),
+    );
+    put(
+        "response",
+        responses()
+            .into_iter()
+            .map(|(n, m)| (n, m.encode()))
+            .collect(),
+    );
+    put(
+        "op_request",
+        op_requests()
+            .into_iter()
+            .map(|(n, m)| (n, m.encode()))
+            .collect(),
+    );
+    put(
+        "op_response",
+        op_responses()
+            .into_iter()
+            .map(|(n, m)| (n, m.encode()))
+            .collect(),
+    );
+    t
+}
+
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/messages.json");
+
+#[test]
+fn every_message_variant_has_exactly_the_bytes_of_the_spec() {
+    let ours = table();
+    if std::env::var_os("KEYSERVER_WRITE_VECTORS").is_some() {
+        let doc = serde_json::json!({
+            "description": "Exact encoding (postcard, hex) of one instance of every request and response variant, built from the fixed inputs in protocol/tests/wire_vectors.rs. A change here is a change of the wire protocol.",
+            "messages": ours,
+        });
+        std::fs::write(PATH, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(PATH).expect("spec/vectors/messages.json"))
+            .unwrap();
+    let theirs: Table = serde_json::from_value(doc["messages"].clone()).unwrap();
+    for (kind, entries) in &ours {
+        let spec = theirs
+            .get(kind)
+            .unwrap_or_else(|| panic!("no {kind} in the vectors"));
+        for (variant, hex) in entries {
+            assert_eq!(
+                Some(hex),
+                spec.get(variant),
+                "{kind} {variant}: the encoding differs from spec/vectors/messages.json"
+            );
+        }
+        assert_eq!(
+            entries.len(),
+            spec.len(),
+            "{kind}: the vectors name variants the code does not have"
+        );
+    }
+    assert_eq!(ours.len(), theirs.len());
+}
+
+#[test]
+fn every_vector_decodes_to_the_message_it_was_made_from() {
+    for (n, m) in requests() {
+        assert_eq!(Request::decode(&m.encode()).unwrap(), m, "{n}");
+    }
+    for (n, m) in responses() {
+        assert_eq!(Response::decode(&m.encode()).unwrap(), m, "{n}");
+    }
+    for (n, m) in op_requests() {
+        assert_eq!(OpRequest::decode(&m.encode()).unwrap(), m, "{n}");
+    }
+    for (n, m) in op_responses() {
+        assert_eq!(OpResponse::decode(&m.encode()).unwrap(), m, "{n}");
+    }
+}
+
+/// Every variant of every enum is in the samples: a new variant without a vector fails.
+#[test]
+fn the_samples_cover_every_variant() {
+    fn tags<T: serde::Serialize>(ms: &[(&str, T)]) -> Vec<u8> {
+        ms.iter()
+            .map(|(_, m)| keyserver_protocol::codec::encode(m)[0])
+            .collect()
+    }
+    for (kind, t) in [
+        ("request", tags(&requests())),
+        ("response", tags(&responses())),
+        ("op_request", tags(&op_requests())),
+        ("op_response", tags(&op_responses())),
+    ] {
+        let expected: Vec<u8> = (0..u8::try_from(t.len()).unwrap()).collect();
+        assert_eq!(t, expected, "{kind}: samples are not one per variant, in order");
+    }
+    // The tag after the last sample is no variant at all: alone, a known variant's tag
+    // either decodes (no fields) or runs out of input, an unknown one is refused by the
+    // variant visitor. So there is no variant the samples miss.
+    fn unknown_tag<T: serde::de::DeserializeOwned>(n: usize) -> bool {
+        matches!(
+            postcard::from_bytes::<T>(&[u8::try_from(n).unwrap()]),
+            Err(postcard::Error::SerdeDeCustom)
+        )
+    }
+    for n in 0..requests().len() {
+        assert!(!unknown_tag::<Request>(n), "request {n}");
+    }
+    assert!(unknown_tag::<Request>(requests().len()), "request");
+    assert!(unknown_tag::<Response>(responses().len()), "response");
+    assert!(unknown_tag::<OpRequest>(op_requests().len()), "op_request");
+    assert!(unknown_tag::<OpResponse>(op_responses().len()), "op_response");
+}
