@@ -22,6 +22,7 @@ use keyserver_protocol::{
     limits::MAX_MESSAGE,
     suite::{KsfParams, LOGIN_CONTEXT, Suite, identifiers},
 };
+use local_client::Link;
 use opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ServerLogin, ServerLoginParameters,
     ServerRegistration, ServerSetup,
@@ -164,15 +165,14 @@ pub(crate) fn start_echo(dir: &Path) -> anyhow::Result<Echo> {
             .arg(dir),
     )?;
     let field = |k: &str| -> anyhow::Result<std::net::SocketAddr> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
+        keyserver_tests::listening(&line, k)
             .with_context(|| format!("no {k} in {line:?}"))?
             .parse()
             .context("bad address")
     };
     Ok(Echo {
-        quic: field("quic=")?,
-        tcp: field("tcp=")?,
+        quic: field("quic")?,
+        tcp: field("tcp")?,
         _process: process,
     })
 }

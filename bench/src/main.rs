@@ -22,9 +22,8 @@
 mod floors;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -32,7 +31,8 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Parser;
 use keyserver_protocol::{SecretBytes, SecretName, UserName, suite::KsfParams};
-use local_client::{ClientConfig, Connection, Session, Transport};
+use keyserver_tests::PgSchema;
+use local_client::{ClientConfig, Connection, Link, Session, Transport};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,62 +135,27 @@ where
     })
 }
 
-/// A child process; killed when dropped.
-pub(crate) struct ServerProcess(Child);
-
-impl ServerProcess {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A child process; killed when dropped (the tests' harness).
+pub(crate) use keyserver_tests::Process as ServerProcess;
 
 /// Spawns `cmd` and waits (60 s at most) for the first line it prints.
 pub(crate) fn spawn_and_read_line(cmd: &mut Command) -> anyhow::Result<(ServerProcess, String)> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start a child process")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let guard = ServerProcess(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = tx.send(l);
-        }
-        for _ in lines {}
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("the child printed no first line")?;
-    Ok((guard, line))
+    ServerProcess::spawn_and_read_line(cmd, Duration::from_secs(60))
+        .context("cannot start a child process")
 }
 
+/// Starts the keyserver `bin` on `dir` (the tests' harness); the process and its QUIC
+/// address.
 fn start_server(
     bin: &Path,
     dir: &Path,
     extra: &[String],
-) -> anyhow::Result<(ServerProcess, String)> {
-    let (guard, line) = spawn_and_read_line(
-        Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("KEYSERVER_LOG", "warn"),
-    )?;
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("quic="))
-        .context("no quic= address")?;
-    Ok((guard, addr.to_string()))
+) -> anyhow::Result<(keyserver_tests::Server, String)> {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let server = keyserver_tests::Server::try_start(bin, dir, &extra, &[])
+        .context("cannot start the keyserver")?;
+    let addr = server.addr.clone();
+    Ok((server, addr))
 }
 
 fn default_keyserver() -> anyhow::Result<PathBuf> {
@@ -432,17 +397,7 @@ fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
 
 /// A data dir made by `keyserver init`, with the benchmark's config.
 fn init_dir(bin: &Path, dir: &Path) -> anyhow::Result<()> {
-    let init = Command::new(bin)
-        .arg("init")
-        .arg("--data-dir")
-        .arg(dir)
-        .output()?;
-    if !init.status.success() {
-        bail!(
-            "keyserver init failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-    }
+    keyserver_tests::try_init(bin, dir)?;
     std::fs::write(dir.join("keyserver.toml"), BENCH_CONFIG)?;
     Ok(())
 }
@@ -774,46 +729,24 @@ async fn echo_load(
     let tls = local_client::connect::tls_config(&certs)?;
     // A sealed retrieve request is about this size.
     let payload: Arc<[u8]> = vec![0x5a; 64].into();
-    let link = Arc::new(if quic {
-        EchoLink::Quic(local_client::connect::QuicLink::connect(echo.quic, "localhost", tls).await?)
+    // The same link code the real client uses.
+    let link: Arc<dyn Link> = if quic {
+        Arc::new(local_client::connect::QuicLink::connect(echo.quic, "localhost", tls).await?)
     } else {
-        EchoLink::Tcp(local_client::tcp::TcpLink::connect(echo.tcp, "localhost", tls).await?)
-    });
+        Arc::new(local_client::tcp::TcpLink::connect(echo.tcp, "localhost", tls).await?)
+    };
     let l = link.clone();
     let load = measure(in_flight, secs, move |_| {
         let (l, p) = (l.clone(), payload.clone());
         async move {
-            let r = l.call(&p).await?;
+            let r = l.call(&p).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
             anyhow::ensure!(r.len() == p.len(), "echo changed the size");
             Ok(())
         }
     })
     .await?;
-    link.close().await;
+    link.close_and_wait().await;
     Ok(load)
-}
-
-/// A client link to the echo server: the same link code the real client uses.
-enum EchoLink {
-    Quic(local_client::connect::QuicLink),
-    Tcp(local_client::tcp::TcpLink),
-}
-
-impl EchoLink {
-    async fn call(&self, req: &[u8]) -> anyhow::Result<Vec<u8>> {
-        match self {
-            Self::Quic(l) => l.call(req).await,
-            Self::Tcp(l) => l.call(req).await,
-        }
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-    }
-
-    async fn close(&self) {
-        match self {
-            Self::Quic(l) => l.close_and_wait().await,
-            Self::Tcp(l) => l.close(),
-        }
-    }
 }
 
 /// RSS growth of a fresh server over `plan.idle_sessions` sessions, after a warm-up.
@@ -854,14 +787,13 @@ async fn postgres_stores(
     url: &str,
     plan: &Plan,
 ) -> anyhow::Result<Vec<Figure>> {
-    let schema = BenchSchema::create(url).await?;
-    schema.reset(1).await?;
-    let floor = floors::postgres_insert_floor(url, &schema.schema(1), plan.secs).await;
+    let schema = PgSchema::try_create_in(url).map_err(anyhow::Error::msg)?;
+    let floor = floors::postgres_insert_floor(url, schema.name(), plan.secs).await;
     let result = async {
         let floor = floor?;
         let dir = tmp.join("postgres");
         init_dir(bin, &dir)?;
-        let (server, addr) = start_server(bin, &dir, &["--database-url".into(), schema.url(1)])?;
+        let (server, addr) = start_server(bin, &dir, &["--database-url".into(), schema.url()])?;
         let conn =
             Connection::connect(&client_config(&addr, &dir.join("ca.pem"), Transport::Quic)?)
                 .await?;
@@ -885,7 +817,7 @@ async fn postgres_stores(
         anyhow::Ok(out)
     }
     .await;
-    schema.drop_all().await?;
+    drop(schema);
     result
 }
 
@@ -919,14 +851,7 @@ async fn time_enumeration(bin: &Path, rounds: usize) -> anyhow::Result<()> {
     use keyserver_protocol::{Request, Response, handshake::login};
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("data");
-    let init = Command::new(bin)
-        .arg("init")
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()?;
-    if !init.status.success() {
-        bail!("keyserver init failed");
-    }
+    keyserver_tests::try_init(bin, &dir)?;
     // No lockout and no rate limit during the measurement: both would change the path taken.
     std::fs::write(
         dir.join("keyserver.toml"),
@@ -1007,25 +932,28 @@ async fn fleet(args: &Args, bin: &Path, secs: f64) -> anyhow::Result<()> {
         instances: 1,
         database_url: None,
     }];
-    let schema = match &args.database_url {
-        Some(url) => Some(BenchSchema::create(url).await?),
-        None => None,
-    };
-    if let Some(schema) = &schema {
+    if let Some(url) = &args.database_url {
         for instances in [1, 3] {
             deployments.push(Deployment {
                 backend: "postgres",
                 instances,
-                database_url: Some(schema.url(instances)),
+                database_url: Some(url.clone()),
             });
         }
     }
     let mut rows = Vec::new();
     for d in &deployments {
-        if let Some(schema) = &schema {
-            schema.reset(d.instances).await?;
-        }
-        rows.extend(measure_deployment(bin, d, secs).await?);
+        // A fresh schema per deployment, dropped after it.
+        let schema = match &d.database_url {
+            Some(url) => Some(PgSchema::try_create_in(url).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let d = Deployment {
+            backend: d.backend,
+            instances: d.instances,
+            database_url: schema.as_ref().map(PgSchema::url),
+        };
+        rows.extend(measure_deployment(bin, &d, secs).await?);
     }
     println!(
         "{:<22} {:<8} {:>4} {:<5} {:>9} {:>9} {:>10} {:>10} {:>10}",
@@ -1058,9 +986,6 @@ async fn fleet(args: &Args, bin: &Path, secs: f64) -> anyhow::Result<()> {
             .collect();
         std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
     }
-    if let Some(schema) = schema {
-        schema.drop_all().await?;
-    }
     Ok(())
 }
 
@@ -1072,71 +997,10 @@ fn fleet_pick(sessions: &[Vec<Session>], id: u64) -> &Session {
     &list[(w / sessions.len() + i) % list.len()]
 }
 
-/// A scratch schema per deployment in the benchmark's Postgres database.
-struct BenchSchema {
-    base: String,
-    name: String,
-}
-
-impl BenchSchema {
-    async fn create(base: &str) -> anyhow::Result<Self> {
-        let name = format!("ks_bench_{}", std::process::id());
-        Ok(Self {
-            base: base.to_string(),
-            name,
-        })
-    }
-
-    fn schema(&self, instances: usize) -> String {
-        format!("{}_{instances}", self.name)
-    }
-
-    fn url(&self, instances: usize) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!(
-            "{}{sep}options[search_path]={}",
-            self.base,
-            self.schema(instances)
-        )
-    }
-
-    async fn exec(&self, sql: &str) -> anyhow::Result<()> {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&self.base).await?;
-        sqlx::query(sql).execute(&mut c).await?;
-        Ok(())
-    }
-
-    async fn reset(&self, instances: usize) -> anyhow::Result<()> {
-        let s = self.schema(instances);
-        self.exec(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
-            .await?;
-        self.exec(&format!("CREATE SCHEMA {s}")).await
-    }
-
-    async fn drop_all(&self) -> anyhow::Result<()> {
-        for n in [1, 3] {
-            self.exec(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema(n)))
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Result<Vec<Row>> {
     let tmp = tempfile::tempdir()?;
     let first = tmp.path().join("instance-0");
-    let init = Command::new(bin)
-        .arg("init")
-        .arg("--data-dir")
-        .arg(&first)
-        .output()?;
-    if !init.status.success() {
-        bail!(
-            "keyserver init failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-    }
+    keyserver_tests::try_init(bin, &first)?;
     let mut servers = Vec::new();
     for i in 0..d.instances {
         let dir = tmp.path().join(format!("instance-{i}"));

@@ -59,6 +59,9 @@ pub struct Config {
     /// Most sessions one account may hold at once (fleet-wide); more logins get
     /// `SLOW_DOWN`. Default 32.
     pub max_sessions_per_account: u64,
+    /// Most secrets one account may hold; more stores of new names get `QUOTA`.
+    /// Default 10,000.
+    pub max_secrets_per_account: u64,
     /// A session ends after this long without a request. Default 15 minutes.
     pub session_idle_timeout_secs: u64,
     /// A session ends this long after login whatever happens. Default 12 hours.
@@ -100,6 +103,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             database_url: None,
             max_sessions_per_account: 32,
+            max_secrets_per_account: 10_000,
             session_idle_timeout_secs: 15 * 60,
             session_lifetime_secs: 12 * 3600,
             max_sessions: 100_000,
@@ -182,6 +186,12 @@ impl Config {
             self.max_sessions_per_account,
             1,
             100_000,
+        )?;
+        range(
+            "max_secrets_per_account",
+            self.max_secrets_per_account,
+            1,
+            10_000_000,
         )?;
         range(
             "handshake_timeout_secs",
@@ -274,6 +284,9 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # session_lifetime_secs = 43200
 # max_sessions = 100000
 # max_sessions_per_account = 32
+
+# Most secrets one account may hold.
+# max_secrets_per_account = 10000
 
 # A login or registration must finish within this time; unfinished logins count as failed.
 # handshake_timeout_secs = 30

@@ -15,76 +15,14 @@
 
 use std::{
     fs,
-    io::{Read, Write},
     path::{Path, PathBuf},
 };
 
-use crate::{config, pki, server_setup};
-
-/// What went wrong with the data dir.
-#[derive(Debug, thiserror::Error)]
-pub enum DataDirError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file exists but its contents are wrong.
-    #[error("{0}: {1}")]
-    Invalid(String, String),
-    /// A file is larger than it can legitimately be.
-    #[error("{0}: file is larger than {1} bytes")]
-    TooLarge(String, u64),
-    /// Certificate generation failed.
-    #[error("cannot create the development PKI: {0}")]
-    Pki(String),
-    /// Sealing or opening failed.
-    #[error("{0}")]
-    Crypto(String),
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
-    move |source| DataDirError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Reads a whole file of at most `max` bytes.
-pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, DataDirError> {
-    let f = fs::File::open(path).map_err(io(path))?;
-    let mut buf = Vec::new();
-    f.take(max + 1).read_to_end(&mut buf).map_err(io(path))?;
-    if buf.len() as u64 > max {
-        return Err(DataDirError::TooLarge(path.display().to_string(), max));
-    }
-    Ok(buf)
-}
-
-fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataDirError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
-}
-
-/// Writes a new file readable by its owner only (0600).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
-    write_mode(path, bytes, 0o600)
-}
-
-/// Writes a new file anyone may read (0644).
-pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
-    write_mode(path, bytes, 0o644)
-}
+use crate::{
+    config,
+    files::{FileError, io, write_public},
+    pki, server_setup,
+};
 
 /// The files that make a data dir complete.
 const REQUIRED: [&str; 6] = [
@@ -102,7 +40,7 @@ pub fn is_initialised(dir: &Path) -> bool {
 }
 
 /// Creates the data dir at `dir` if it does not exist. Returns whether it was created.
-pub fn init(dir: &Path) -> Result<bool, DataDirError> {
+pub fn init(dir: &Path) -> Result<bool, FileError> {
     if is_initialised(dir) {
         return Ok(false);
     }
@@ -112,7 +50,7 @@ pub fn init(dir: &Path) -> Result<bool, DataDirError> {
             .filter(|f| !dir.join(f).is_file())
             .copied()
             .collect();
-        return Err(DataDirError::Invalid(
+        return Err(FileError::Invalid(
             dir.display().to_string(),
             format!(
                 "exists but is incomplete (missing {}); refusing to overwrite it",
@@ -148,7 +86,7 @@ pub fn init(dir: &Path) -> Result<bool, DataDirError> {
     Ok(true)
 }
 
-fn tempdir_in(parent: &Path) -> Result<PathBuf, DataDirError> {
+fn tempdir_in(parent: &Path) -> Result<PathBuf, FileError> {
     use std::os::unix::fs::DirBuilderExt;
     let mut rnd = [0u8; 8];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rnd);
@@ -185,18 +123,6 @@ mod tests {
     fn refuses_to_complete_a_partial_data_dir() {
         let root = tempfile::tempdir().unwrap();
         fs::write(root.path().join("ca.pem"), b"x").unwrap();
-        assert!(matches!(init(root.path()), Err(DataDirError::Invalid(..))));
-    }
-
-    #[test]
-    fn read_bounded_refuses_large_files() {
-        let root = tempfile::tempdir().unwrap();
-        let p = root.path().join("f");
-        fs::write(&p, vec![0u8; 11]).unwrap();
-        assert!(matches!(
-            read_bounded(&p, 10),
-            Err(DataDirError::TooLarge(..))
-        ));
-        assert_eq!(read_bounded(&p, 11).unwrap().len(), 11);
+        assert!(matches!(init(root.path()), Err(FileError::Invalid(..))));
     }
 }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::{config::Config, storage::Guesses};
 
 /// The lockout rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,23 @@ impl LockoutPolicy {
             .checked_shl(u32::try_from(over).unwrap_or(u32::MAX))
             .unwrap_or(u32::MAX);
         Some(self.base.saturating_mul(factor).min(self.max))
+    }
+
+    /// Decides a login start at `now` (Unix seconds) against the counter `g` and, if the
+    /// login may go on, counts its guess in `g`. A refused login leaves `g` as it was: a
+    /// locked account's lockout does not grow while it is refused.
+    pub fn start(&self, g: &mut Guesses, now: i64) -> LoginGate {
+        let gate = self.decide(g.failed, g.last_attempt, now);
+        if gate == LoginGate::Allowed {
+            g.failed = g.failed.saturating_add(1);
+            g.last_attempt = Some(now);
+        }
+        gate
+    }
+
+    /// Records a login that finished with the right password: the count starts again.
+    pub fn succeeded(g: &mut Guesses) {
+        g.failed = 0;
     }
 
     /// Decides a login start for an account with `failures` consecutive failures, the last
@@ -99,6 +116,33 @@ mod tests {
             }
         );
         assert_eq!(policy().decide(3, Some(1000), 1010), LoginGate::Allowed);
+    }
+
+    #[test]
+    fn a_start_counts_its_guess_unless_refused_and_a_success_resets_the_count() {
+        let p = policy();
+        let mut g = Guesses::default();
+        for i in 1..=3 {
+            assert_eq!(p.start(&mut g, 1000), LoginGate::Allowed);
+            assert_eq!(g.failed, i);
+        }
+        assert_eq!(
+            p.start(&mut g, 1001),
+            LoginGate::Locked {
+                retry_after_secs: 9
+            }
+        );
+        assert_eq!(
+            g,
+            Guesses {
+                failed: 3,
+                last_attempt: Some(1000)
+            }
+        );
+        assert_eq!(p.start(&mut g, 1010), LoginGate::Allowed);
+        assert_eq!(g.failed, 4);
+        LockoutPolicy::succeeded(&mut g);
+        assert_eq!(g.failed, 0);
     }
 
     #[test]

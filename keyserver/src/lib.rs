@@ -1,26 +1,34 @@
 //! The keyserver: a thin I/O shell around `keyserver-protocol`.
 //!
+//! ```text
+//! transport (quic, tcp) ── bytes ──▶ service::Core::handle ──▶ storage::Storage
+//!                                     (handshakes, sessions,      (one job = one
+//!                                      operations; clock read     transaction, over
+//!                                      once per request)           sqlite or postgres)
+//! ```
+//!
 //! - [`config`]: validated settings, from defaults, the data dir's file and flags.
-//! - [`data_dir`], [`pki`], [`server_setup`]: the data dir, made on first start.
-//! - [`transport`]: QUIC (quinn) carrying envelopes to [`dispatch::Core`].
-//! - [`dispatch`]: handshakes ([`handshake`]), sessions ([`session`]), operations
-//!   ([`ops`]), guess limiting ([`guess_limit`]).
-//! - [`storage`]: the storage contract and its backends.
+//! - [`data_dir`], [`pki`], [`server_setup`], [`files`]: the data dir, made on first start.
+//! - [`transport`]: QUIC (quinn) and TLS 1.3 over TCP, carrying envelopes to the service.
+//! - [`service`]: the protocol service: admission, registration, login, sessions, sealed
+//!   requests and one module per operation.
+//! - [`storage`]: the storage contract (row primitives in one transaction) and its two
+//!   backends; [`audit`] and [`guess_limit`] are rules written once above it.
+//! - [`clock`]: the one clock, read once per request.
 //!
 //! [`Server::start`] binds and serves; [`Server::shutdown`] stops accepting, finishes the
 //! requests in flight and returns.
 
+pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod data_dir;
-pub mod dispatch;
+pub mod files;
 pub mod guess_limit;
-pub mod handshake;
-pub mod ops;
 pub mod pki;
-pub mod rate_limit;
 pub mod server_setup;
-pub mod session;
+pub mod service;
 pub mod storage;
 pub mod transport;
 
@@ -30,10 +38,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::info;
 
 use crate::{
+    clock::{Clock, SystemClock},
     config::{Config, ConfigError},
-    data_dir::DataDirError,
-    dispatch::Core,
-    storage::{Storage, StorageError, postgres::PostgresStorage, sqlite::SqliteStorage},
+    files::FileError,
+    service::Core,
+    storage::{Backend, Storage, StorageError, postgres::PostgresBackend, sqlite::SqliteBackend},
     transport::tls::TlsConfigError,
 };
 
@@ -45,7 +54,7 @@ pub enum StartError {
     Config(#[from] ConfigError),
     /// The data dir could not be made or read.
     #[error(transparent)]
-    DataDir(#[from] DataDirError),
+    DataDir(#[from] FileError),
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Storage(#[from] StorageError),
@@ -86,23 +95,33 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Server {
     /// Creates the data dir if needed, opens storage, binds and starts serving.
     pub async fn start(data_dir: PathBuf, config: Config) -> Result<Self, StartError> {
+        Self::start_with_clock(data_dir, config, Arc::new(SystemClock::default())).await
+    }
+
+    /// [`Self::start`] with another clock (tests move time).
+    pub async fn start_with_clock(
+        data_dir: PathBuf,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
         data_dir::init(&data_dir)?;
         let setup = server_setup::load(
             &data_dir,
             &server_setup::SetupKeySource::default_for(&data_dir),
         )?;
-        let storage: Arc<dyn Storage> = match &config.database_url {
-            None => Arc::new(SqliteStorage::open(&data_dir.join("keyserver.db")).await?),
+        let backend: Arc<dyn Backend> = match &config.database_url {
+            None => Arc::new(SqliteBackend::open(&data_dir.join("keyserver.db")).await?),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Arc::new(
-                    PostgresStorage::connect(url)
+                    PostgresBackend::connect(url)
                         .await
                         .map_err(|e| StartError::Database(redact_url(url), e))?,
                 )
             }
             Some(url) => return Err(StartError::UnsupportedDatabase(redact_url(url))),
         };
+        let storage = Storage::new(backend);
         let (certs, key) = pki::load_server_identity(&data_dir)?;
         let tls = transport::tls::server_config(certs, key)?;
         let (quic, tcp) = bind_both(config.listen, &tls, &config).await?;
@@ -118,7 +137,7 @@ impl Server {
             max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
         };
-        let core = Arc::new(Core::new(config, storage, setup));
+        let core = Arc::new(Core::new(config, storage, setup, clock));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let killer = Arc::new(transport::ConnectionKiller::default());
@@ -244,7 +263,7 @@ async fn sweeper(core: Arc<Core>, shutdown: CancellationToken) {
 }
 
 /// A database URL without its password, for messages.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
         _ => url.chars().take(64).collect(),

@@ -11,14 +11,14 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::data_dir::{DataDirError, write_private, write_public};
+use crate::files::{FileError, write_private, write_public};
 
 /// The names the development server certificate is valid for.
 pub const DEV_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 
 /// Makes `ca.pem`, `ca.key`, `server.pem` and `server.key` in `dir`.
-pub fn create_dev_pki(dir: &Path) -> Result<(), DataDirError> {
-    let pki = |e: rcgen::Error| DataDirError::Pki(e.to_string());
+pub fn create_dev_pki(dir: &Path) -> Result<(), FileError> {
+    let pki = |e: rcgen::Error| FileError::Pki(e.to_string());
     let ca_key = KeyPair::generate().map_err(pki)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -47,22 +47,22 @@ pub fn create_dev_pki(dir: &Path) -> Result<(), DataDirError> {
 /// Reads the server's certificate chain and key.
 pub fn load_server_identity(
     dir: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), DataDirError> {
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), FileError> {
     let cert_path = dir.join("server.pem");
     let key_path = dir.join("server.key");
     let certs = rustls_pemfile::certs(&mut read_pem(&cert_path)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| DataDirError::Invalid(cert_path.display().to_string(), e.to_string()))?;
+        .map_err(|e| FileError::Invalid(cert_path.display().to_string(), e.to_string()))?;
     if certs.is_empty() {
-        return Err(DataDirError::Invalid(
+        return Err(FileError::Invalid(
             cert_path.display().to_string(),
             "no certificate in file".into(),
         ));
     }
     let key = rustls_pemfile::private_key(&mut read_pem(&key_path)?.as_slice())
-        .map_err(|e| DataDirError::Invalid(key_path.display().to_string(), e.to_string()))?
+        .map_err(|e| FileError::Invalid(key_path.display().to_string(), e.to_string()))?
         .ok_or_else(|| {
-            DataDirError::Invalid(
+            FileError::Invalid(
                 key_path.display().to_string(),
                 "no private key in file".into(),
             )
@@ -70,6 +70,6 @@ pub fn load_server_identity(
     Ok((certs, key))
 }
 
-fn read_pem(path: &Path) -> Result<Vec<u8>, DataDirError> {
-    crate::data_dir::read_bounded(path, 1024 * 1024)
+fn read_pem(path: &Path) -> Result<Vec<u8>, FileError> {
+    crate::files::read_bounded(path, 1024 * 1024)
 }

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use keyserver_protocol::ServerSetup;
 
-use crate::data_dir::{DataDirError, read_bounded, write_private};
+use crate::files::{FileError, read_bounded, write_private};
 
 const VERSION: u8 = 1;
 const AAD: &[u8] = b"keyserver/1 server setup";
@@ -36,7 +36,7 @@ impl SetupKeySource {
         Self::File(dir.join(KEY_FILE))
     }
 
-    fn create(&self) -> Result<Zeroizing<[u8; 32]>, DataDirError> {
+    fn create(&self) -> Result<Zeroizing<[u8; 32]>, FileError> {
         let Self::File(path) = self;
         let mut key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(key.as_mut());
@@ -44,11 +44,11 @@ impl SetupKeySource {
         Ok(key)
     }
 
-    fn load(&self) -> Result<Zeroizing<[u8; 32]>, DataDirError> {
+    fn load(&self) -> Result<Zeroizing<[u8; 32]>, FileError> {
         let Self::File(path) = self;
         let bytes = Zeroizing::new(read_bounded(path, 64)?);
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            DataDirError::Invalid(
+            FileError::Invalid(
                 path.display().to_string(),
                 "a setup key is exactly 32 bytes".into(),
             )
@@ -57,26 +57,14 @@ impl SetupKeySource {
     }
 }
 
-/// A 32-byte key derived from the OPAQUE setup, the one secret every instance of a fleet
-/// shares: HKDF-SHA256(ikm = the serialized setup, info = `label`). Used for keys that
-/// every instance must agree on without another secret to distribute (sealing session
-/// keys at rest, seeding fake records).
-pub fn derive_key(setup: &ServerSetup, label: &[u8]) -> Zeroizing<[u8; 32]> {
-    let ikm = Zeroizing::new(setup.serialize().to_vec());
-    let mut out = Zeroizing::new([0u8; 32]);
-    // 32 bytes is far below HKDF-SHA256's output limit; expand cannot fail.
-    let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, &ikm).expand(label, out.as_mut());
-    out
-}
-
-fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, DataDirError> {
+fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, FileError> {
     UnboundKey::new(&CHACHA20_POLY1305, key)
         .map(LessSafeKey::new)
-        .map_err(|_| DataDirError::Crypto("cannot load the setup key".into()))
+        .map_err(|_| FileError::Crypto("cannot load the setup key".into()))
 }
 
 /// Makes a new OPAQUE setup and seals it into `dir`.
-pub fn create(dir: &Path, source: &SetupKeySource) -> Result<(), DataDirError> {
+pub fn create(dir: &Path, source: &SetupKeySource) -> Result<(), FileError> {
     let key = source.create()?;
     let setup = ServerSetup::new(&mut OsRng);
     let mut buf = Zeroizing::new(setup.serialize().to_vec());
@@ -88,7 +76,7 @@ pub fn create(dir: &Path, source: &SetupKeySource) -> Result<(), DataDirError> {
             Aad::from(AAD),
             &mut *buf,
         )
-        .map_err(|_| DataDirError::Crypto("cannot seal the server setup".into()))?;
+        .map_err(|_| FileError::Crypto("cannot seal the server setup".into()))?;
     let mut out = Vec::with_capacity(1 + 12 + buf.len());
     out.push(VERSION);
     out.extend_from_slice(&nonce);
@@ -97,9 +85,9 @@ pub fn create(dir: &Path, source: &SetupKeySource) -> Result<(), DataDirError> {
 }
 
 /// Opens the sealed OPAQUE setup in `dir`.
-pub fn load(dir: &Path, source: &SetupKeySource) -> Result<ServerSetup, DataDirError> {
+pub fn load(dir: &Path, source: &SetupKeySource) -> Result<ServerSetup, FileError> {
     let path = dir.join(SETUP_FILE);
-    let invalid = |why: &str| DataDirError::Invalid(path.display().to_string(), why.to_string());
+    let invalid = |why: &str| FileError::Invalid(path.display().to_string(), why.to_string());
     let key = source.load()?;
     let sealed = read_bounded(&path, 4096)?;
     let (version, rest) = sealed.split_first().ok_or_else(|| invalid("empty file"))?;
@@ -133,7 +121,7 @@ mod tests {
         std::fs::write(dir.path().join(KEY_FILE), [7u8; 32]).unwrap();
         assert!(matches!(
             load(dir.path(), &src),
-            Err(DataDirError::Invalid(..))
+            Err(FileError::Invalid(..))
         ));
     }
 

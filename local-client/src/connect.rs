@@ -7,7 +7,10 @@ use keyserver_protocol::{ALPN, limits::MAX_MESSAGE};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::{RootCertStore, pki_types::CertificateDer};
 
-use crate::ClientError;
+use async_trait::async_trait;
+
+pub use crate::link::LinkError;
+use crate::{ClientError, link::Link};
 
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,16 +18,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest CA file read.
 const MAX_CA_FILE: u64 = 1024 * 1024;
-
-/// A request on one link failed.
-#[derive(Debug)]
-pub enum LinkError {
-    /// The connection is gone (or timed out); the request may or may not have reached the
-    /// server. Reconnect and send the same bytes again.
-    Lost(String),
-    /// Anything else: do not retry.
-    Fatal(ClientError),
-}
 
 /// Reads PEM certificates from `path`.
 pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
@@ -169,17 +162,20 @@ impl QuicLink {
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
     }
+}
 
-    /// Closes the connection politely.
-    pub fn close(&self) {
+#[async_trait]
+impl Link for QuicLink {
+    async fn call(&self, request: &[u8]) -> Result<Vec<u8>, LinkError> {
+        Self::call(self, request).await
+    }
+
+    fn close(&self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
     }
 
-    /// Closes the connection and waits (briefly) until the server has been told, so that a
-    /// process about to exit does not leave the server holding a dead connection until its
-    /// idle timeout.
-    pub async fn close_and_wait(&self) {
-        self.close();
+    async fn close_and_wait(&self) {
+        Link::close(self);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }

@@ -1,6 +1,6 @@
 //! What can go wrong for a client, sorted by what the caller should do about it.
 
-use keyserver_protocol::{ErrorCode, ErrorReply};
+use keyserver_protocol::{ErrorCode, ErrorReply, handshake::HandshakeError};
 
 /// A client operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,5 +76,19 @@ impl From<ErrorReply> for ClientError {
             ErrorCode::UNKNOWN_SESSION | ErrorCode::SESSION_EXPIRED => Self::SessionEnded,
             code => Self::Server(code),
         }
+    }
+}
+
+/// A handshake step that failed on this side.
+pub(crate) fn handshake_error(e: HandshakeError) -> ClientError {
+    match e {
+        HandshakeError::AuthFailed => ClientError::AuthFailed,
+        HandshakeError::Malformed => {
+            ClientError::Protocol("malformed OPAQUE message from the server")
+        }
+        HandshakeError::BadKsfParams => {
+            ClientError::InvalidInput("invalid key-stretching parameters".into())
+        }
+        HandshakeError::Internal => ClientError::Protocol("OPAQUE failure"),
     }
 }

@@ -19,9 +19,12 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use async_trait::async_trait;
+
 use crate::{
     ClientError,
-    connect::{CONNECT_TIMEOUT, LinkError, REQUEST_TIMEOUT},
+    connect::{CONNECT_TIMEOUT, REQUEST_TIMEOUT},
+    link::{Link, LinkError},
 };
 
 /// Most requests this client keeps in flight on one connection (the server's default
@@ -175,9 +178,15 @@ impl TcpLink {
     pub fn is_closed(&self) -> bool {
         self.dead.is_cancelled()
     }
+}
 
-    /// Closes the connection.
-    pub fn close(&self) {
+#[async_trait]
+impl Link for TcpLink {
+    async fn call(&self, request: &[u8]) -> Result<Vec<u8>, LinkError> {
+        Self::call(self, request).await
+    }
+
+    fn close(&self) {
         self.dead.cancel();
     }
 }

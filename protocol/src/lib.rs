@@ -35,6 +35,7 @@ pub mod names;
 pub mod ops;
 pub mod seal;
 pub mod secret;
+pub mod server_keys;
 pub mod session;
 pub mod suite;
 

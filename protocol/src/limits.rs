@@ -10,10 +10,13 @@ pub const MAX_USER_NAME: usize = 64;
 pub const MAX_SECRET_NAME: usize = 128;
 /// Largest secret a client may store, in bytes of plaintext (64 KiB).
 pub const MAX_SECRET: usize = 64 * 1024;
+/// Bytes a sealed blob adds to its plaintext: format version (1), nonce (24), tag (16).
+/// See `crate::seal`.
+pub const SEAL_OVERHEAD: usize = 1 + 24 + 16;
 /// Largest sealed secret: the plaintext plus the sealing overhead.
-pub const MAX_SEALED_SECRET: usize = MAX_SECRET + crate::seal::SEAL_OVERHEAD;
+pub const MAX_SEALED_SECRET: usize = MAX_SECRET + SEAL_OVERHEAD;
 /// Largest sealed storage key (it is always exactly this size; the bound is for parsers).
-pub const MAX_SEALED_STORAGE_KEY: usize = 32 + crate::seal::SEAL_OVERHEAD;
+pub const MAX_SEALED_STORAGE_KEY: usize = 32 + SEAL_OVERHEAD;
 /// Largest OPAQUE message carried in an envelope. The largest, `CredentialResponse`, is
 /// 320 bytes for our suite; opaque-ke checks the exact length when it parses.
 pub const MAX_OPAQUE_MESSAGE: usize = 512;

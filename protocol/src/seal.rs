@@ -31,8 +31,8 @@ use crate::{
 pub const SEAL_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
-/// Bytes a sealed blob adds to its plaintext.
-pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+pub use crate::limits::SEAL_OVERHEAD;
+const _: () = assert!(SEAL_OVERHEAD == 1 + NONCE_LEN + TAG_LEN);
 
 /// HKDF label of the master key.
 pub const MASTER_KEY_LABEL: &[u8] = b"keyserver/1 master key";

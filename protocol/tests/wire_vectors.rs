@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 //! Golden wire vectors: the exact bytes of every request and response variant, built from
 //! fixed inputs, checked against `spec/vectors/messages.json`.
 //!
@@ -17,7 +22,7 @@ use keyserver_protocol::{
     SealedResponse, SecretName, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
     codec::Bytes,
-    ops::SecretEntry,
+    ops::{self, SecretEntry},
     session::SessionId,
 };
 
@@ -129,44 +134,44 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
     vec![
         (
             "Store",
-            OpRequest::Store {
+            OpRequest::Store(ops::Store {
                 name: name("wallet"),
                 version: 2,
                 replace: true,
                 sealed: bytes(1, 60),
-            },
+            }),
         ),
         (
             "Retrieve",
-            OpRequest::Retrieve {
+            OpRequest::Retrieve(ops::Retrieve {
                 name: name("wallet"),
-            },
+            }),
         ),
         (
             "List",
-            OpRequest::List {
+            OpRequest::List(ops::List {
                 after: Some(name("a")),
-            },
+            }),
         ),
         (
             "Delete",
-            OpRequest::Delete {
+            OpRequest::Delete(ops::Delete {
                 name: name("wallet"),
-            },
+            }),
         ),
-        ("Audit", OpRequest::Audit { after: 129 }),
+        ("Audit", OpRequest::Audit(ops::Audit { after: 129 })),
         (
             "ChangePasswordStart",
-            OpRequest::ChangePasswordStart {
+            OpRequest::ChangePasswordStart(ops::ChangePasswordStart {
                 message: bytes(2, 32),
-            },
+            }),
         ),
         (
             "ChangePasswordFinish",
-            OpRequest::ChangePasswordFinish {
+            OpRequest::ChangePasswordFinish(ops::ChangePasswordFinish {
                 upload: bytes(3, 192),
                 sealed_storage_key: bytes(4, 73),
-            },
+            }),
         ),
         ("Logout", OpRequest::Logout),
     ]
@@ -182,22 +187,22 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
     vec![
         (
             "Stored",
-            OpResponse::Stored {
+            OpResponse::Stored(ops::Stored {
                 version: 2,
                 created: 1_700_000_000,
-            },
+            }),
         ),
         (
             "Secret",
-            OpResponse::Secret {
+            OpResponse::Secret(ops::Secret {
                 version: 2,
                 created: 1_700_000_000,
                 sealed: bytes(1, 60),
-            },
+            }),
         ),
         (
             "List",
-            OpResponse::List {
+            OpResponse::List(ops::ListPage {
                 entries: vec![SecretEntry {
                     name: name("wallet"),
                     version: 2,
@@ -205,21 +210,21 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
                     created: 1_700_000_000,
                 }],
                 more: false,
-            },
+            }),
         ),
         ("Deleted", OpResponse::Deleted),
         (
             "Audit",
-            OpResponse::Audit {
+            OpResponse::Audit(ops::AuditPage {
                 events: vec![event],
                 more: true,
-            },
+            }),
         ),
         (
             "ChangePasswordStarted",
-            OpResponse::ChangePasswordStarted {
+            OpResponse::ChangePasswordStarted(ops::ChangePasswordStarted {
                 message: bytes(2, 64),
-            },
+            }),
         ),
         ("PasswordChanged", OpResponse::PasswordChanged),
         ("LoggedOut", OpResponse::LoggedOut),
@@ -249,7 +254,10 @@ fn table() -> Table {
     };
     put(
         "request",
-        requests().into_iter().map(|(n, m)| (n, m.encode())).collect(),
+        requests()
+            .into_iter()
+            .map(|(n, m)| (n, m.encode()))
+            .collect(),
     );
     put(
         "response",
@@ -342,7 +350,10 @@ fn the_samples_cover_every_variant() {
         ("op_response", tags(&op_responses())),
     ] {
         let expected: Vec<u8> = (0..u8::try_from(t.len()).unwrap()).collect();
-        assert_eq!(t, expected, "{kind}: samples are not one per variant, in order");
+        assert_eq!(
+            t, expected,
+            "{kind}: samples are not one per variant, in order"
+        );
     }
     // The tag after the last sample is no variant at all: alone, a known variant's tag
     // either decodes (no fields) or runs out of input, an unknown one is refused by the
@@ -359,5 +370,8 @@ fn the_samples_cover_every_variant() {
     assert!(unknown_tag::<Request>(requests().len()), "request");
     assert!(unknown_tag::<Response>(responses().len()), "response");
     assert!(unknown_tag::<OpRequest>(op_requests().len()), "op_request");
-    assert!(unknown_tag::<OpResponse>(op_responses().len()), "op_response");
+    assert!(
+        unknown_tag::<OpResponse>(op_responses().len()),
+        "op_response"
+    );
 }

@@ -14,6 +14,9 @@
 //! The binaries are the ones `cargo test --workspace` builds next to the test executables
 //! (`target/<profile>/`); `KEYSERVER_BIN` and `LOCAL_CLIENT_BIN` override them.
 
+#[cfg(test)]
+mod layering;
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -40,9 +43,116 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A child process, killed (and reaped) when dropped, so that a failing test or benchmark
+/// leaves nothing running.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout piped and waits at most `timeout` for the first line it
+    /// prints; the rest of its stdout is drained so that it never blocks on a full pipe.
+    pub fn spawn_and_read_line(
+        cmd: &mut Command,
+        timeout: Duration,
+    ) -> std::io::Result<(Self, String)> {
+        let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take();
+        let mut process = Self { child: Some(child) };
+        let stdout = stdout.ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(line) => Ok((process, line)),
+            Err(_) => {
+                process.kill();
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the child printed no line within {timeout:?}"),
+                ))
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> std::io::Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| std::io::Error::other("not running"))?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the process did not exit within {limit:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The word `key=VALUE` of a listening line.
+pub fn listening(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// Runs `keyserver init --data-dir DIR` with the binary `bin`.
+pub fn try_init(bin: &Path, dir: &Path) -> std::io::Result<()> {
+    let out = Command::new(bin)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "keyserver init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
 /// A running `keyserver` process.
 pub struct Server {
-    child: Option<Child>,
+    process: Process,
     /// The QUIC address it listens on.
     pub addr: String,
     /// The TLS-over-TCP address it listens on.
@@ -62,72 +172,57 @@ impl Server {
 
     /// As [`Self::start`], with extra environment variables.
     pub fn start_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(bin("keyserver"));
+        Self::try_start(&bin("keyserver"), data_dir, args, env)
+            .unwrap_or_else(|e| panic!("keyserver did not start: {e}"))
+    }
+
+    /// Starts the binary `bin` as [`Self::start_env`] does, and says why if it cannot.
+    pub fn try_start(
+        bin: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
+        let mut cmd = Command::new(bin);
         cmd.arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(args);
         cmd.env("KEYSERVER_LOG", "warn")
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn keyserver");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("keyserver did not print its listening line within 60 s");
-            }
+        let (process, line) = Process::spawn_and_read_line(&mut cmd, Duration::from_secs(60))?;
+        let field = |key| {
+            listening(&line, key)
+                .ok_or_else(|| std::io::Error::other(format!("no {key}= in {line:?}")))
         };
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("quic="))
-            .unwrap_or_else(|| panic!("no quic= in {line:?}"))
-            .to_string();
-        let tcp_addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("tcp="))
-            .unwrap_or_else(|| panic!("no tcp= in {line:?}"))
-            .to_string();
-        Self {
-            child: Some(child),
-            addr,
-            tcp_addr,
+        Ok(Self {
+            addr: field("quic")?,
+            tcp_addr: field("tcp")?,
+            process,
             line,
             data_dir: data_dir.to_path_buf(),
-        }
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let st = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success());
-        wait_timeout(&mut child, Duration::from_secs(40))
+        self.process
+            .terminate(Duration::from_secs(40))
+            .expect("the server exits after SIGTERM")
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// A client for this server with its CA.
@@ -137,26 +232,6 @@ impl Server {
             ca: self.data_dir.join("ca.pem"),
             server_name: None,
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            return st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -286,24 +361,41 @@ pub struct PgSchema {
 }
 
 impl PgSchema {
-    /// Creates the schema.
+    /// Creates a schema in the database of `KEYSERVER_TEST_DATABASE_URL`; `None`, said
+    /// loudly on stderr (past the test harness's capture), when it is not set.
     pub fn create() -> Option<Self> {
         let Ok(base) = std::env::var("KEYSERVER_TEST_DATABASE_URL") else {
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED: Postgres end-to-end test: KEYSERVER_TEST_DATABASE_URL is not set"
+                "SKIPPED: Postgres test: KEYSERVER_TEST_DATABASE_URL is not set"
             );
             return None;
         };
-        let name = format!("ks_e2e_{:016x}", rand::random::<u64>());
-        pg_exec(&base, &format!("CREATE SCHEMA {name}"));
-        Some(Self { base, name })
+        Some(
+            Self::try_create_in(&base)
+                .expect("KEYSERVER_TEST_DATABASE_URL is set but Postgres is unusable"),
+        )
+    }
+
+    /// Creates a schema in the database at `base`.
+    pub fn try_create_in(base: &str) -> Result<Self, String> {
+        let name = format!("ks_scratch_{:016x}", rand::random::<u64>());
+        try_pg_exec(base, &format!("CREATE SCHEMA {name}"))?;
+        Ok(Self {
+            base: base.to_string(),
+            name,
+        })
     }
 
     /// A database URL whose connections use this schema.
     pub fn url(&self) -> String {
         let sep = if self.base.contains('?') { '&' } else { '?' };
         format!("{}{sep}options[search_path]={}", self.base, self.name)
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The base URL (the test database itself).
@@ -314,7 +406,7 @@ impl PgSchema {
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        pg_exec(
+        let _ = try_pg_exec(
             &self.base,
             &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
         );
@@ -323,33 +415,37 @@ impl Drop for PgSchema {
 
 /// Runs one SQL statement on `url` (on a runtime of its own, usable from any test).
 pub fn pg_exec(url: &str, sql: &str) {
+    try_pg_exec(url, sql).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs one SQL statement on `url`, on a thread and runtime of its own (usable from sync
+/// and async code alike).
+pub fn try_pg_exec(url: &str, sql: &str) -> Result<(), String> {
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         rt.block_on(async {
             use sqlx::Connection;
             let mut c = sqlx::PgConnection::connect(&url)
                 .await
-                .expect("KEYSERVER_TEST_DATABASE_URL is set but Postgres is unreachable");
-            sqlx::query(&sql).execute(&mut c).await.unwrap();
-        });
+                .map_err(|e| format!("cannot connect to Postgres: {e}"))?;
+            sqlx::query(&sql)
+                .execute(&mut c)
+                .await
+                .map_err(|e| format!("{sql}: {e}"))?;
+            Ok(())
+        })
     })
     .join()
-    .unwrap();
+    .map_err(|_| "the Postgres thread failed".to_string())?
 }
 
 /// Runs `keyserver init` into `dir`.
 pub fn init_data_dir(dir: &Path) {
-    let out = Command::new(bin("keyserver"))
-        .arg("init")
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .expect("keyserver init");
-    assert!(out.status.success(), "{out:?}");
+    try_init(&bin("keyserver"), dir).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Copies a data dir (the files only), as an operator provisions fleet instances.

@@ -1,36 +1,52 @@
-//! Storage: one contract, two backends (SQLite embedded, Postgres for fleets).
+//! Storage: the rows the server keeps, behind one narrow contract and two backends.
 //!
-//! The contract, which [`contract`] tests against every backend:
-//! - every mutation and the audit event that records it commit in one transaction, and an
-//!   acknowledged change is durable (on disk before it is acknowledged);
-//! - a read (retrieve, list) commits its audit event before the answer leaves; that event
-//!   survives a crash of the process, and may wait for the next durable commit to survive
-//!   a power cut (SQLite; Postgres makes every commit durable);
-//! - each account's audit events form a hash chain (`keyserver_protocol::audit_chain`) with
-//!   consecutive seqs from 1;
-//! - a secret's versions only grow, across deletes too, so a deleted and re-stored name
-//!   never reuses a version (and the server cannot pass an old ciphertext as current);
+//! ```text
+//!  service (handlers, rules)         decides: what to read, what to write, what to answer
+//!     │  Storage::write / read        one job = one transaction
+//!     ▼
+//!  Backend (sqlite, postgres)         runs a job as one transaction, durably
+//!     │  &mut dyn Tx
+//!     ▼
+//!  Tx                                 row primitives only: read a row, write a row
+//! ```
+//!
+//! No decision lives below [`Storage`]: a backend reads and writes rows, in its own SQL
+//! dialect, and every rule (the store decision, the audit append, the lockout, the
+//! at-most-once answer) is written once, above it, over [`Tx`]. So the two backends cannot
+//! drift apart, and a new feature is written once.
+//!
+//! What every backend guarantees (tested by [`contract`] on each):
+//! - a job runs as one transaction: all of its writes commit, or none does;
+//! - an acknowledged [`Durability::Disk`] job is on disk before [`Storage::write`] returns,
+//!   so neither a killed process nor a power cut loses it;
+//! - in a write job, reading an account ([`Tx::account`], [`Tx::account_by_name`]) locks it
+//!   until the job ends, across every instance sharing the database: the jobs of one account
+//!   are serialised (its audit chain stays linear, its guess count cannot be passed);
 //! - nothing here ever holds a plaintext secret, a password or a key that opens a secret.
 
 pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
-pub(crate) mod contract;
-#[cfg(test)]
-pub(crate) mod test_postgres;
+mod contract;
 
-use async_trait::async_trait;
-
-use crate::guess_limit::{LockoutPolicy, LoginGate};
-use keyserver_protocol::{
-    SecretName, UserName,
-    audit_chain::{AuditEvent, EventBody},
-    ops::SecretEntry,
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
 };
 
-/// Most secrets one account may hold.
-pub const MAX_SECRETS_PER_ACCOUNT: u64 = 10_000;
+use async_trait::async_trait;
+use keyserver_protocol::{
+    SecretName, UserName,
+    audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
+};
+
+/// A boxed future that can move between threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An account's internal id.
+pub type AccountId = i64;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -56,51 +72,208 @@ impl From<sqlx::Error> for StorageError {
     }
 }
 
-/// A stored account.
-#[derive(Clone, Debug)]
-pub struct Account {
+/// A stored count or sequence number that must not be negative.
+pub(crate) fn u64_of(v: i64) -> Result<u64, StorageError> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative count {v}")))
+}
+
+/// A count or sequence number as the databases store it (signed 64 bits).
+pub(crate) fn i64_of(v: u64) -> Result<i64, StorageError> {
+    i64::try_from(v).map_err(|_| StorageError::Corrupt(format!("count {v} out of range")))
+}
+
+/// A stored user name, checked again on the way out.
+pub(crate) fn user_of(s: String) -> Result<UserName, StorageError> {
+    UserName::new(s).map_err(|e| StorageError::Corrupt(format!("stored user name: {e}")))
+}
+
+/// A stored secret name, checked again on the way out.
+pub(crate) fn secret_name_of(s: String) -> Result<SecretName, StorageError> {
+    SecretName::new(s).map_err(|e| StorageError::Corrupt(format!("stored secret name: {e}")))
+}
+
+/// A stored 32-byte hash.
+pub(crate) fn hash_of(b: &[u8]) -> Result<[u8; 32], StorageError> {
+    b.try_into()
+        .map_err(|_| StorageError::Corrupt("stored hash is not 32 bytes".into()))
+}
+
+/// An account row as a database returns it, before its values are checked.
+pub(crate) struct RawAccount {
+    pub(crate) id: i64,
+    pub(crate) user: String,
+    pub(crate) failed: i64,
+    pub(crate) last_attempt: Option<i64>,
+    pub(crate) audit_seq: i64,
+    pub(crate) audit_head: Vec<u8>,
+    pub(crate) live_secrets: i64,
+}
+
+impl RawAccount {
+    pub(crate) fn check(self) -> Result<AccountRow, StorageError> {
+        Ok(AccountRow {
+            id: self.id,
+            user: user_of(self.user)?,
+            guesses: Guesses {
+                failed: u64_of(self.failed)?,
+                last_attempt: self.last_attempt,
+            },
+            audit_seq: u64_of(self.audit_seq)?,
+            audit_head: if self.audit_head.is_empty() {
+                None
+            } else {
+                Some(hash_of(&self.audit_head)?)
+            },
+            live_secrets: u64_of(self.live_secrets)?,
+        })
+    }
+}
+
+/// The columns of [`RawAccount`], in its order, for both dialects (a macro, so that
+/// statements are `concat!`ed constants rather than formatted per call).
+macro_rules! account_columns {
+    () => {
+        "id, user_name, failed_logins, last_login_attempt, audit_seq, audit_head, live_secrets"
+    };
+}
+pub(crate) use account_columns;
+
+/// An audit event as a database returns it, before its values are checked.
+pub(crate) struct RawEvent {
+    pub(crate) seq: i64,
+    pub(crate) time: i64,
+    pub(crate) kind: i64,
+    pub(crate) secret: Option<String>,
+    pub(crate) outcome: i64,
+    pub(crate) hash: Vec<u8>,
+}
+
+impl RawEvent {
+    pub(crate) fn check(self) -> Result<AuditEvent, StorageError> {
+        let corrupt = |what: &str| StorageError::Corrupt(format!("audit event: bad {what}"));
+        Ok(AuditEvent {
+            seq: u64_of(self.seq)?,
+            time: self.time,
+            body: EventBody {
+                kind: u8::try_from(self.kind)
+                    .ok()
+                    .and_then(EventKind::from_code)
+                    .ok_or_else(|| corrupt("kind"))?,
+                secret: self.secret.map(secret_name_of).transpose()?,
+                outcome: u8::try_from(self.outcome)
+                    .ok()
+                    .and_then(Outcome::from_code)
+                    .ok_or_else(|| corrupt("outcome"))?,
+            },
+            hash: hash_of(&self.hash)?,
+        })
+    }
+}
+
+/// A `LIMIT` as the databases take it.
+pub(crate) fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Consecutive guesses: the guess limit's counter, on an account or on an unknown name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guesses {
+    /// Logins started since the last one that finished.
+    pub failed: u64,
+    /// When the last counted login started (Unix seconds).
+    pub last_attempt: Option<i64>,
+}
+
+/// An account's row: what every operation on the account reads and writes (its audit head,
+/// counters). Its credentials, which only logins and password changes need, are read
+/// apart ([`Tx::credentials`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRow {
     /// Internal id.
-    pub id: i64,
+    pub id: AccountId,
+    /// The user name.
+    pub user: UserName,
+    /// The guess counter.
+    pub guesses: Guesses,
+    /// Seq of the last audit event (0: none yet).
+    pub audit_seq: u64,
+    /// Hash of the last audit event; `None` before the first.
+    pub audit_head: Option<[u8; 32]>,
+    /// Secrets that are not deleted.
+    pub live_secrets: u64,
+}
+
+/// What a login needs of an account: its OPAQUE record and its sealed storage key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
     /// Serialized OPAQUE registration record.
     pub record: Vec<u8>,
     /// The storage key sealed under the user's master key.
     pub sealed_storage_key: Vec<u8>,
-    /// Logins started since the last one that finished.
-    pub failed_logins: u64,
-    /// When the last login started (Unix seconds).
-    pub last_login_attempt: Option<i64>,
 }
 
-/// A stored secret.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither opens anything without the password, but neither belongs in a log.
+        f.debug_struct("Credentials")
+            .field("record", &self.record.len())
+            .field("sealed_storage_key", &self.sealed_storage_key.len())
+            .finish()
+    }
+}
+
+/// A new account's row.
+#[derive(Clone, Copy, Debug)]
+pub struct NewAccount<'a> {
+    /// The user name.
+    pub user: &'a UserName,
+    /// Serialized OPAQUE registration record.
+    pub record: &'a [u8],
+    /// The storage key sealed under the user's master key.
+    pub sealed_storage_key: &'a [u8],
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// A secret's row. A deleted secret keeps its row with no ciphertext, so that its version
+/// counter survives and a name stored again never reuses a version.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredSecret {
+pub struct SecretRow {
+    /// Its current (or last) version.
+    pub version: u64,
+    /// The sealed blob; `None` once deleted.
+    pub sealed: Option<Vec<u8>>,
+    /// When the version was stored (Unix seconds).
+    pub created: i64,
+}
+
+/// A live secret as `list` reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretListing {
+    /// Its name.
+    pub name: SecretName,
     /// Its version.
     pub version: u64,
+    /// Bytes of its sealed blob.
+    pub sealed_len: u64,
     /// When the version was stored.
     pub created: i64,
-    /// The sealed blob.
-    pub sealed: Vec<u8>,
 }
 
-/// What a store did.
+/// A session's row: what another instance (or this one after a restart) needs to carry it
+/// on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// Stored as this version.
-    Stored {
-        /// The new current version.
-        version: u64,
-        /// When.
-        created: i64,
-    },
-    /// The name holds a secret and the store did not ask to replace it.
-    Exists,
-    /// The version is not the next one.
-    VersionMismatch {
-        /// The version a store must carry.
-        expected: u64,
-    },
-    /// The account holds [`MAX_SECRETS_PER_ACCOUNT`] secrets.
-    Quota,
+pub struct SessionRow {
+    /// The session id.
+    pub id: [u8; 16],
+    /// The account.
+    pub account: AccountId,
+    /// The session keys, sealed by the vault.
+    pub sealed_keys: Vec<u8>,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds, refreshed every few seconds while the session is used.
+    pub last_used: i64,
 }
 
 /// Names one sealed request. A mutation records its encoded response under this id in the
@@ -114,252 +287,248 @@ pub struct RequestId {
     pub seq: u64,
 }
 
-/// The result of a recorded mutation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Done<T> {
-    /// Applied now.
-    Fresh(T),
-    /// The same request was applied before; this is its recorded response.
-    Recorded(Vec<u8>),
-}
-
-/// Encodes a mutation's outcome as the response to record.
-pub type Encode<T> = fn(&T) -> Vec<u8>;
-
-/// A session as stored for other instances.
-#[derive(Clone, Debug)]
-pub struct StoredSession {
-    /// The account.
-    pub account: i64,
-    /// The account's user name.
-    pub user: UserName,
-    /// The session keys, sealed (see `SessionVault`).
-    pub sealed_keys: Vec<u8>,
-    /// Unix seconds.
-    pub created: i64,
-    /// Unix seconds, updated every few seconds while the session is in use.
-    pub last_used: i64,
-}
-
-/// A session to record with a successful login.
-#[derive(Clone, Copy, Debug)]
-pub struct NewSession<'a> {
-    /// The session id.
-    pub id: [u8; 16],
-    /// The sealed keys.
-    pub sealed_keys: &'a [u8],
-}
-
-/// What the start of a login found and decided.
-#[derive(Clone, Debug)]
-pub struct LoginStart {
-    /// The account, if the name has one.
-    pub account: Option<Account>,
-    /// Whether the login may go on (the guess was counted) or is locked out.
-    pub gate: LoginGate,
-}
-
-/// A new secret version to store.
-#[derive(Clone, Copy, Debug)]
-pub struct NewSecret<'a> {
-    /// Its name.
-    pub name: &'a SecretName,
-    /// The version it was sealed for.
-    pub version: u64,
-    /// Whether an existing secret may be replaced.
-    pub replace: bool,
-    /// The sealed blob.
-    pub sealed: &'a [u8],
-}
-
-/// The storage contract. `user` arguments name the account whose id is given; they are
-/// needed for the audit chain's genesis.
+/// The row primitives a backend implements, inside one transaction. Each reads or writes
+/// rows and decides nothing.
+///
+/// In a write job ([`Storage::write`]), reading an account locks its row until the job
+/// ends; in a read job ([`Storage::read`]) nothing is locked and nothing may be written.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
-    /// Creates an account and its `register` event. `Ok(false)` if the name is taken (the
-    /// existing account is not touched).
-    async fn create_account(
-        &self,
+pub trait Tx: Send {
+    /// Inserts an account; `None` if the name is taken (nothing is changed then).
+    async fn insert_account(
+        &mut self,
+        new: &NewAccount<'_>,
+    ) -> Result<Option<AccountRow>, StorageError>;
+
+    /// The account of `user`, locked in a write job.
+    async fn account_by_name(
+        &mut self,
         user: &UserName,
-        record: &[u8],
-        sealed_storage_key: &[u8],
-        now: i64,
-    ) -> Result<bool, StorageError>;
+    ) -> Result<Option<AccountRow>, StorageError>;
 
-    /// Looks an account up by name.
-    async fn find_account(&self, user: &UserName) -> Result<Option<Account>, StorageError>;
+    /// The account `id`, locked in a write job.
+    async fn account(&mut self, id: AccountId) -> Result<Option<AccountRow>, StorageError>;
 
-    /// Decides whether a login may start under `policy` and, if so, counts the guess and
-    /// appends `login_started`; if not, appends `login_locked`. Decision and count are one
-    /// transaction, so concurrent logins cannot slip past the limit.
-    async fn begin_login(
-        &self,
-        account: i64,
-        user: &UserName,
-        policy: &LockoutPolicy,
-        now: i64,
-    ) -> Result<LoginGate, StorageError>;
+    /// Writes back every mutable column of an account read in this job.
+    async fn save_account(&mut self, row: &AccountRow) -> Result<(), StorageError>;
 
-    /// The same as [`Self::begin_login`] for a user name that does not exist, named by
-    /// `name_key` (an HMAC of the name): counted and locked out alike, with no audit log.
-    async fn begin_unknown_login(
-        &self,
-        name_key: [u8; 32],
-        policy: &LockoutPolicy,
-        now: i64,
-    ) -> Result<LoginGate, StorageError>;
+    /// The credentials of account `id`.
+    async fn credentials(&mut self, id: AccountId) -> Result<Option<Credentials>, StorageError>;
 
-    /// The whole storage part of a login start: looks `user` up and decides and counts the
-    /// guess on the account ([`Self::begin_login`]) or, for a name without an account, on
-    /// `name_key` ([`Self::begin_unknown_login`]). A backend may do it in one step.
-    async fn start_login(
-        &self,
-        user: &UserName,
-        name_key: [u8; 32],
-        policy: &LockoutPolicy,
-        now: i64,
-    ) -> Result<LoginStart, StorageError> {
-        let account = self.find_account(user).await?;
-        let gate = match &account {
-            Some(a) => self.begin_login(a.id, user, policy, now).await?,
-            None => self.begin_unknown_login(name_key, policy, now).await?,
-        };
-        Ok(LoginStart { account, gate })
-    }
-
-    /// Records a successful login with its session, unless the account already holds
-    /// `max_sessions` sessions: then the guess count is reset all the same, the session is
-    /// not recorded, and the answer is `false`. A backend may do it in one step.
-    async fn login_succeeded(
-        &self,
-        account: i64,
-        user: &UserName,
-        session: NewSession<'_>,
-        max_sessions: u64,
-        now: i64,
-    ) -> Result<bool, StorageError> {
-        if self.session_count(account).await? >= max_sessions {
-            self.login_finished(account, user, true, None, now).await?;
-            return Ok(false);
-        }
-        self.login_finished(account, user, true, Some(session), now)
-            .await?;
-        Ok(true)
-    }
-
-    /// Forgets unknown-name counters untouched since `before`.
-    async fn purge_unknown_logins(&self, before: i64) -> Result<u64, StorageError>;
-
-    /// Records the end of a login: success resets the guess count and records `session`.
-    async fn login_finished(
-        &self,
-        account: i64,
-        user: &UserName,
-        success: bool,
-        session: Option<NewSession<'_>>,
-        now: i64,
+    /// Replaces the credentials of account `id`.
+    async fn set_credentials(
+        &mut self,
+        id: AccountId,
+        credentials: &Credentials,
     ) -> Result<(), StorageError>;
 
-    /// How many sessions of the account are stored (expired ones until they are purged).
-    async fn session_count(&self, account: i64) -> Result<u64, StorageError>;
+    /// Inserts one audit event of `account`.
+    async fn insert_event(
+        &mut self,
+        account: AccountId,
+        event: &AuditEvent,
+    ) -> Result<(), StorageError>;
 
-    /// A stored session, if it exists (not logged out, not purged).
-    async fn load_session(&self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError>;
-
-    /// Marks a session used at `now`; `false` if it no longer exists.
-    async fn touch_session(&self, id: [u8; 16], now: i64) -> Result<bool, StorageError>;
-
-    /// Deletes sessions created before `created_before` or unused since `used_before`.
-    async fn purge_sessions(
-        &self,
-        created_before: i64,
-        used_before: i64,
-    ) -> Result<u64, StorageError>;
-
-    /// Replaces the OPAQUE record and the sealed storage key; records `response`.
-    #[allow(clippy::too_many_arguments)]
-    async fn change_password(
-        &self,
-        account: i64,
-        user: &UserName,
-        record: &[u8],
-        sealed_storage_key: &[u8],
-        req: RequestId,
-        response: &[u8],
-        now: i64,
-    ) -> Result<Done<()>, StorageError>;
-
-    /// Stores a new version of a secret; records `encode(outcome)`.
-    async fn store_secret(
-        &self,
-        account: i64,
-        user: &UserName,
-        secret: NewSecret<'_>,
-        req: RequestId,
-        encode: Encode<StoreOutcome>,
-        now: i64,
-    ) -> Result<Done<StoreOutcome>, StorageError>;
-
-    /// Reads the current version of a secret, and records the read.
-    async fn retrieve_secret(
-        &self,
-        account: i64,
-        user: &UserName,
-        name: &SecretName,
-        now: i64,
-    ) -> Result<Option<StoredSecret>, StorageError>;
-
-    /// One page of secrets after `after`, in name order; records the read on the first page.
-    async fn list_secrets(
-        &self,
-        account: i64,
-        user: &UserName,
-        after: Option<&SecretName>,
-        limit: usize,
-        now: i64,
-    ) -> Result<Vec<SecretEntry>, StorageError>;
-
-    /// Deletes a secret (`false`: there was none); records `encode(deleted)`.
-    async fn delete_secret(
-        &self,
-        account: i64,
-        user: &UserName,
-        name: &SecretName,
-        req: RequestId,
-        encode: Encode<bool>,
-        now: i64,
-    ) -> Result<Done<bool>, StorageError>;
-
-    /// Records a logout event, deletes the session `req.session`; records `response`.
-    async fn logout(
-        &self,
-        account: i64,
-        user: &UserName,
-        req: RequestId,
-        response: &[u8],
-        now: i64,
-    ) -> Result<Done<()>, StorageError>;
-
-    /// The response recorded for a request, if it was a mutation that was applied.
-    async fn recorded_response(&self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError>;
-
-    /// Forgets recorded responses older than `before` (their sessions have ended).
-    async fn purge_responses(&self, before: i64) -> Result<u64, StorageError>;
-
-    /// One page of audit events with seq greater than `after`.
-    async fn audit_events(
-        &self,
-        account: i64,
+    /// At most `limit` audit events of `account` with seq greater than `after`, in order.
+    async fn events(
+        &mut self,
+        account: AccountId,
         after: u64,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError>;
 
-    /// Appends an event that records no other change (a read), with a read's durability.
-    async fn record_event(
-        &self,
-        account: i64,
-        user: &UserName,
-        event: EventBody,
+    /// The row of secret `name`, live or deleted.
+    async fn secret(
+        &mut self,
+        account: AccountId,
+        name: &SecretName,
+    ) -> Result<Option<SecretRow>, StorageError>;
+
+    /// Inserts or replaces the row of secret `name`.
+    async fn put_secret(
+        &mut self,
+        account: AccountId,
+        name: &SecretName,
+        row: &SecretRow,
+    ) -> Result<(), StorageError>;
+
+    /// At most `limit` live secrets with a name after `after`, in name order (bytewise).
+    async fn secrets(
+        &mut self,
+        account: AccountId,
+        after: Option<&SecretName>,
+        limit: usize,
+    ) -> Result<Vec<SecretListing>, StorageError>;
+
+    /// The response recorded for `req`, if any.
+    async fn recorded(&mut self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Records `response` for `req`.
+    async fn record(
+        &mut self,
+        req: RequestId,
+        response: &[u8],
         now: i64,
     ) -> Result<(), StorageError>;
+
+    /// Deletes recorded responses older than `before`; how many.
+    async fn purge_responses(&mut self, before: i64) -> Result<u64, StorageError>;
+
+    /// Inserts a session.
+    async fn insert_session(&mut self, row: &SessionRow) -> Result<(), StorageError>;
+
+    /// Session `id` and the user name of its account.
+    async fn session(
+        &mut self,
+        id: [u8; 16],
+    ) -> Result<Option<(SessionRow, UserName)>, StorageError>;
+
+    /// How many sessions of `account` are stored (expired ones until purged).
+    async fn count_sessions(&mut self, account: AccountId) -> Result<u64, StorageError>;
+
+    /// Sets a session's last use; `false` if it does not exist.
+    async fn touch_session(&mut self, id: [u8; 16], now: i64) -> Result<bool, StorageError>;
+
+    /// Deletes a session; `false` if it did not exist.
+    async fn delete_session(&mut self, id: [u8; 16]) -> Result<bool, StorageError>;
+
+    /// Deletes sessions created before `created_before` or unused since `used_before`.
+    async fn purge_sessions(
+        &mut self,
+        created_before: i64,
+        used_before: i64,
+    ) -> Result<u64, StorageError>;
+
+    /// The guess counter of an unknown name (named by its key); empty if it has none.
+    /// Locked in a write job, even when it did not exist yet.
+    async fn unknown_guesses(&mut self, name_key: &[u8; 32]) -> Result<Guesses, StorageError>;
+
+    /// Writes the guess counter of an unknown name.
+    async fn save_unknown_guesses(
+        &mut self,
+        name_key: &[u8; 32],
+        guesses: &Guesses,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes unknown-name counters untouched since `before`.
+    async fn purge_unknown_guesses(&mut self, before: i64) -> Result<u64, StorageError>;
+}
+
+/// The row of account `id`, which a session or a handshake names and so must exist.
+pub async fn account(tx: &mut dyn Tx, id: AccountId) -> Result<AccountRow, StorageError> {
+    tx.account(id)
+        .await?
+        .ok_or_else(|| StorageError::Corrupt(format!("account {id} is gone")))
+}
+
+/// How far a write must have reached before it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (fsync): survives a power cut. Every change a client or the guess limit
+    /// relies on: accounts, logins, sessions, secrets, recorded responses.
+    Disk,
+    /// Written to the file (the kernel holds it): survives a crash or kill of the process,
+    /// and reaches the disk with the next `Disk` commit or checkpoint. Only for events that
+    /// record a read (retrieve, list) and for bookkeeping (session last use, purges): a
+    /// power cut may lose the newest of those, never a change. (Postgres makes every commit
+    /// durable.)
+    Process,
+}
+
+/// A job: the body of one transaction.
+pub type Job =
+    Box<dyn for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<(), StorageError>> + Send>;
+
+/// A database: runs jobs as transactions.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs `job` as one transaction and commits it with `durability`; returns once it is
+    /// committed (or, if the job failed, rolled back alone).
+    async fn write(&self, durability: Durability, job: Job) -> Result<(), StorageError>;
+
+    /// Runs `job` as one read-only transaction.
+    async fn read(&self, job: Job) -> Result<(), StorageError>;
+
+    /// `sqlite` or `postgres`, for logs and metrics.
+    fn kind(&self) -> &'static str;
+}
+
+/// The server's handle on its database. Clone it freely.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    backend: Arc<dyn Backend>,
+}
+
+fn no_answer() -> StorageError {
+    StorageError::Unavailable("the transaction ended without an answer".into())
+}
+
+impl Storage {
+    /// A handle on `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// Runs `f` as one write transaction; its answer once the transaction is committed
+    /// with `durability`. If `f` fails, its writes are rolled back and nothing else is.
+    pub async fn write<R, F>(&self, durability: Durability, f: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<R, StorageError>>
+            + Send
+            + 'static,
+    {
+        let (job, answer) = job(f);
+        self.backend.write(durability, job).await?;
+        take(&answer)
+    }
+
+    /// Runs `f` as one read-only transaction.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<R, StorageError>>
+            + Send
+            + 'static,
+    {
+        let (job, answer) = job(f);
+        self.backend.read(job).await?;
+        take(&answer)
+    }
+}
+
+type Answer<R> = Arc<Mutex<Option<R>>>;
+
+/// Erases `f`'s answer type: the job leaves its answer in a slot that the caller reads
+/// once the backend says the transaction committed.
+fn job<R, F>(f: F) -> (Job, Answer<R>)
+where
+    R: Send + 'static,
+    F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<R, StorageError>> + Send + 'static,
+{
+    let answer: Answer<R> = Arc::new(Mutex::new(None));
+    let slot = answer.clone();
+    let job: Job = Box::new(move |tx| {
+        Box::pin(async move {
+            let r = f(tx).await?;
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+            Ok(())
+        })
+    });
+    (job, answer)
+}
+
+fn take<R>(answer: &Answer<R>) -> Result<R, StorageError> {
+    answer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .ok_or_else(no_answer)
 }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::{config::Config, dispatch::Core, transport::tls::TlsConfigError};
+use crate::{config::Config, service::Core, transport::tls::TlsConfigError};
 
 /// Builds the QUIC endpoint configuration from the TLS configuration and limits.
 pub fn server_config(

@@ -12,7 +12,9 @@
 pub mod channel;
 pub mod keys;
 pub mod replay;
+pub mod vault;
 
 pub use channel::{ChannelError, ClientChannel, ServerChannel};
 pub use keys::{SessionId, SessionKeys};
 pub use replay::{ReplayError, ReplayWindow};
+pub use vault::SessionVault;

@@ -5,13 +5,14 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use keyserver_protocol::{HandshakeId, UserName, handshake::login::ServerLoginState};
 use rand::{RngCore, rngs::OsRng};
-use tokio::time::Instant;
+
+use crate::{clock::Now, storage::AccountId};
 
 /// The account a login is for, as loaded when it started.
 #[derive(Debug, Clone)]
 pub struct LoginAccount {
     /// Internal account id.
-    pub id: i64,
+    pub id: AccountId,
     /// Returned to the client when the login finishes.
     pub sealed_storage_key: Vec<u8>,
 }
@@ -37,7 +38,7 @@ pub enum Pending {
 
 struct Entry {
     pending: Pending,
-    expires: Instant,
+    expires: Now,
 }
 
 /// The table is full.
@@ -49,6 +50,14 @@ pub struct HandshakeTable {
     map: Mutex<HashMap<HandshakeId, Entry>>,
     max: usize,
     ttl: Duration,
+}
+
+impl std::fmt::Debug for HandshakeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeTable")
+            .field("pending", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HandshakeTable {
@@ -71,11 +80,7 @@ impl HandshakeTable {
 
     /// Parks `pending` under a new id. When full, first drops expired entries and returns
     /// them (logins among them must be recorded as failed); if still full, refuses.
-    pub fn insert(
-        &self,
-        pending: Pending,
-        now: Instant,
-    ) -> (Result<HandshakeId, Full>, Vec<Pending>) {
+    pub fn insert(&self, pending: Pending, now: Now) -> (Result<HandshakeId, Full>, Vec<Pending>) {
         let mut map = self.lock();
         let mut expired = Vec::new();
         if map.len() >= self.max {
@@ -91,7 +96,7 @@ impl HandshakeTable {
             id,
             Entry {
                 pending,
-                expires: now + self.ttl,
+                expires: now.plus(self.ttl),
             },
         );
         (Ok(id), expired)
@@ -99,7 +104,7 @@ impl HandshakeTable {
 
     /// Takes the handshake `id` out: it can be finished once. An expired one comes back as
     /// `Err` so that the caller can record it.
-    pub fn take(&self, id: &HandshakeId, now: Instant) -> Option<Result<Pending, Pending>> {
+    pub fn take(&self, id: &HandshakeId, now: Now) -> Option<Result<Pending, Pending>> {
         let e = self.lock().remove(id)?;
         Some(if e.expires > now {
             Ok(e.pending)
@@ -109,7 +114,7 @@ impl HandshakeTable {
     }
 
     /// Removes and returns every expired handshake.
-    pub fn sweep(&self, now: Instant) -> Vec<Pending> {
+    pub fn sweep(&self, now: Now) -> Vec<Pending> {
         Self::drain_expired(&mut self.lock(), now)
     }
 
@@ -123,7 +128,7 @@ impl HandshakeTable {
         self.len() == 0
     }
 
-    fn drain_expired(map: &mut HashMap<HandshakeId, Entry>, now: Instant) -> Vec<Pending> {
+    fn drain_expired(map: &mut HashMap<HandshakeId, Entry>, now: Now) -> Vec<Pending> {
         let ids: Vec<_> = map
             .iter()
             .filter(|(_, e)| e.expires <= now)
@@ -149,7 +154,7 @@ mod tests {
     #[test]
     fn a_handshake_is_taken_once() {
         let t = HandshakeTable::new(10, Duration::from_secs(30));
-        let now = Instant::now();
+        let now = Now::from_unix_secs(1_000);
         let id = t.insert(reg("a"), now).0.unwrap();
         assert!(matches!(t.take(&id, now), Some(Ok(_))));
         assert!(t.take(&id, now).is_none());
@@ -158,10 +163,10 @@ mod tests {
     #[test]
     fn an_expired_handshake_comes_back_as_expired() {
         let t = HandshakeTable::new(10, Duration::from_secs(30));
-        let now = Instant::now();
+        let now = Now::from_unix_secs(1_000);
         let id = t.insert(reg("a"), now).0.unwrap();
         assert!(matches!(
-            t.take(&id, now + Duration::from_secs(31)),
+            t.take(&id, now.plus(Duration::from_secs(31))),
             Some(Err(_))
         ));
     }
@@ -169,11 +174,11 @@ mod tests {
     #[test]
     fn a_full_table_refuses_until_entries_expire() {
         let t = HandshakeTable::new(2, Duration::from_secs(30));
-        let now = Instant::now();
+        let now = Now::from_unix_secs(1_000);
         t.insert(reg("a"), now).0.unwrap();
         t.insert(reg("b"), now).0.unwrap();
         assert_eq!(t.insert(reg("c"), now).0, Err(Full));
-        let (r, expired) = t.insert(reg("c"), now + Duration::from_secs(30));
+        let (r, expired) = t.insert(reg("c"), now.plus(Duration::from_secs(30)));
         assert!(r.is_ok());
         assert_eq!(expired.len(), 2);
         assert_eq!(t.len(), 1);

@@ -1,20 +1,20 @@
-//! Rate limits on handshake starts (the requests that cost the server an OPAQUE evaluation
+//! Admission: rate limits on handshake starts (the requests that cost the server an OPAQUE evaluation
 //! and a database write): per source address and overall, token buckets. The excess is
 //! answered at once with `SLOW_DOWN` and a retry delay, never queued, so that one address
 //! flooding cannot slow the service for the others.
 
 use std::{collections::HashMap, net::IpAddr, sync::Mutex, time::Duration};
 
-use tokio::time::Instant;
+use crate::clock::Now;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
-    at: Instant,
+    at: Now,
 }
 
 impl Bucket {
-    fn full(burst: f64, now: Instant) -> Self {
+    fn full(burst: f64, now: Now) -> Self {
         Self {
             tokens: burst,
             at: now,
@@ -22,8 +22,8 @@ impl Bucket {
     }
 
     /// Refills, then takes a token; `Err(wait)` if there is none.
-    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+    fn take(&mut self, rate: f64, burst: f64, now: Now) -> Result<(), Duration> {
+        let elapsed = now.since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.at = now;
         if self.tokens >= 1.0 {
@@ -70,7 +70,7 @@ impl HandshakeLimiter {
     }
 
     /// Takes one handshake start from `addr`; `Err(seconds to wait)` if over a limit.
-    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), u64> {
+    pub fn check(&self, addr: IpAddr, now: Now) -> Result<(), u64> {
         let r = self.rates;
         let secs = |d: Duration| d.as_secs().max(1);
         {
@@ -80,8 +80,7 @@ impl HandshakeLimiter {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if map.len() >= MAX_ADDRESSES {
                 map.retain(|_, b| {
-                    let refilled = b.tokens
-                        + now.saturating_duration_since(b.at).as_secs_f64() * r.per_address;
+                    let refilled = b.tokens + now.since(b.at).as_secs_f64() * r.per_address;
                     refilled < r.per_address_burst
                 });
             }
@@ -118,7 +117,7 @@ mod tests {
     #[test]
     fn one_address_gets_its_burst_then_waits_while_others_go_on() {
         let l = limiter();
-        let now = Instant::now();
+        let now = Now::from_unix_secs(1_000);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
@@ -126,13 +125,13 @@ mod tests {
         }
         assert_eq!(l.check(a, now), Err(1));
         assert!(l.check(b, now).is_ok());
-        assert!(l.check(a, now + Duration::from_millis(600)).is_ok());
+        assert!(l.check(a, now.plus(Duration::from_millis(600))).is_ok());
     }
 
     #[test]
     fn the_overall_limit_holds_across_addresses() {
         let l = limiter();
-        let now = Instant::now();
+        let now = Now::from_unix_secs(1_000);
         for i in 0..5u8 {
             assert!(l.check(IpAddr::from([10, 0, 0, i]), now).is_ok());
         }

@@ -8,14 +8,14 @@
 //! real sealed requests. Run it when the protocol changes and commit the result:
 //!
 //! ```text
-//! cargo test -p keyserver-tests --test corpus -- --ignored
+//! cargo test -p keyserver-tests --test e2e corpus -- --ignored
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use keyserver_protocol::{
     OpRequest, Request, Response, SecretBytes, SecretName, UserName, codec::Bytes, frame,
-    handshake::login, session::ClientChannel, suite::KsfParams,
+    handshake::login, ops, session::ClientChannel, suite::KsfParams,
 };
 use keyserver_tests::Server;
 use local_client::{ClientConfig, Connection, connect::QuicLink};
@@ -118,16 +118,16 @@ async fn write_seed_corpora_from_real_traffic() {
         .unwrap();
     write("sealed_blobs", "secret", &sealed);
     let ops = [
-        OpRequest::Store {
+        OpRequest::Store(ops::Store {
             name: name.clone(),
             version: 1,
             replace: false,
             sealed: Bytes::new(sealed).unwrap(),
-        },
-        OpRequest::Retrieve { name: name.clone() },
-        OpRequest::List { after: None },
-        OpRequest::Audit { after: 0 },
-        OpRequest::Delete { name },
+        }),
+        OpRequest::Retrieve(ops::Retrieve { name: name.clone() }),
+        OpRequest::List(ops::List { after: None }),
+        OpRequest::Audit(ops::Audit { after: 0 }),
+        OpRequest::Delete(ops::Delete { name }),
         OpRequest::Logout,
     ];
     for (i, op) in ops.iter().enumerate() {
@@ -140,13 +140,13 @@ async fn write_seed_corpora_from_real_traffic() {
         if let Response::Sealed(r) = Response::decode(&resp).unwrap() {
             let plain = channel.open_response(seq, &r).unwrap();
             write("op", &format!("response-{i}"), &plain);
-            if let Ok(keyserver_protocol::OpResponse::Audit { events, .. }) =
+            if let Ok(keyserver_protocol::OpResponse::Audit(page)) =
                 keyserver_protocol::OpResponse::decode(&plain)
             {
                 write(
                     "audit_chain",
                     "events",
-                    &keyserver_protocol::codec::encode(&events),
+                    &keyserver_protocol::codec::encode(&page.events),
                 );
             }
         }

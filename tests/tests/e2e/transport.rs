@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use keyserver_protocol::{
     OpRequest, OpResponse, Request, Response, SecretBytes, SecretName, UserName, codec::Bytes,
-    handshake::login, session::ClientChannel, suite::KsfParams,
+    handshake::login, ops, session::ClientChannel, suite::KsfParams,
 };
 use keyserver_tests::Server;
 use local_client::{ClientConfig, Connection, Transport, connect::QuicLink};
@@ -332,21 +332,21 @@ async fn a_replayed_sealed_request_never_changes_data_twice() {
     let link = quic_link(&server).await;
     let channel = raw_login(&link, &user("alice")).await;
 
-    let store = OpRequest::Store {
+    let store = OpRequest::Store(ops::Store {
         name: name("x"),
         version: 1,
         replace: true,
         sealed: Bytes::new(vec![1; 60]).unwrap(),
-    };
+    });
     let captured = Request::Sealed(channel.seal_request(&store.encode()).unwrap());
     let first = link.call(&captured.encode()).await.unwrap();
     assert!(matches!(
         op_response(&channel, 1, &first),
-        OpResponse::Stored { version: 1, .. }
+        OpResponse::Stored(ops::Stored { version: 1, .. })
     ));
     let delete = Request::Sealed(
         channel
-            .seal_request(&OpRequest::Delete { name: name("x") }.encode())
+            .seal_request(&OpRequest::Delete(ops::Delete { name: name("x") }).encode())
             .unwrap(),
     );
     let deleted = link.call(&delete.encode()).await.unwrap();
@@ -361,7 +361,7 @@ async fn a_replayed_sealed_request_never_changes_data_twice() {
     assert_eq!(replayed_delete, deleted);
     let retrieve = Request::Sealed(
         channel
-            .seal_request(&OpRequest::Retrieve { name: name("x") }.encode())
+            .seal_request(&OpRequest::Retrieve(ops::Retrieve { name: name("x") }).encode())
             .unwrap(),
     );
     let seq = 3;

@@ -1,0 +1,102 @@
+//! Reading and writing the server's own files: bounded reads, and new files written whole,
+//! fsynced and with the mode they need from their first byte.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    path::Path,
+};
+
+/// What went wrong with a file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file exists but its contents are wrong.
+    #[error("{0}: {1}")]
+    Invalid(String, String),
+    /// A file is larger than it can legitimately be.
+    #[error("{0}: file is larger than {1} bytes")]
+    TooLarge(String, u64),
+    /// Certificate generation failed.
+    #[error("cannot create the development PKI: {0}")]
+    Pki(String),
+    /// Sealing or opening failed.
+    #[error("{0}")]
+    Crypto(String),
+}
+
+/// The error maker for I/O on `path`.
+pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads a whole file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
+    let f = fs::File::open(path).map_err(io(path))?;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf).map_err(io(path))?;
+    if buf.len() as u64 > max {
+        return Err(FileError::TooLarge(path.display().to_string(), max));
+    }
+    Ok(buf)
+}
+
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Writes a new file readable by its owner only (0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_mode(path, bytes, 0o600)
+}
+
+/// Writes a new file anyone may read (0644).
+pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_mode(path, bytes, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_bounded_refuses_large_files() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("f");
+        fs::write(&p, vec![0u8; 11]).unwrap();
+        assert!(matches!(read_bounded(&p, 10), Err(FileError::TooLarge(..))));
+        assert_eq!(read_bounded(&p, 11).unwrap().len(), 11);
+    }
+
+    #[test]
+    fn a_private_file_is_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path().join("k");
+        write_private(&p, b"x").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(write_private(&p, b"y").is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"x");
+    }
+}

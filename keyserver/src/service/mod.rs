@@ -1,0 +1,110 @@
+//! The protocol service: turns one request's bytes into one response's bytes. Transports
+//! call [`Core::handle`] and know nothing else; everything a request can do starts here.
+//!
+//! ```text
+//! handle ─ decode ─ admission ─┬─ registration   RegisterStart / RegisterFinish
+//!   (reads the clock once)     ├─ login          LoginStart / LoginFinish / LoginAbort
+//!                              └─ sealed         open, replay, recorded answers
+//!                                   └─ ops::<op> one module per operation
+//! ```
+//!
+//! - [`state`]: what the service holds ([`Core`]).
+//! - [`admission`]: rate limits on handshake starts, per address and overall.
+//! - [`pending`]: handshakes between their two steps.
+//! - [`sessions`]: open sessions, their expiry and adoption into memory.
+//! - [`error`]: why a request failed, mapped to a wire code in one place.
+//! - `upkeep`: the periodic sweep of memory and purge of storage.
+//!
+//! Time is read once per request, here, and passed down as `now`; with a
+//! [`crate::clock::ManualClock`] a test moves it.
+
+pub mod admission;
+pub mod error;
+mod login;
+pub(crate) mod ops;
+pub mod pending;
+mod registration;
+mod sealed;
+pub mod sessions;
+mod state;
+mod upkeep;
+
+use std::net::IpAddr;
+
+use keyserver_protocol::{Request, Response};
+use tracing::debug;
+
+pub use self::{error::ServerError, state::Core};
+use crate::clock::Now;
+
+impl Core {
+    /// Handles one request from `peer`. Never fails: every problem becomes an error
+    /// response.
+    pub async fn handle(&self, bytes: &[u8], peer: IpAddr) -> Vec<u8> {
+        let now = self.clock.now();
+        let response = match Request::decode(bytes) {
+            Ok(req) => {
+                let kind = req.kind();
+                match self.dispatch(req, peer, now).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let reply = e.reply();
+                        debug!(request = kind, code = reply.code.name(), "request refused");
+                        Response::Error(reply)
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "undecodable request");
+                Response::Error(ServerError::Malformed.reply())
+            }
+        };
+        response.encode()
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request,
+        peer: IpAddr,
+        now: Now,
+    ) -> Result<Response, ServerError> {
+        // Handshake starts cost an OPAQUE evaluation and a durable write: they are what a
+        // flood costs the server most, so they are what the rate limits meter.
+        if matches!(
+            req,
+            Request::RegisterStart { .. } | Request::LoginStart { .. }
+        ) {
+            self.limiter
+                .check(peer, now)
+                .map_err(|secs| ServerError::SlowDown {
+                    retry_after_secs: Some(secs),
+                })?;
+        }
+        match req {
+            Request::RegisterStart { user, message } => {
+                registration::start(self, user, &message, now).await
+            }
+            Request::RegisterFinish {
+                handshake,
+                upload,
+                sealed_storage_key,
+            } => registration::finish(self, handshake, &upload, &sealed_storage_key, now).await,
+            Request::LoginStart { user, message } => login::start(self, user, &message, now).await,
+            Request::LoginFinish { handshake, message } => {
+                login::finish(self, handshake, &message, now).await
+            }
+            Request::LoginAbort { handshake } => login::abort(self, handshake, now).await,
+            Request::Sealed(req) => sealed::handle(self, &req, now).await,
+        }
+    }
+
+    /// Drops expired handshakes (recording abandoned logins) and expired sessions.
+    pub async fn sweep(&self) {
+        upkeep::sweep(self, self.clock.now()).await;
+    }
+
+    /// Deletes from storage what can no longer be used (see [`upkeep`]).
+    pub async fn purge(&self) {
+        upkeep::purge(self, self.clock.now()).await;
+    }
+}

@@ -1,0 +1,27 @@
+//! `audit`: a page of the account's audit chain, as stored; the client verifies it.
+
+use keyserver_protocol::{
+    OpResponse,
+    limits::AUDIT_PAGE,
+    ops::{Audit, AuditPage},
+};
+
+use super::Answer;
+use crate::service::{Core, ServerError, sessions::Session};
+
+/// Handles `audit`.
+pub(super) async fn handle(
+    core: &Core,
+    session: &Session,
+    op: Audit,
+) -> Result<Answer, ServerError> {
+    let account = session.account;
+    // One more than a page tells whether more follow.
+    let mut events = core
+        .storage
+        .read(move |tx| Box::pin(async move { tx.events(account, op.after, AUDIT_PAGE + 1).await }))
+        .await?;
+    let more = events.len() > AUDIT_PAGE;
+    events.truncate(AUDIT_PAGE);
+    Ok(Answer::Fresh(OpResponse::Audit(AuditPage { events, more })))
+}

@@ -1,0 +1,86 @@
+//! What the service holds: configuration, storage, the server's keys, the clock, and the
+//! in-memory tables of handshakes and sessions.
+
+use std::sync::Arc;
+
+use keyserver_protocol::{ServerSetup, server_keys::ServerKeys, session::SessionVault};
+
+use super::{
+    admission::{HandshakeLimiter, Rates},
+    pending::HandshakeTable,
+    sessions::SessionTable,
+};
+use crate::{clock::Clock, config::Config, guess_limit::LockoutPolicy, storage::Storage};
+
+/// The protocol service of one server instance.
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) storage: Storage,
+    pub(crate) setup: ServerSetup,
+    pub(crate) keys: ServerKeys,
+    pub(crate) vault: SessionVault,
+    pub(crate) handshakes: HandshakeTable,
+    pub(crate) sessions: SessionTable,
+    pub(crate) limiter: HandshakeLimiter,
+    pub(crate) policy: LockoutPolicy,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("config", &self.config)
+            .field("storage", &self.storage.kind())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A service over `storage` with the OPAQUE `setup`, reading time from `clock`.
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        setup: ServerSetup,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let handshakes = HandshakeTable::new(
+            usize::try_from(config.max_pending_handshakes).unwrap_or(usize::MAX),
+            config.handshake_timeout(),
+        );
+        let sessions = SessionTable::new(
+            usize::try_from(config.max_sessions).unwrap_or(usize::MAX),
+            config.session_idle_timeout(),
+            config.session_lifetime(),
+        );
+        let limiter = HandshakeLimiter::new(Rates {
+            per_address: config.handshakes_per_second_per_address as f64,
+            per_address_burst: config.handshake_burst_per_address as f64,
+            overall: config.handshakes_per_second as f64,
+            overall_burst: 2.0 * config.handshakes_per_second as f64,
+        });
+        let keys = ServerKeys::derive(&setup);
+        Self {
+            policy: LockoutPolicy::from_config(&config),
+            vault: keys.vault(),
+            keys,
+            config,
+            storage,
+            setup,
+            handshakes,
+            sessions,
+            limiter,
+            clock,
+        }
+    }
+
+    /// Sessions held by this instance.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Handshakes pending on this instance.
+    pub fn pending_handshakes(&self) -> usize {
+        self.handshakes.len()
+    }
+}

@@ -1,0 +1,163 @@
+//! Online guessing: counted at login start, locked after the limit for a growing delay,
+//! unknown names alike, and handshake floods slowed per address.
+
+use std::{net::IpAddr, time::Duration};
+
+use keyserver::{config::Config, storage::Guesses};
+use keyserver_protocol::{ErrorCode, Request, Response, audit_chain::EventKind};
+use local_client::ClientError;
+
+use crate::{harness::*, on_every_backend};
+
+fn three_guesses() -> Config {
+    Config {
+        max_failed_logins: 3,
+        lockout_base_secs: 60,
+        lockout_max_secs: 600,
+        ..Config::default()
+    }
+}
+
+async fn guesses(s: &Server, user: &str) -> Guesses {
+    let u = name_of(user);
+    s.storage
+        .read(move |tx| Box::pin(async move { Ok(tx.account_by_name(&u).await?.unwrap().guesses) }))
+        .await
+        .unwrap()
+}
+
+fn locked_for(r: Result<local_client::Session, ClientError>) -> Option<u64> {
+    match r {
+        Err(ClientError::Locked { retry_after_secs }) => retry_after_secs,
+        other => panic!("expected a lockout, got {other:?}"),
+    }
+}
+
+on_every_backend! {
+    async fn wrong_passwords_lock_the_account_for_a_growing_delay_and_a_success_resets_the_count(kind: Kind) {
+        let Some(s) = Server::new(kind, three_guesses()).await else { return };
+        s.register("alice", "right").await;
+        for _ in 0..3 {
+            assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed)));
+        }
+        assert_eq!(guesses(&s, "alice").await.failed, 3);
+        // Locked, even with the right password; a refused login does not move the count.
+        s.advance(Duration::from_secs(1));
+        assert_eq!(locked_for(s.login("alice", "right").await), Some(59));
+        assert_eq!(guesses(&s, "alice").await.failed, 3);
+        s.advance(Duration::from_secs(59));
+        // The fourth failure doubles the lockout.
+        assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed)));
+        s.advance(Duration::from_secs(1));
+        assert_eq!(locked_for(s.login("alice", "right").await), Some(119));
+        s.advance(Duration::from_secs(119));
+        s.login("alice", "right").await.unwrap();
+        assert_eq!(guesses(&s, "alice").await.failed, 0);
+        // The success reset the count: two more failures do not lock.
+        for _ in 0..2 {
+            assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed)));
+        }
+        let session = s.login("alice", "right").await.unwrap();
+        let report = session.audit().await.unwrap();
+        report.verification.unwrap();
+        let count = |k| report.events.iter().filter(|e| e.body.kind == k).count();
+        assert_eq!(count(EventKind::LoginLocked), 2);
+        assert_eq!(count(EventKind::LoginFailed), 6);
+    }
+}
+
+on_every_backend! {
+    /// The reply to `LoginStart` alone lets a client test a password, so a login
+    /// abandoned there counts; and unknown names are counted and locked out alike.
+    async fn logins_abandoned_after_the_first_reply_count_and_unknown_names_lock_alike(kind: Kind) {
+        let Some(s) = Server::new(kind, three_guesses()).await else { return };
+        s.register("alice", "right").await;
+        let raw = s.raw();
+        let mut real_sizes = Vec::new();
+        let mut fake_sizes = Vec::new();
+        for _ in 0..3 {
+            let (_, _, real) = raw.login_start("alice", "guess").await.unwrap();
+            let (_, _, fake) = raw.login_start("nobody", "guess").await.unwrap();
+            real_sizes.push(real.len());
+            fake_sizes.push(fake.len());
+        }
+        assert_eq!(real_sizes, fake_sizes);
+        let real = raw.login_start("alice", "guess").await.err();
+        let fake = raw.login_start("nobody", "guess").await.err();
+        assert_eq!((real, fake), (Some(ErrorCode::ACCOUNT_LOCKED), Some(ErrorCode::ACCOUNT_LOCKED)));
+        assert!(matches!(s.login("alice", "right").await, Err(ClientError::Locked { .. })));
+        assert!(matches!(s.login("nobody", "right").await, Err(ClientError::Locked { .. })));
+        // Another unknown name has its own counter.
+        assert!(raw.login_start("somebody", "guess").await.is_ok());
+        // Once the lockout is over, the unknown name takes guesses again, and its stale
+        // counter is purged in time.
+        s.advance(Duration::from_secs(61));
+        assert!(raw.login_start("nobody", "guess").await.is_ok());
+    }
+}
+
+on_every_backend! {
+    async fn concurrent_logins_cannot_pass_the_limit(kind: Kind) {
+        let Some(s) = Server::new(kind, three_guesses()).await else { return };
+        s.register("alice", "right").await;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let raw = s.raw();
+                tokio::spawn(async move { raw.login_start("alice", "guess").await.is_ok() })
+            })
+            .collect();
+        let mut allowed = 0;
+        for t in tasks {
+            if t.await.unwrap() {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 3);
+        assert_eq!(guesses(&s, "alice").await.failed, 3);
+    }
+}
+
+on_every_backend! {
+    async fn one_address_flooding_handshakes_gets_slow_down_while_another_logs_in(kind: Kind) {
+        // No lockout here: the flood's guesses at "victim" would lock that name, and this
+        // test is about the rate limit alone.
+        let config = Config {
+            handshakes_per_second_per_address: 5,
+            handshake_burst_per_address: 10,
+            max_failed_logins: 1000,
+            ..Config::default()
+        };
+        let Some(s) = Server::new(kind, config).await else { return };
+        s.register("alice", "pw").await;
+        let flood = Raw::new(&s.core, IpAddr::from([127, 0, 0, 2]));
+        let mut refused = 0;
+        for _ in 0..200 {
+            match flood.login_start("victim", "guess").await {
+                Ok(_) => {}
+                Err(code) => {
+                    assert_eq!(code, ErrorCode::SLOW_DOWN);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(refused, 190, "the burst of 10 passes, the rest is refused");
+        let (_, message) = keyserver_protocol::handshake::login::start(
+            &mut rand::rngs::OsRng,
+            &name_of("victim"),
+            &pw("guess"),
+        )
+        .unwrap();
+        let r = flood.send(&Request::LoginStart { user: name_of("victim"), message }).await;
+        assert!(
+            matches!(&r, Response::Error(e) if e.code == ErrorCode::SLOW_DOWN && e.retry_after_secs.is_some()),
+            "{r:?}"
+        );
+        // Another address is served meanwhile.
+        for _ in 0..5 {
+            s.login("alice", "pw").await.unwrap();
+        }
+        // The flood's bucket refills with time.
+        s.advance(Duration::from_secs(1));
+        assert!(flood.login_start("victim", "guess").await.is_ok());
+    }
+}

@@ -1,0 +1,180 @@
+//! Every operation inside a session, through the client library and by hand.
+
+use keyserver::config::Config;
+use keyserver_protocol::{
+    ErrorCode, OpRequest, OpResponse, SecretBytes,
+    audit_chain::EventKind,
+    ops::{Delete, List, Retrieve, Store},
+};
+use local_client::ClientError;
+
+use crate::{harness::*, on_every_backend};
+
+on_every_backend! {
+    async fn every_operation_works_and_is_in_the_verified_audit_log(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        let seed = SecretBytes::new((0..=255).collect());
+        assert_eq!(a.store(&secret("wallet"), &seed, false).await.unwrap(), 1);
+        let (got, v) = a.retrieve(&secret("wallet")).await.unwrap();
+        assert_eq!((got.expose_secret(), v), (seed.expose_secret(), 1));
+        let listed = a.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].name.as_str(), listed[0].version, listed[0].size), ("wallet", 1, 256));
+        assert!(matches!(
+            a.store(&secret("wallet"), &seed, false).await,
+            Err(ClientError::NameExists)
+        ));
+        assert_eq!(a.store(&secret("wallet"), &pw("v2"), true).await.unwrap(), 2);
+        assert_eq!(a.retrieve(&secret("wallet")).await.unwrap().0.expose_secret(), b"v2");
+        a.delete(&secret("wallet")).await.unwrap();
+        assert!(matches!(a.delete(&secret("wallet")).await, Err(ClientError::NotFound)));
+        assert!(matches!(a.retrieve(&secret("wallet")).await, Err(ClientError::NotFound)));
+        a.change_password(&pw("new")).await.unwrap();
+        let report = a.audit().await.unwrap();
+        report.verification.unwrap();
+        let kinds: Vec<_> = report.events.iter().map(|e| e.body.kind).collect();
+        use EventKind as K;
+        assert_eq!(
+            kinds,
+            [
+                K::Register, K::LoginStarted, K::LoginSucceeded, K::Store, K::Retrieve, K::List,
+                K::Store, K::Store, K::Retrieve, K::Delete, K::Delete, K::Retrieve,
+                K::ChangePassword,
+            ]
+        );
+        a.logout().await.unwrap();
+        assert!(matches!(a.list().await, Err(ClientError::SessionEnded)));
+        assert!(matches!(s.login("alice", "pw").await, Err(ClientError::AuthFailed)));
+        let b = s.login("alice", "new").await.unwrap();
+        assert_eq!(b.store(&secret("wallet"), &seed, false).await.unwrap(), 3);
+    }
+}
+
+on_every_backend! {
+    /// Versions only grow, across replace and delete, and the server says which version a
+    /// store must carry (by hand: the client library would seal again by itself).
+    async fn versions_grow_across_replace_and_delete(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.raw().login("alice", "pw").await.unwrap();
+        let store = |version, replace, data: &[u8]| {
+            OpRequest::Store(Store { name: secret("wallet"), version, replace, sealed: a.sealed("wallet", version, data) })
+        };
+        let code = |r: Result<OpResponse, ErrorCode>| match r.unwrap() {
+            OpResponse::Error(e) => (e.code, e.expected_version),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(a.op(&store(2, false, b"c1")).await), (ErrorCode::VERSION_MISMATCH, Some(1)));
+        assert!(matches!(a.op(&store(1, false, b"c1")).await, Ok(OpResponse::Stored(x)) if x.version == 1));
+        assert_eq!(code(a.op(&store(2, false, b"c2")).await), (ErrorCode::NAME_EXISTS, None));
+        assert_eq!(code(a.op(&store(1, true, b"c2")).await), (ErrorCode::VERSION_MISMATCH, Some(2)));
+        assert!(matches!(a.op(&store(2, true, b"c2")).await, Ok(OpResponse::Stored(x)) if x.version == 2));
+        let get = OpRequest::Retrieve(Retrieve { name: secret("wallet") });
+        let Ok(OpResponse::Secret(got)) = a.op(&get).await else { panic!() };
+        assert_eq!(got.version, 2);
+        let del = OpRequest::Delete(Delete { name: secret("wallet") });
+        assert_eq!(a.op(&del).await, Ok(OpResponse::Deleted));
+        assert_eq!(code(a.op(&del).await), (ErrorCode::NOT_FOUND, None));
+        assert_eq!(code(a.op(&get).await), (ErrorCode::NOT_FOUND, None));
+        assert_eq!(code(a.op(&store(1, false, b"c3")).await), (ErrorCode::VERSION_MISMATCH, Some(3)));
+        assert!(matches!(a.op(&store(3, false, b"c3")).await, Ok(OpResponse::Stored(x)) if x.version == 3));
+    }
+}
+
+on_every_backend! {
+    async fn accounts_never_see_each_others_secrets(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        s.register("bob", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        let b = s.login("bob", "pw").await.unwrap();
+        a.store(&secret("wallet"), &pw("alice's"), false).await.unwrap();
+        assert!(matches!(b.retrieve(&secret("wallet")).await, Err(ClientError::NotFound)));
+        assert!(matches!(b.delete(&secret("wallet")).await, Err(ClientError::NotFound)));
+        assert!(b.list().await.unwrap().is_empty());
+        assert_eq!(a.retrieve(&secret("wallet")).await.unwrap().0.expose_secret(), b"alice's");
+        // Bob's own store under the same name is his own version 1.
+        assert_eq!(b.store(&secret("wallet"), &pw("bob's"), false).await.unwrap(), 1);
+        assert_eq!(a.retrieve(&secret("wallet")).await.unwrap().0.expose_secret(), b"alice's");
+    }
+}
+
+on_every_backend! {
+    async fn list_pages_in_name_order_and_hides_deleted(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        // More than one page (256), stored out of order.
+        let n = keyserver_protocol::limits::LIST_PAGE + 10;
+        for i in (0..n).rev() {
+            a.store(&secret(&format!("s{i:04}")), &SecretBytes::new(vec![0; 9]), false).await.unwrap();
+        }
+        a.delete(&secret("s0003")).await.unwrap();
+        let listed = a.list().await.unwrap();
+        let names: Vec<_> = listed.iter().map(|e| e.name.to_string()).collect();
+        let mut want: Vec<_> = (0..n).filter(|i| *i != 3).map(|i| format!("s{i:04}")).collect();
+        want.sort();
+        assert_eq!(names, want);
+        assert!(listed.iter().all(|e| e.size == 9 && e.version == 1));
+        // By hand: the first page says more follow.
+        let raw = s.raw().login("alice", "pw").await.unwrap();
+        let Ok(OpResponse::List(page)) = raw.op(&OpRequest::List(List { after: None })).await else { panic!() };
+        assert_eq!((page.entries.len(), page.more), (keyserver_protocol::limits::LIST_PAGE, true));
+    }
+}
+
+on_every_backend! {
+    /// The quota counts live secrets: a replace does not count again, a delete frees a
+    /// place, and a refused store changes nothing.
+    async fn the_quota_counts_live_secrets(kind: Kind) {
+        let config = Config { max_secrets_per_account: 3, ..Config::default() };
+        let Some(s) = Server::new(kind, config).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        for i in 0..3 {
+            a.store(&secret(&format!("s{i}")), &pw("c"), false).await.unwrap();
+        }
+        let quota = |r: Result<u64, ClientError>| matches!(r, Err(ClientError::Server(ErrorCode::QUOTA)));
+        assert!(quota(a.store(&secret("extra"), &pw("c"), false).await));
+        assert_eq!(a.store(&secret("s0"), &pw("c2"), true).await.unwrap(), 2);
+        a.delete(&secret("s1")).await.unwrap();
+        assert!(a.delete(&secret("s1")).await.is_err());
+        assert_eq!(a.store(&secret("extra"), &pw("c"), false).await.unwrap(), 1);
+        assert!(quota(a.store(&secret("s1"), &pw("c"), false).await));
+        assert_eq!(a.list().await.unwrap().len(), 3);
+        let report = a.audit().await.unwrap();
+        report.verification.unwrap();
+        let refused = report
+            .events
+            .iter()
+            .filter(|e| e.body.outcome == keyserver_protocol::audit_chain::Outcome::Refused)
+            .count();
+        assert_eq!(refused, 2);
+    }
+}
+
+on_every_backend! {
+    async fn concurrent_stores_lose_nothing_and_keep_the_chain(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    a.store(&secret(&format!("secret-{i}")), &pw("ct"), false).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(a.list().await.unwrap().len(), 50);
+        let report = a.audit().await.unwrap();
+        report.verification.unwrap();
+        // register, login started and succeeded, 50 stores, 1 list
+        assert_eq!(report.events.len(), 54);
+    }
+}

@@ -1,0 +1,72 @@
+//! Login: OPAQUE login, which yields the session's keys and the master key that opens the
+//! account's storage key.
+
+use std::sync::Arc;
+
+use keyserver_protocol::{
+    Request, Response, SecretBytes, UserName, handshake::login, session::ClientChannel,
+};
+use rand::rngs::OsRng;
+
+use crate::{ClientError, Connection, Session, error::handshake_error};
+
+impl Connection {
+    /// Logs in as `user`; the session runs on this connection.
+    ///
+    /// Errors: [`ClientError::AuthFailed`] (wrong password or unknown user, on purpose the
+    /// same), [`ClientError::Locked`] (wait as long as it says); transport errors.
+    pub async fn login(
+        &self,
+        user: &UserName,
+        password: &SecretBytes,
+    ) -> Result<Session, ClientError> {
+        let (flow, message) = login::start(&mut OsRng, user, password).map_err(handshake_error)?;
+        let Response::LoginStarted { handshake, message } = self
+            .call(&Request::LoginStart {
+                user: user.clone(),
+                message,
+            })
+            .await?
+        else {
+            return Err(ClientError::Protocol("unexpected reply to LoginStart"));
+        };
+        let ksf = self.ksf();
+        let pw = password.clone();
+        let finished = tokio::task::spawn_blocking(move || {
+            flow.finish(&mut OsRng, &pw, message.as_slice(), ksf)
+        })
+        .await
+        .map_err(|_| ClientError::Protocol("login task failed"))?;
+        let fin = match finished {
+            Ok(f) => f,
+            Err(e) => {
+                // Tell the server now rather than at the handshake's expiry; best effort.
+                let _ = self.call(&Request::LoginAbort { handshake }).await;
+                return Err(handshake_error(e));
+            }
+        };
+        let Response::LoggedIn {
+            sealed_storage_key, ..
+        } = self
+            .call(&Request::LoginFinish {
+                handshake,
+                message: fin.message,
+            })
+            .await?
+        else {
+            return Err(ClientError::Protocol("unexpected reply to LoginFinish"));
+        };
+        let storage_key = fin
+            .master_key
+            .open_storage_key(user, sealed_storage_key.as_slice())
+            .map_err(|_| {
+                ClientError::Integrity("the sealed storage key from the server does not open")
+            })?;
+        Ok(Session::new(
+            self.clone(),
+            user.clone(),
+            Arc::new(ClientChannel::new(&fin.session)),
+            storage_key,
+        ))
+    }
+}

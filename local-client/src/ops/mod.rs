@@ -1,0 +1,13 @@
+//! The operations of a [`crate::Session`], one module each, named as the operation (the same
+//! names as in `keyserver_protocol::ops` and in the server). Each method's documentation
+//! says which errors it returns and what the caller can do about them.
+
+mod audit;
+mod change_password;
+mod delete;
+mod list;
+mod logout;
+mod retrieve;
+mod store;
+
+pub use audit::AuditReport;

@@ -1,0 +1,29 @@
+//! `retrieve`: the current version of a secret, opened here.
+
+use keyserver_protocol::{OpRequest, OpResponse, SecretBytes, SecretName, ops::Retrieve};
+
+use crate::{ClientError, Session};
+
+impl Session {
+    /// Retrieves and opens the current version of `name`; returns it and its version.
+    ///
+    /// Errors: [`ClientError::NotFound`] (no such secret); [`ClientError::Integrity`] if
+    /// the server's ciphertext was altered, swapped or relabelled (nothing is returned:
+    /// contact the operator); [`ClientError::SessionEnded`] (log in again); transport
+    /// errors (retry).
+    pub async fn retrieve(&self, name: &SecretName) -> Result<(SecretBytes, u64), ClientError> {
+        let op = OpRequest::Retrieve(Retrieve { name: name.clone() });
+        let OpResponse::Secret(s) = self.call(&op).await? else {
+            return Err(ClientError::Protocol("unexpected reply to Retrieve"));
+        };
+        let secret = self
+            .storage_key
+            .open_secret(&self.user, name, s.version, s.sealed.as_slice())
+            .map_err(|_| {
+                ClientError::Integrity(
+                    "the stored secret was altered, swapped or is not the version claimed",
+                )
+            })?;
+        Ok((secret, s.version))
+    }
+}

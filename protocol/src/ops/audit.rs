@@ -1,0 +1,55 @@
+//! `audit`: the account's hash-chained audit log, a page at a time; the client verifies
+//! the chain (`crate::audit_chain`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit_chain::AuditEvent;
+
+/// One page of the account's audit events with seq greater than `after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// The seq of the last event already received (0 for the start).
+    pub after: u64,
+}
+
+/// A page of `audit`: at most [`crate::limits::AUDIT_PAGE`] events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The events, in seq order.
+    pub events: Vec<AuditEvent>,
+    /// Whether more pages follow.
+    pub more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        OpRequest, OpResponse, SecretName,
+        audit_chain::{EventBody, EventKind, Outcome},
+        limits::{AUDIT_PAGE, MAX_SEALED_BODY, MAX_SECRET_NAME},
+    };
+
+    #[test]
+    fn an_audit_request_round_trips() {
+        let r = OpRequest::Audit(Audit { after: 7 });
+        assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn a_full_page_of_the_largest_events_fits_in_a_sealed_body() {
+        let long = SecretName::new("n".repeat(MAX_SECRET_NAME)).unwrap();
+        let ev = AuditEvent {
+            seq: u64::MAX,
+            time: i64::MIN,
+            body: EventBody::about(EventKind::Store, &long, Outcome::Refused),
+            hash: [0xff; 32],
+        };
+        let page = OpResponse::Audit(AuditPage {
+            events: vec![ev; AUDIT_PAGE],
+            more: true,
+        });
+        assert!(page.encode().len() + 16 <= MAX_SEALED_BODY);
+        assert_eq!(OpResponse::decode(&page.encode()).unwrap(), page);
+    }
+}

@@ -1,0 +1,54 @@
+//! `change-password`: an OPAQUE registration of the new password inside the session, and
+//! the same storage key sealed under the new master key. No secret is re-encrypted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{codec::Bytes, envelope::OpaqueBytes, limits::MAX_SEALED_STORAGE_KEY};
+
+/// Step 1: OPAQUE `RegistrationRequest` for the new password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePasswordStart {
+    /// OPAQUE `RegistrationRequest`.
+    pub message: OpaqueBytes,
+}
+
+/// The answer to step 1: OPAQUE `RegistrationResponse` for the new password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePasswordStarted {
+    /// OPAQUE `RegistrationResponse`.
+    pub message: OpaqueBytes,
+}
+
+/// Step 2: the new record and the storage key re-sealed under the new master key. Both
+/// replace the old ones in one transaction. Answered with
+/// [`crate::OpResponse::PasswordChanged`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePasswordFinish {
+    /// OPAQUE `RegistrationUpload`.
+    pub upload: OpaqueBytes,
+    /// The same storage key, sealed under the new master key.
+    pub sealed_storage_key: Bytes<MAX_SEALED_STORAGE_KEY>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{OpRequest, OpResponse};
+
+    #[test]
+    fn both_steps_and_their_answers_round_trip() {
+        let r = OpRequest::ChangePasswordStart(ChangePasswordStart {
+            message: Bytes::new(vec![2; 32]).unwrap(),
+        });
+        assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
+        let r = OpRequest::ChangePasswordFinish(ChangePasswordFinish {
+            upload: Bytes::new(vec![3; 192]).unwrap(),
+            sealed_storage_key: Bytes::new(vec![4; 73]).unwrap(),
+        });
+        assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
+        let a = OpResponse::ChangePasswordStarted(ChangePasswordStarted {
+            message: Bytes::new(vec![5; 64]).unwrap(),
+        });
+        assert_eq!(OpResponse::decode(&a.encode()).unwrap(), a);
+    }
+}

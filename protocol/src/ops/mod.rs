@@ -1,0 +1,158 @@
+//! Operations inside a session: the plaintext of sealed requests and responses.
+//!
+//! Each operation has its own module, named as the operation, holding its request and
+//! response types; the server's handler and the client's method live in modules of the same
+//! name in their crates. Each is one [`OpRequest`] variant answered by one [`OpResponse`]
+//! variant (or [`OpResponse::Error`]). Secrets travel only as sealed blobs made by the client.
+//!
+//! The variants' order is their number on the wire (postcard): never reorder them; add new
+//! ones at the end (`spec/vectors/messages.json` pins every variant's bytes).
+
+pub mod audit;
+pub mod change_password;
+pub mod delete;
+pub mod list;
+pub mod logout;
+pub mod retrieve;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    audit::{Audit, AuditPage},
+    change_password::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted},
+    delete::Delete,
+    list::{List, ListPage, SecretEntry},
+    retrieve::{Retrieve, Secret},
+    store::{Store, Stored},
+};
+use crate::{
+    codec::{self, Bytes},
+    error::{DecodeError, ErrorReply},
+    limits::{MAX_SEALED_BODY, MAX_SEALED_SECRET},
+};
+
+/// A sealed secret as stored: see [`crate::seal`].
+pub type SealedSecret = Bytes<MAX_SEALED_SECRET>;
+
+/// A request inside a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpRequest {
+    /// See [`store`].
+    Store(Store),
+    /// See [`retrieve`].
+    Retrieve(Retrieve),
+    /// See [`list`].
+    List(List),
+    /// See [`delete`].
+    Delete(Delete),
+    /// See [`audit`].
+    Audit(Audit),
+    /// See [`change_password`].
+    ChangePasswordStart(ChangePasswordStart),
+    /// See [`change_password`].
+    ChangePasswordFinish(ChangePasswordFinish),
+    /// See [`logout`].
+    Logout,
+}
+
+/// A response inside a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResponse {
+    /// Answers [`OpRequest::Store`].
+    Stored(Stored),
+    /// Answers [`OpRequest::Retrieve`].
+    Secret(Secret),
+    /// Answers [`OpRequest::List`].
+    List(ListPage),
+    /// Answers [`OpRequest::Delete`].
+    Deleted,
+    /// Answers [`OpRequest::Audit`].
+    Audit(AuditPage),
+    /// Answers [`OpRequest::ChangePasswordStart`].
+    ChangePasswordStarted(ChangePasswordStarted),
+    /// Answers [`OpRequest::ChangePasswordFinish`].
+    PasswordChanged,
+    /// Answers [`OpRequest::Logout`].
+    LoggedOut,
+    /// The operation failed.
+    Error(ErrorReply),
+}
+
+impl OpRequest {
+    /// Encodes for sealing.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes an opened request body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SEALED_BODY)
+    }
+
+    /// Whether the operation changes the account. Mutations are applied at most once per
+    /// sequence number, and their responses recorded; reads may simply be sent again.
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(_) | Self::Delete(_) | Self::ChangePasswordFinish(_) | Self::Logout
+        )
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Store(_) => "store",
+            Self::Retrieve(_) => "retrieve",
+            Self::List(_) => "list",
+            Self::Delete(_) => "delete",
+            Self::Audit(_) => "audit",
+            Self::ChangePasswordStart(_) => "change_password_start",
+            Self::ChangePasswordFinish(_) => "change_password_finish",
+            Self::Logout => "logout",
+        }
+    }
+}
+
+impl OpResponse {
+    /// Encodes for sealing.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes an opened response body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SEALED_BODY)
+    }
+}
+
+impl From<ErrorReply> for OpResponse {
+    fn from(e: ErrorReply) -> Self {
+        Self::Error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use proptest::prelude::*;
+
+    #[test]
+    fn an_error_round_trips() {
+        let e = OpResponse::Error(ErrorReply {
+            code: ErrorCode::VERSION_MISMATCH,
+            retry_after_secs: None,
+            expected_version: Some(4),
+        });
+        assert_eq!(OpResponse::decode(&e.encode()).unwrap(), e);
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = OpRequest::decode(&b);
+            let _ = OpResponse::decode(&b);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! `retrieve`: the current version of a secret, still sealed; the client opens it.
+
+use serde::{Deserialize, Serialize};
+
+use super::SealedSecret;
+use crate::names::SecretName;
+
+/// Read the current version of `name`. Refused with `NOT_FOUND` if there is none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retrieve {
+    /// The secret's name.
+    pub name: SecretName,
+}
+
+/// The current version of a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    /// Its version (also in the ciphertext's associated data, so the server cannot pass
+    /// another version off as this one).
+    pub version: u64,
+    /// When it was stored.
+    pub created: i64,
+    /// The sealed secret.
+    pub sealed: SealedSecret,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{OpRequest, OpResponse, codec::Bytes};
+
+    #[test]
+    fn a_retrieve_and_its_answer_round_trip() {
+        let r = OpRequest::Retrieve(Retrieve {
+            name: SecretName::new("w").unwrap(),
+        });
+        assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
+        let a = OpResponse::Secret(Secret {
+            version: 1,
+            created: 5,
+            sealed: Bytes::new(vec![2; 41]).unwrap(),
+        });
+        assert_eq!(OpResponse::decode(&a.encode()).unwrap(), a);
+    }
+}

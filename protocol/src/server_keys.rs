@@ -1,0 +1,145 @@
+//! The server's key schedule: every key the server derives from its long-term secret.
+//!
+//! ```text
+//! OPAQUE setup (OPRF seed, AKE key pair; serialized, 128 bytes)
+//!   ├─ vault key      = HKDF-SHA256(ikm = setup, info = "keyserver/1 sessions at rest")
+//!   │                   seals session keys in the shared database (session::vault)
+//!   └─ fake seed      = HKDF-SHA256(ikm = setup, info = "keyserver/1 fake records")
+//!        ├─ fake record of a name    = see handshake::login::fake_record
+//!        └─ unknown-name key of name = HMAC-SHA256(fake seed, "keyserver/1 unknown login" || name)
+//! ```
+//!
+//! Every instance of a fleet shares the setup, so every instance derives the same keys
+//! without another secret to distribute. Nothing here can fail: a key that could not be
+//! derived would be a bug, never an all-zero key.
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::{
+    ServerSetup,
+    handshake::{HandshakeError, login},
+    names::UserName,
+    secret::Key32,
+    session::vault::SessionVault,
+};
+
+/// HKDF label of the key that seals session keys at rest.
+pub const VAULT_LABEL: &[u8] = b"keyserver/1 sessions at rest";
+/// HKDF label of the seed of fake records and unknown-name keys.
+pub const FAKE_SEED_LABEL: &[u8] = b"keyserver/1 fake records";
+/// HMAC label of an unknown name's key.
+pub const UNKNOWN_NAME_LABEL: &[u8] = b"keyserver/1 unknown login";
+
+/// The keys derived from the server's OPAQUE setup.
+pub struct ServerKeys {
+    vault: Key32,
+    fake_seed: Key32,
+}
+
+impl std::fmt::Debug for ServerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerKeys(REDACTED)")
+    }
+}
+
+fn hkdf(ikm: &[u8], label: &[u8]) -> Key32 {
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's output limit of 255 * 32: expand cannot fail.
+    let _ = Hkdf::<Sha256>::new(None, ikm).expand(label, out.as_mut());
+    Key32::from_bytes(*out)
+}
+
+impl ServerKeys {
+    /// Derives every key from the serialized OPAQUE setup.
+    pub fn derive(setup: &ServerSetup) -> Self {
+        let ikm = Zeroizing::new(setup.serialize().to_vec());
+        Self {
+            vault: hkdf(&ikm, VAULT_LABEL),
+            fake_seed: hkdf(&ikm, FAKE_SEED_LABEL),
+        }
+    }
+
+    /// The vault that seals session keys at rest.
+    pub fn vault(&self) -> SessionVault {
+        SessionVault::new(self.vault.clone())
+    }
+
+    /// The fake registration record answered for `user` when no such account exists (see
+    /// [`login::fake_record`]).
+    pub fn fake_record(&self, user: &UserName) -> Result<Vec<u8>, HandshakeError> {
+        login::fake_record(self.fake_seed.expose_secret(), user)
+    }
+
+    /// Names an unknown user in the guess-counter table without writing the name down: a
+    /// database reader learns neither which names were tried nor how often each was.
+    pub fn unknown_name_key(&self, user: &UserName) -> [u8; 32] {
+        // ring's HMAC takes a key of any length, so this cannot fail.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.fake_seed.expose_secret());
+        let mut ctx = ring::hmac::Context::with_key(&key);
+        ctx.update(UNKNOWN_NAME_LABEL);
+        ctx.update(user.as_str().as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// The seed of fake records, for the vector test and the benchmarks.
+    #[doc(hidden)]
+    pub fn fake_seed(&self) -> &Key32 {
+        &self.fake_seed
+    }
+
+    /// The vault key, for the vector test.
+    #[doc(hidden)]
+    pub fn vault_key(&self) -> &Key32 {
+        &self.vault
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(v: &serde_json::Value, key: &str) -> Vec<u8> {
+        hex::decode(v[key].as_str().unwrap()).unwrap()
+    }
+
+    fn vector() -> serde_json::Value {
+        serde_json::from_str(include_str!("../../spec/vectors/server-keys.json")).unwrap()
+    }
+
+    #[test]
+    fn every_key_matches_the_vector_in_the_spec() {
+        let v = vector();
+        let setup = ServerSetup::deserialize(&hex(&v, "setup")).unwrap();
+        let keys = ServerKeys::derive(&setup);
+        assert_eq!(keys.vault.expose_secret().to_vec(), hex(&v, "vault_key"));
+        assert_eq!(
+            keys.fake_seed.expose_secret().to_vec(),
+            hex(&v, "fake_seed")
+        );
+        let alice = UserName::new("alice").unwrap();
+        assert_eq!(
+            keys.unknown_name_key(&alice).to_vec(),
+            hex(&v, "unknown_name_key_alice")
+        );
+        assert_eq!(
+            keys.fake_record(&alice).unwrap(),
+            hex(&v, "fake_record_alice")
+        );
+    }
+
+    #[test]
+    fn keys_differ_by_purpose_and_by_name() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let setup = ServerSetup::new(&mut rng);
+        let k = ServerKeys::derive(&setup);
+        assert_ne!(k.vault.expose_secret(), k.fake_seed.expose_secret());
+        let (a, b) = (UserName::new("a").unwrap(), UserName::new("b").unwrap());
+        assert_ne!(k.unknown_name_key(&a), k.unknown_name_key(&b));
+        assert_ne!(k.fake_record(&a).unwrap(), k.fake_record(&b).unwrap());
+    }
+}
