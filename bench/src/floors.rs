@@ -48,7 +48,9 @@ pub(crate) fn opaque_floor(n: usize) -> anyhow::Result<OpaqueFloor> {
     let pw = SecretBytes::new(b"benchmark".to_vec());
     let ksf = KsfParams::INSECURE_TEST_ONLY;
     let (flow, req) = registration::start(&mut rng, &user, &pw)?;
-    let resp = registration::respond(&setup, &user, req.as_slice())?;
+    // The credential identifier is the server's choice; any value costs the same.
+    let credential_id = [7u8; 32];
+    let resp = registration::respond(&setup, &credential_id, req.as_slice())?;
     let done = flow.finish(&mut rng, &pw, resp.as_slice(), ksf)?;
     let record =
         ServerRegistration::<Suite>::deserialize(&registration::record(done.upload.as_slice())?)?;
@@ -68,7 +70,7 @@ pub(crate) fn opaque_floor(n: usize) -> anyhow::Result<OpaqueFloor> {
             &setup,
             Some(record.clone()),
             c1.message,
-            user.as_str().as_bytes(),
+            &credential_id,
             params(),
         )?;
         let t2 = Instant::now();

@@ -1005,11 +1005,7 @@ async fn measure_deployment(bin: &Path, d: &Deployment, secs: f64) -> anyhow::Re
     for i in 0..d.instances {
         let dir = tmp.path().join(format!("instance-{i}"));
         if i > 0 {
-            std::fs::create_dir_all(&dir)?;
-            for f in std::fs::read_dir(&first)? {
-                let f = f?;
-                std::fs::copy(f.path(), dir.join(f.file_name()))?;
-            }
+            keyserver_tests::copy_data_dir(&first, &dir);
         }
         let mut args = vec![];
         if let Some(url) = &d.database_url {

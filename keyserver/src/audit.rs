@@ -57,6 +57,7 @@ mod tests {
             audit_seq: 0,
             audit_head: None,
             live_secrets: 0,
+            epoch: 1,
         };
         let mut v = ChainVerifier::new(&user);
         for t in 0..5 {

@@ -4,7 +4,12 @@ use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::{Server, StartError, config::Config, data_dir};
+use crate::{
+    Server, StartError,
+    config::Config,
+    data_dir,
+    server_setup::{self, SetupKeySource},
+};
 
 /// A key server: OPAQUE login, client-sealed secrets, a hash-chained audit log.
 #[derive(Debug, Parser)]
@@ -33,6 +38,12 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// The file holding the key that seals the server's OPAQUE setup [default: setup_key_file
+    /// in keyserver.toml, else <data dir>.setup.key, next to the data dir]. The
+    /// KEYSERVER_SETUP_KEY environment variable (the key itself, 64 hex digits, for secret
+    /// managers) overrides it.
+    #[arg(long, global = true, env = "KEYSERVER_SETUP_KEY_FILE")]
+    pub setup_key: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -55,17 +66,45 @@ pub enum CliError {
     Other(String),
 }
 
+/// Where the setup key comes from: `KEYSERVER_SETUP_KEY` (the key itself), else
+/// `--setup-key`, else `setup_key_file` of `config`, else next to the data dir.
+fn setup_key(cli: &Cli, config: Option<&Config>) -> Result<SetupKeySource, CliError> {
+    if let Ok(hex) = std::env::var(server_setup::KEY_ENV) {
+        return Ok(SetupKeySource::from_hex(&hex).map_err(StartError::from)?);
+    }
+    Ok(
+        match (
+            &cli.setup_key,
+            config.and_then(|c| c.setup_key_file.as_ref()),
+        ) {
+            (Some(f), _) | (None, Some(f)) => SetupKeySource::File(f.clone()),
+            (None, None) => SetupKeySource::default_for(&cli.data_dir),
+        },
+    )
+}
+
 /// Runs the command line; returns when the server has shut down.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Init) => {
-            let created = data_dir::init(&cli.data_dir).map_err(StartError::from)?;
+            let key = setup_key(&cli, None)?;
+            let created = data_dir::init(&cli.data_dir, &key).map_err(StartError::from)?;
             let verb = if created {
                 "created"
             } else {
                 "already initialised:"
             };
             println!("{verb} {}", cli.data_dir.display());
+            println!(
+                "the key that seals the server's OPAQUE setup is in {}. With it and a copy of \
+                 the database, passwords can be guessed offline: keep it out of database \
+                 backups (setup_key_file, --setup-key or KEYSERVER_SETUP_KEY choose where it \
+                 lives).",
+                key.describe()
+            );
+            if key.is_inside(&cli.data_dir) {
+                println!("warning: it is inside the data dir; move it out and set setup_key_file.");
+            }
             Ok(())
         }
         None | Some(Command::Serve) => serve(cli).await,
@@ -73,16 +112,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 async fn serve(cli: Cli) -> Result<(), CliError> {
-    data_dir::init(&cli.data_dir).map_err(StartError::from)?;
-    let mut config =
-        Config::from_file(&cli.data_dir.join("keyserver.toml")).map_err(StartError::from)?;
+    // The config file lives in the data dir; a new data dir gets it with the key.
+    let file = cli.data_dir.join("keyserver.toml");
+    let config = file
+        .is_file()
+        .then(|| Config::from_file(&file))
+        .transpose()
+        .map_err(StartError::from)?;
+    let key = setup_key(&cli, config.as_ref())?;
+    data_dir::init(&cli.data_dir, &key).map_err(StartError::from)?;
+    let mut config = Config::from_file(&file).map_err(StartError::from)?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
-    if cli.database_url.is_some() {
-        config.database_url = cli.database_url;
+    if let Some(url) = cli.database_url {
+        config.database_url = Some(crate::config::DatabaseUrl::new(url));
     }
-    let server = Server::start(cli.data_dir, config).await?;
+    let server = Server::start_with(
+        cli.data_dir,
+        config,
+        key,
+        std::sync::Arc::new(crate::clock::SystemClock::default()),
+    )
+    .await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", server.listening_line()).map_err(|e| CliError::Other(e.to_string()))?;

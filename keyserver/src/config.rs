@@ -48,14 +48,53 @@ pub enum ConfigError {
     },
 }
 
-/// Everything the server can be told. Each field documents its default and why.
+/// A database URL. It may carry a password: `Debug` and [`DatabaseUrl::redacted`] print it
+/// without one, and nothing else prints it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL, password included: only to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its user and password, for messages.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+            _ => url.chars().take(64).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// Everything the server can be told. Each field documents its default and why. `Debug`
+/// prints the database URL without its password.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on (UDP for QUIC). Default `127.0.0.1:7443`; port 0 picks one.
     pub listen: SocketAddr,
     /// Postgres URL; when absent, the embedded SQLite database in the data dir is used.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
+    /// The file holding the key that seals the server's OPAQUE setup. Default: next to the
+    /// data dir (`<data dir>.setup.key`), never in it: with this key and a copy of the
+    /// database, passwords can be guessed offline, so it must not travel with database
+    /// backups. `KEYSERVER_SETUP_KEY` (the key itself, hex) overrides it.
+    pub setup_key_file: Option<std::path::PathBuf>,
     /// Most sessions one account may hold at once (fleet-wide); more logins get
     /// `SLOW_DOWN`. Default 32.
     pub max_sessions_per_account: u64,
@@ -76,8 +115,17 @@ pub struct Config {
     pub max_pending_handshakes: u64,
     /// Most connections at once; more are refused. Default 10,000.
     pub max_connections: u64,
+    /// Most connections at once from one source address (an IPv6 address counts by its
+    /// /64, which one host typically holds whole); more are refused. Default 256: many
+    /// clients behind one NAT, few enough that one address cannot take every slot.
+    pub max_connections_per_address: u64,
     /// Concurrent requests (QUIC streams) per connection. Default 256.
     pub max_streams_per_connection: u64,
+    /// Bytes of requests one connection may hold in the server's memory at once (requests
+    /// being read or waiting for their answer); reading stops at the limit (back pressure).
+    /// Default 8 MiB, at least one largest request. With QUIC's receive window (2 MiB per
+    /// connection) this bounds a connection's buffers at about 10 MiB.
+    pub max_buffered_bytes_per_connection: u64,
     /// A connection with no traffic is closed after this long. Default 60 s. Sessions
     /// outlive connections, so this only frees resources.
     pub connection_idle_timeout_secs: u64,
@@ -89,6 +137,13 @@ pub struct Config {
     /// Login and registration starts per second overall. Default 2,000 (about what two
     /// cores sustain); bursts of twice that.
     pub handshakes_per_second: u64,
+    /// Lookups in the database of sessions this instance does not hold, per second from
+    /// one source address (each request under an unknown session id costs one): default
+    /// 100, bursts of 200. Ids found missing are also remembered for a few seconds.
+    pub session_lookups_per_second_per_address: u64,
+    /// A password change or key rotation must follow the session's reauth (a fresh proof
+    /// of the password) within this time. Default 300 s.
+    pub reauth_window_secs: u64,
     /// Consecutive failed logins before the account is locked. Default 10.
     pub max_failed_logins: u64,
     /// The first lockout lasts this long; each further failure doubles it. Default 60 s.
@@ -102,6 +157,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             database_url: None,
+            setup_key_file: None,
             max_sessions_per_account: 32,
             max_secrets_per_account: 10_000,
             session_idle_timeout_secs: 15 * 60,
@@ -110,11 +166,15 @@ impl Default for Config {
             handshake_timeout_secs: 30,
             max_pending_handshakes: 10_000,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             max_streams_per_connection: 256,
+            max_buffered_bytes_per_connection: 8 * 1024 * 1024,
             connection_idle_timeout_secs: 60,
             handshakes_per_second_per_address: 50,
             handshake_burst_per_address: 200,
             handshakes_per_second: 2000,
+            session_lookups_per_second_per_address: 100,
+            reauth_window_secs: 300,
             max_failed_logins: 10,
             lockout_base_secs: 60,
             lockout_max_secs: 24 * 3600,
@@ -207,6 +267,25 @@ impl Config {
         )?;
         range("max_connections", self.max_connections, 1, 1_000_000)?;
         range(
+            "max_connections_per_address",
+            self.max_connections_per_address,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "max_buffered_bytes_per_connection",
+            self.max_buffered_bytes_per_connection,
+            keyserver_protocol::limits::MAX_MESSAGE as u64 + 16,
+            1 << 32,
+        )?;
+        range(
+            "session_lookups_per_second_per_address",
+            self.session_lookups_per_second_per_address,
+            1,
+            1_000_000,
+        )?;
+        range("reauth_window_secs", self.reauth_window_secs, 10, 3600)?;
+        range(
             "max_streams_per_connection",
             self.max_streams_per_connection,
             1,
@@ -279,6 +358,12 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # Without it, the embedded SQLite database in this directory is used.
 # database_url = "postgres://keyserver@db.internal/keyserver"
 
+# The key that seals the server's OPAQUE setup. With it and a copy of the database,
+# passwords can be guessed offline: keep it away from database backups, ideally on another
+# volume. Default: next to this directory (<data dir>.setup.key), not in it. The
+# KEYSERVER_SETUP_KEY environment variable (the key itself, 64 hex digits) overrides it.
+# setup_key_file = "/etc/keyserver/setup.key"
+
 # Sessions end after this many seconds without a request, and this long after login.
 # session_idle_timeout_secs = 900
 # session_lifetime_secs = 43200
@@ -292,9 +377,12 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # handshake_timeout_secs = 30
 # max_pending_handshakes = 10000
 
-# Transport limits.
+# Transport limits. A connection holds at most max_buffered_bytes_per_connection of
+# requests in memory (plus QUIC's 2 MiB receive window): about 10 MiB per connection.
 # max_connections = 10000
+# max_connections_per_address = 256
 # max_streams_per_connection = 256
+# max_buffered_bytes_per_connection = 8388608
 # connection_idle_timeout_secs = 60
 
 # Rate limits on login and registration starts, per source address and overall; the
@@ -302,6 +390,14 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # handshakes_per_second_per_address = 50
 # handshake_burst_per_address = 200
 # handshakes_per_second = 2000
+
+# Requests naming a session this instance does not hold cost a database lookup: at most
+# this many per second from one address (bursts of twice that).
+# session_lookups_per_second_per_address = 100
+
+# A password change or key rotation needs the password proven again in the session
+# (reauth) within this time.
+# reauth_window_secs = 300
 
 # Guess limiting: after this many consecutive failed logins the account is locked for
 # lockout_base_secs, doubling with each further failure, at most lockout_max_secs.
@@ -320,10 +416,30 @@ mod tests {
         assert_eq!(Config::from_toml(TEMPLATE).unwrap(), Config::default());
         let uncommented: String = TEMPLATE
             .lines()
-            .filter(|l| l.starts_with("# ") && l.contains(" = ") && !l.contains("database_url"))
+            .filter(|l| {
+                l.starts_with("# ")
+                    && l.contains(" = ")
+                    && !l.contains("database_url")
+                    && !l.contains("setup_key_file")
+            })
             .map(|l| format!("{}\n", &l[2..]))
             .collect();
         assert_eq!(Config::from_toml(&uncommented).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn debug_never_prints_the_database_password() {
+        let c = Config::from_toml(
+            "database_url = \"postgres://keyserver:hunter2@db.internal:5432/keyserver\"",
+        )
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("db.internal:5432/keyserver"), "{d}");
+        assert_eq!(
+            c.database_url.unwrap().expose(),
+            "postgres://keyserver:hunter2@db.internal:5432/keyserver"
+        );
     }
 
     #[test]

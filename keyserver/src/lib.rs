@@ -41,6 +41,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{Config, ConfigError},
     files::FileError,
+    server_setup::SetupKeySource,
     service::Core,
     storage::{Backend, Storage, StorageError, postgres::PostgresBackend, sqlite::SqliteBackend},
     transport::tls::TlsConfigError,
@@ -93,33 +94,46 @@ pub struct Server {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// Creates the data dir if needed, opens storage, binds and starts serving.
+    /// Creates the data dir if needed, opens storage, binds and starts serving. The setup
+    /// key is where `config` says, or next to the data dir.
     pub async fn start(data_dir: PathBuf, config: Config) -> Result<Self, StartError> {
-        Self::start_with_clock(data_dir, config, Arc::new(SystemClock::default())).await
+        let key = match &config.setup_key_file {
+            Some(f) => SetupKeySource::File(f.clone()),
+            None => SetupKeySource::default_for(&data_dir),
+        };
+        Self::start_with(data_dir, config, key, Arc::new(SystemClock::default())).await
     }
 
-    /// [`Self::start`] with another clock (tests move time).
-    pub async fn start_with_clock(
+    /// [`Self::start`] with the setup key from `key` and time from `clock` (tests move it).
+    pub async fn start_with(
         data_dir: PathBuf,
         config: Config,
+        key: SetupKeySource,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        data_dir::init(&data_dir)?;
-        let setup = server_setup::load(
-            &data_dir,
-            &server_setup::SetupKeySource::default_for(&data_dir),
-        )?;
+        data_dir::init(&data_dir, &key)?;
+        if key.is_inside(&data_dir) {
+            tracing::warn!(
+                key = %key.describe(),
+                "the setup key is inside the data dir: a copy of the data dir (a backup) is \
+                 enough to guess passwords offline; move it out and set setup_key_file"
+            );
+        }
+        let setup = server_setup::load(&data_dir, &key)?;
         let backend: Arc<dyn Backend> = match &config.database_url {
             None => Arc::new(SqliteBackend::open(&data_dir.join("keyserver.db")).await?),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(url)
+                if url.expose().starts_with("postgres://")
+                    || url.expose().starts_with("postgresql://") =>
+            {
                 Arc::new(
-                    PostgresBackend::connect(url)
+                    PostgresBackend::connect(url.expose())
                         .await
-                        .map_err(|e| StartError::Database(redact_url(url), e))?,
+                        .map_err(|e| StartError::Database(url.redacted(), e))?,
                 )
             }
-            Some(url) => return Err(StartError::UnsupportedDatabase(redact_url(url))),
+            Some(url) => return Err(StartError::UnsupportedDatabase(url.redacted())),
         };
         let storage = Storage::new(backend);
         let (certs, key) = pki::load_server_identity(&data_dir)?;
@@ -131,9 +145,14 @@ impl Server {
         };
         let quic_addr = quic.local_addr().map_err(bind_err)?;
         let tcp_addr = tcp.local_addr().map_err(bind_err)?;
-        let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+        let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let connections = transport::limits::ConnectionLimits::new(
+            usize_of(config.max_connections),
+            usize_of(config.max_connections_per_address),
+            usize_of(config.max_buffered_bytes_per_connection),
+        );
         let tcp_limits = transport::tcp::TcpLimits {
-            max_connections,
+            connections: connections.clone(),
             max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
         };
@@ -144,7 +163,7 @@ impl Server {
         tokio::spawn(transport::quic::serve(
             quic.clone(),
             core.clone(),
-            max_connections,
+            connections,
             shutdown.clone(),
             killer.clone(),
             tasks.clone(),
@@ -259,13 +278,5 @@ async fn sweeper(core: Arc<Core>, shutdown: CancellationToken) {
             _ = sweep.tick() => core.sweep().await,
             _ = purge.tick() => core.purge().await,
         }
-    }
-}
-
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-        _ => url.chars().take(64).collect(),
     }
 }

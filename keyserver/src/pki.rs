@@ -16,7 +16,7 @@ use crate::files::{FileError, write_private, write_public};
 /// The names the development server certificate is valid for.
 pub const DEV_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 
-/// Makes `ca.pem`, `ca.key`, `server.pem` and `server.key` in `dir`.
+/// Makes `ca.pem`, `server.pem` and `server.key` in `dir`; the CA's key is thrown away.
 pub fn create_dev_pki(dir: &Path) -> Result<(), FileError> {
     let pki = |e: rcgen::Error| FileError::Pki(e.to_string());
     let ca_key = KeyPair::generate().map_err(pki)?;
@@ -37,7 +37,11 @@ pub fn create_dev_pki(dir: &Path) -> Result<(), FileError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let cert = params.signed_by(&key, &issuer).map_err(pki)?;
 
-    write_private(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
+    // The CA's private key is not kept: it signed the one certificate this data dir needs,
+    // and kept beside it, it would let whoever copies the data dir sign a certificate for
+    // any name that clients trusting `ca.pem` accept. (Its certificate is also limited to
+    // signing end-entity certificates: path length 0.)
+    drop(ca_key);
     write_public(&dir.join("ca.pem"), ca_cert.pem().as_bytes())?;
     write_private(&dir.join("server.key"), key.serialize_pem().as_bytes())?;
     write_public(&dir.join("server.pem"), cert.pem().as_bytes())?;

@@ -1,12 +1,14 @@
 //! The server's long-term OPAQUE setup (OPRF seed, AKE key pair), the one secret it holds.
 //!
 //! At rest it is sealed with ChaCha20-Poly1305 under a 32-byte setup key:
-//! `server-setup.sealed` = `version (1) || nonce (12) || AEAD(setup, aad = label)`.
-//! Where the setup key lives is a [`SetupKeySource`]: outside an enclave a file (mode 0600,
-//! ideally on another volume than the database, so that a stolen database or backup alone
-//! does not carry it); inside a Nitro Enclave the key is released by KMS to the attested
-//! enclave only. Whoever holds the setup key and the database can run offline guessing on
-//! every account, so the key must never sit next to database backups.
+//! `server-setup.sealed` = `version (1) || nonce (12) || AEAD(setup, aad = label)`, in the
+//! data dir. Whoever holds the setup key and a copy of the database can run offline guessing
+//! on every account, so the key is never kept beside the database: where it lives is a
+//! [`SetupKeySource`]. By default a file *next to* the data dir (`<data dir>.setup.key`,
+//! mode 0600), so that a copy or backup of the data dir does not carry it; wherever the
+//! operator says (`setup_key_file`, `--setup-key`); or the key itself from the environment
+//! (`KEYSERVER_SETUP_KEY`) for secret managers that inject it. Inside a Nitro Enclave the
+//! key is released by KMS to the attested enclave only.
 
 use std::path::{Path, PathBuf};
 
@@ -21,31 +23,97 @@ use crate::files::{FileError, read_bounded, write_private};
 const VERSION: u8 = 1;
 const AAD: &[u8] = b"keyserver/1 server setup";
 const SETUP_FILE: &str = "server-setup.sealed";
-const KEY_FILE: &str = "setup.key";
+/// Where data dirs made before the key left them kept it.
+const LEGACY_KEY_FILE: &str = "setup.key";
+/// The environment variable that may hold the setup key itself (64 hex digits).
+pub const KEY_ENV: &str = "KEYSERVER_SETUP_KEY";
 
 /// Where the key that seals the OPAQUE setup comes from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SetupKeySource {
-    /// A file of 32 random bytes, mode 0600.
+    /// A file of 32 random bytes, mode 0600 (made when the data dir is, if missing).
     File(PathBuf),
+    /// The key itself, given by the environment; never written anywhere.
+    Inline(Zeroizing<[u8; 32]>),
+}
+
+impl std::fmt::Debug for SetupKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Inline(_) => f.write_str("Inline(REDACTED)"),
+        }
+    }
 }
 
 impl SetupKeySource {
-    /// The default: `setup.key` in the data dir.
+    /// The key file of data dir `dir` when nothing says otherwise: next to the data dir,
+    /// not in it (`./keyserver-data` → `./keyserver-data.setup.key`). A data dir made
+    /// before this rule keeps the `setup.key` inside it, and [`Self::is_inside`] says so.
     pub fn default_for(dir: &Path) -> Self {
-        Self::File(dir.join(KEY_FILE))
+        let legacy = dir.join(LEGACY_KEY_FILE);
+        if legacy.is_file() {
+            return Self::File(legacy);
+        }
+        let mut name = dir
+            .file_name()
+            .map_or_else(|| "keyserver-data".into(), |n| n.to_os_string());
+        name.push(".setup.key");
+        Self::File(dir.with_file_name(name))
     }
 
-    fn create(&self) -> Result<Zeroizing<[u8; 32]>, FileError> {
-        let Self::File(path) = self;
+    /// The key given as 64 hex digits (the `KEYSERVER_SETUP_KEY` environment variable).
+    pub fn from_hex(hex: &str) -> Result<Self, FileError> {
+        let bad = || {
+            FileError::Invalid(
+                KEY_ENV.into(),
+                "the setup key must be 64 hex digits (32 bytes)".into(),
+            )
+        };
+        let hex = hex.trim();
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
         let mut key = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(key.as_mut());
-        write_private(path, key.as_ref())?;
-        Ok(key)
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(Self::Inline(key))
+    }
+
+    /// Whether the key is a file inside data dir `dir` (where a copy of the data dir
+    /// carries it together with the database).
+    pub fn is_inside(&self, dir: &Path) -> bool {
+        matches!(self, Self::File(p) if p.parent() == Some(dir))
+    }
+
+    /// Where the key is, for messages (never the key itself).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Inline(_) => format!("the {KEY_ENV} environment variable"),
+        }
+    }
+
+    /// The key, made (and written, for a file) if there is none yet.
+    fn load_or_create(&self) -> Result<Zeroizing<[u8; 32]>, FileError> {
+        match self {
+            Self::File(path) if !path.exists() => {
+                let mut key = Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(key.as_mut());
+                write_private(path, key.as_ref())?;
+                Ok(key)
+            }
+            _ => self.load(),
+        }
     }
 
     fn load(&self) -> Result<Zeroizing<[u8; 32]>, FileError> {
-        let Self::File(path) = self;
+        let path = match self {
+            Self::Inline(key) => return Ok(key.clone()),
+            Self::File(path) => path,
+        };
         let bytes = Zeroizing::new(read_bounded(path, 64)?);
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             FileError::Invalid(
@@ -63,9 +131,10 @@ fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, FileError> {
         .map_err(|_| FileError::Crypto("cannot load the setup key".into()))
 }
 
-/// Makes a new OPAQUE setup and seals it into `dir`.
+/// Makes a new OPAQUE setup and seals it into `dir`, under the key of `source` (made now
+/// if it is a file that does not exist yet).
 pub fn create(dir: &Path, source: &SetupKeySource) -> Result<(), FileError> {
-    let key = source.create()?;
+    let key = source.load_or_create()?;
     let setup = ServerSetup::new(&mut OsRng);
     let mut buf = Zeroizing::new(setup.serialize().to_vec());
     let mut nonce = [0u8; 12];
@@ -100,7 +169,14 @@ pub fn load(dir: &Path, source: &SetupKeySource) -> Result<ServerSetup, FileErro
     let plain = cipher(&key)?
         .open_in_place(nonce, Aad::from(AAD), &mut buf)
         .map_err(|_| {
-            invalid("does not open with the setup key (wrong key, or the file was altered)")
+            FileError::Invalid(
+                path.display().to_string(),
+                format!(
+                    "does not open with the setup key in {} (wrong key, or the file was \
+                     altered)",
+                    source.describe()
+                ),
+            )
         })?;
     ServerSetup::deserialize(plain).map_err(|_| invalid("sealed contents are not an OPAQUE setup"))
 }
@@ -109,18 +185,22 @@ pub fn load(dir: &Path, source: &SetupKeySource) -> Result<ServerSetup, FileErro
 mod tests {
     use super::*;
 
+    fn source(dir: &Path) -> SetupKeySource {
+        SetupKeySource::File(dir.join("k"))
+    }
+
     #[test]
     fn a_created_setup_loads_and_only_with_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let src = SetupKeySource::default_for(dir.path());
+        let src = source(dir.path());
         create(dir.path(), &src).unwrap();
         let a = load(dir.path(), &src).unwrap();
         let b = load(dir.path(), &src).unwrap();
         assert_eq!(a.serialize(), b.serialize());
         // Another key does not open it.
-        std::fs::write(dir.path().join(KEY_FILE), [7u8; 32]).unwrap();
+        let other = SetupKeySource::from_hex(&"07".repeat(32)).unwrap();
         assert!(matches!(
-            load(dir.path(), &src),
+            load(dir.path(), &other),
             Err(FileError::Invalid(..))
         ));
     }
@@ -128,7 +208,7 @@ mod tests {
     #[test]
     fn an_altered_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let src = SetupKeySource::default_for(dir.path());
+        let src = source(dir.path());
         create(dir.path(), &src).unwrap();
         let p = dir.path().join(SETUP_FILE);
         let mut b = std::fs::read(&p).unwrap();
@@ -141,10 +221,41 @@ mod tests {
     #[test]
     fn the_sealed_file_does_not_contain_the_setup_in_clear() {
         let dir = tempfile::tempdir().unwrap();
-        let src = SetupKeySource::default_for(dir.path());
+        let src = source(dir.path());
         create(dir.path(), &src).unwrap();
         let setup = load(dir.path(), &src).unwrap().serialize().to_vec();
         let file = std::fs::read(dir.path().join(SETUP_FILE)).unwrap();
         assert!(!file.windows(32).any(|w| w == &setup[..32]));
+    }
+
+    #[test]
+    fn the_default_key_file_is_next_to_the_data_dir_not_in_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("keyserver-data");
+        let SetupKeySource::File(p) = SetupKeySource::default_for(&dir) else {
+            panic!()
+        };
+        assert_eq!(p, root.path().join("keyserver-data.setup.key"));
+        assert!(!SetupKeySource::default_for(&dir).is_inside(&dir));
+        // A data dir made before keeps its key where it was, and is told so.
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(LEGACY_KEY_FILE), [1u8; 32]).unwrap();
+        assert!(SetupKeySource::default_for(&dir).is_inside(&dir));
+    }
+
+    #[test]
+    fn a_key_from_the_environment_is_64_hex_digits_and_never_printed() {
+        let k = SetupKeySource::from_hex(&"5a".repeat(32)).unwrap();
+        assert_eq!(format!("{k:?}"), "Inline(REDACTED)");
+        assert!(!k.describe().contains("5a5a"));
+        for bad in [
+            "",
+            "ab",
+            &"zz".repeat(32),
+            &"ab".repeat(33),
+            &"é".repeat(32),
+        ] {
+            assert!(SetupKeySource::from_hex(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -128,6 +128,24 @@ impl Connection {
         }
     }
 
+    /// Sends one request once: on a lost connection, the next request reconnects, but this
+    /// one is not sent again. For requests that count a password guess (a login start), so
+    /// that a flaky network never spends the user's guesses behind their back.
+    pub(crate) async fn call_once(&self, req: &Request) -> Result<Response, ClientError> {
+        let (generation, link) = self.link().await?;
+        match link.call(&req.encode()).await {
+            Ok(resp) => Self::decode(&resp),
+            Err(LinkError::Fatal(e)) => Err(e),
+            Err(LinkError::Lost(why)) => {
+                self.lost(generation);
+                Err(ClientError::Unreachable(format!(
+                    "the connection was lost during a login step, which is not sent again \
+                     (each attempt counts a password guess): {why}"
+                )))
+            }
+        }
+    }
+
     fn decode(bytes: &[u8]) -> Result<Response, ClientError> {
         match Response::decode(bytes).map_err(|_| ClientError::Protocol("undecodable response"))? {
             Response::Error(e) => Err(e.into()),

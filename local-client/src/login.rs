@@ -1,8 +1,6 @@
 //! Login: OPAQUE login, which yields the session's keys and the master key that opens the
 //! account's storage key.
 
-use std::sync::Arc;
-
 use keyserver_protocol::{
     Request, Response, SecretBytes, UserName, handshake::login, session::ClientChannel,
 };
@@ -21,8 +19,9 @@ impl Connection {
         password: &SecretBytes,
     ) -> Result<Session, ClientError> {
         let (flow, message) = login::start(&mut OsRng, user, password).map_err(handshake_error)?;
+        // A login start counts a guess: it is not sent again if the connection drops.
         let Response::LoginStarted { handshake, message } = self
-            .call(&Request::LoginStart {
+            .call_once(&Request::LoginStart {
                 user: user.clone(),
                 message,
             })
@@ -46,7 +45,9 @@ impl Connection {
             }
         };
         let Response::LoggedIn {
-            sealed_storage_key, ..
+            sealed_storage_key,
+            epoch,
+            ..
         } = self
             .call(&Request::LoginFinish {
                 handshake,
@@ -58,15 +59,21 @@ impl Connection {
         };
         let storage_key = fin
             .master_key
-            .open_storage_key(user, sealed_storage_key.as_slice())
+            .open_storage_key(user, epoch, sealed_storage_key.as_slice())
             .map_err(|_| {
-                ClientError::Integrity("the sealed storage key from the server does not open")
+                ClientError::Integrity(
+                    "the sealed storage key from the server does not open (altered, or restored \
+                     from before a password change)",
+                )
             })?;
+        let channel = ClientChannel::new(fin.session)
+            .map_err(|_| ClientError::Protocol("unusable session keys"))?;
         Ok(Session::new(
             self.clone(),
             user.clone(),
-            Arc::new(ClientChannel::new(&fin.session)),
+            channel,
             storage_key,
+            epoch,
         ))
     }
 }

@@ -38,9 +38,10 @@ impl Connection {
                 .finish(&mut OsRng, &password, message.as_slice(), ksf)
                 .map_err(handshake_error)?;
             let storage_key = StorageKey::generate(&mut OsRng);
+            // A new account starts at epoch 1.
             let sealed = fin
                 .master_key
-                .seal_storage_key(&mut OsRng, &user2, &storage_key);
+                .seal_storage_key(&mut OsRng, &user2, 1, &storage_key);
             Ok::<_, ClientError>((fin.upload, sealed))
         })
         .await

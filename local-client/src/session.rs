@@ -20,7 +20,15 @@ pub struct Session {
     conn: Arc<std::sync::RwLock<Connection>>,
     pub(crate) user: UserName,
     channel: Arc<ClientChannel>,
+    keys: Arc<std::sync::RwLock<AccountKeys>>,
+}
+
+/// What a session knows of its account's keys: the storage key, and the epoch it is sealed
+/// for. A password change moves the epoch; a key rotation replaces both.
+#[derive(Clone, Debug)]
+pub(crate) struct AccountKeys {
     pub(crate) storage_key: Arc<StorageKey>,
+    pub(crate) epoch: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -36,15 +44,42 @@ impl Session {
     pub(crate) fn new(
         conn: Connection,
         user: UserName,
-        channel: Arc<ClientChannel>,
+        channel: ClientChannel,
         storage_key: StorageKey,
+        epoch: u64,
     ) -> Self {
         Self {
             conn: Arc::new(std::sync::RwLock::new(conn)),
             user,
-            channel,
-            storage_key: Arc::new(storage_key),
+            channel: Arc::new(channel),
+            keys: Arc::new(std::sync::RwLock::new(AccountKeys {
+                storage_key: Arc::new(storage_key),
+                epoch,
+            })),
         }
+    }
+
+    /// The account's storage key and epoch, as this session knows them.
+    pub(crate) fn keys(&self) -> AccountKeys {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces what this session knows of the account's keys (after a password change or
+    /// a key rotation it made).
+    pub(crate) fn set_keys(&self, keys: AccountKeys) {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+    }
+
+    /// The account's epoch, as this session knows it (see
+    /// `keyserver_protocol::seal::MasterKey::seal_storage_key`).
+    pub fn epoch(&self) -> u64 {
+        self.keys().epoch
     }
 
     /// The user this session is logged in as.
@@ -90,10 +125,20 @@ impl Session {
         let mut req = seal(&body)?;
         let mut attempt = 0u32;
         let resp = loop {
-            match self.connection().call(&Request::Sealed(req.clone())).await {
+            let sent = if op.is_guess() {
+                // It counts a password guess: never sent twice behind the caller's back.
+                self.connection()
+                    .call_once(&Request::Sealed(req.clone()))
+                    .await
+            } else {
+                self.connection().call(&Request::Sealed(req.clone())).await
+            };
+            match sent {
                 Ok(Response::Sealed(resp)) => break resp,
                 Ok(_) => return Err(ClientError::Protocol("unsealed reply to a sealed request")),
-                Err(ClientError::Server(ErrorCode::REPLAYED)) if attempt < REPLAY_RETRIES => {
+                Err(ClientError::Server(ErrorCode::REPLAYED))
+                    if attempt < REPLAY_RETRIES && !op.is_guess() =>
+                {
                     attempt += 1;
                     if op.is_mutation() {
                         tokio::time::sleep(

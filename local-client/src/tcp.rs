@@ -81,6 +81,13 @@ impl TcpLink {
                     "no answer from {addr} within {CONNECT_TIMEOUT:?}"
                 ))
             })??;
+        // rustls lets a TLS-over-TCP handshake finish without ALPN (QUIC refuses that):
+        // a server that did not agree on ours speaks something else.
+        if stream.get_ref().1.alpn_protocol() != Some(keyserver_protocol::ALPN) {
+            return Err(ClientError::Tls(
+                "the server did not agree on the keyserver/1 protocol (ALPN)".into(),
+            ));
+        }
         let (mut reader, writer) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
         let pending: Pending = Arc::default();

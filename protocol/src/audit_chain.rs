@@ -45,6 +45,8 @@ pub enum EventKind {
     ChangePassword = 10,
     /// A session was closed by its user.
     Logout = 11,
+    /// The storage key was replaced and every secret sealed again under the new one.
+    RotateKey = 12,
 }
 
 impl EventKind {
@@ -62,6 +64,7 @@ impl EventKind {
             Self::List => "list",
             Self::ChangePassword => "change_password",
             Self::Logout => "logout",
+            Self::RotateKey => "rotate_key",
         }
     }
 
@@ -79,6 +82,7 @@ impl EventKind {
             9 => Self::List,
             10 => Self::ChangePassword,
             11 => Self::Logout,
+            12 => Self::RotateKey,
             _ => return None,
         })
     }

@@ -114,6 +114,9 @@ pub enum Response {
     LoggedIn {
         /// The storage key, sealed under the master key.
         sealed_storage_key: Bytes<MAX_SEALED_STORAGE_KEY>,
+        /// The account's epoch, which the sealed storage key is bound to (see
+        /// [`crate::seal::MasterKey::open_storage_key`]).
+        epoch: u64,
         /// The session ends after this many seconds without a request.
         idle_timeout_secs: u64,
         /// The session ends this many seconds after login, whatever happens.
@@ -231,6 +234,7 @@ mod tests {
             },
             Response::LoggedIn {
                 sealed_storage_key: bytes(&[1; 73]),
+                epoch: 3,
                 idle_timeout_secs: 1,
                 lifetime_secs: 2,
             },

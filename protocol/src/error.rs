@@ -68,6 +68,11 @@ error_codes! {
     QUOTA = 15, "the account reached a limit";
     /// The server failed in a way that is not the client's fault.
     INTERNAL = 16, "internal server error";
+    /// The operation needs a fresh proof of the password in this session (a reauth).
+    REAUTH_REQUIRED = 17, "prove the password again first (reauth)";
+    /// The account changed since the request was prepared (another password change or key
+    /// rotation, or a rotation that did not stage every secret); start again.
+    STALE = 18, "the account changed since this was prepared; start again";
 }
 
 impl std::fmt::Debug for ErrorCode {
@@ -144,7 +149,7 @@ mod tests {
 
     #[test]
     fn every_known_code_has_a_name_and_a_sentence() {
-        for v in 1..=16u16 {
+        for v in 1..=18u16 {
             let code = ErrorCode(v);
             assert_ne!(code.name(), "UNKNOWN", "code {v}");
             assert_ne!(code.description(), "unknown error", "code {v}");

@@ -17,7 +17,7 @@ use crate::{
     handshake::{login, registration},
     limits::MAX_MESSAGE,
     seal::{MasterKey, StorageKey},
-    session::{ReplayWindow, ServerChannel, SessionKeys},
+    session::{ClientChannel, ReplayWindow, ServerChannel, SessionKeys},
 };
 
 /// Stream framing: parse, and re-encode what parsed.
@@ -61,12 +61,20 @@ pub fn handshake(data: &[u8]) {
     let setup = setup();
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let user = UserName::new("fuzz").unwrap();
-    let _ = registration::respond(&setup, &user, data);
+    let _ = registration::respond(&setup, b"credential", data);
     let _ = registration::record(data);
-    if let Ok((state, _)) = login::respond(&mut rng, &setup, None, &user, data) {
+    let _ = login::parse_request(data);
+    if let Ok((state, _)) = login::respond(&mut rng, &setup, None, b"credential", &user, data) {
         let _ = state.finish(&user, data);
     }
-    let _ = login::respond(&mut rng, &setup, Some(data), &user, &[0u8; 96]);
+    let _ = login::respond(
+        &mut rng,
+        &setup,
+        Some(data),
+        b"credential",
+        &user,
+        &[0u8; 96],
+    );
 }
 
 /// The session channel's open path: a sealed request under known keys, then the replay
@@ -74,7 +82,12 @@ pub fn handshake(data: &[u8]) {
 pub fn sealed_request(data: &[u8]) {
     let keys = SessionKeys::derive(&[7u8; 64]);
     let channel = ServerChannel::new(&keys);
+    let client = ClientChannel::new(keys).unwrap();
     let mut window = ReplayWindow::new();
+    // The client's side: a sealed response of any shape opens or is refused.
+    if let Ok(Response::Sealed(resp)) = Response::decode(data) {
+        let _ = client.open_response(resp.seq, &resp);
+    }
     if let Ok(Request::Sealed(req)) = Request::decode(data) {
         let first = channel.open_request(&req, &mut window);
         // Whatever happened, the same request can never open twice.
@@ -104,7 +117,14 @@ pub fn sealed_blobs(data: &[u8]) {
         sk.open_secret(&user, &name, 1, data).is_err() || data.len() >= crate::seal::SEAL_OVERHEAD
     );
     let mk = MasterKey::derive(&[1u8; 64]);
-    let _ = mk.open_storage_key(&user, data);
+    let _ = mk.open_storage_key(&user, 1, data);
+    let vault = crate::session::SessionVault::new(crate::secret::Key32::from_bytes([2; 32]));
+    let binding = crate::session::vault::Binding {
+        account: 1,
+        user: &user,
+        created: 0,
+    };
+    let _ = vault.open(crate::session::SessionId([3; 16]), &binding, data);
 }
 
 /// An audit page as a client receives it, then chain verification.

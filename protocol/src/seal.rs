@@ -65,23 +65,29 @@ impl MasterKey {
     }
 
     /// Seals the storage key; the user name is associated data.
+    /// Seals the storage key for the account's `epoch`; the user name and the epoch are
+    /// associated data. The epoch grows with every password change and key rotation, so a
+    /// sealed key (and the OPAQUE record beside it) restored from before one of them does not
+    /// open as the current one.
     pub fn seal_storage_key<R: RngCore + CryptoRng>(
         &self,
         rng: &mut R,
         user: &UserName,
+        epoch: u64,
         storage_key: &StorageKey,
     ) -> Vec<u8> {
-        let aad = storage_key_aad(user);
+        let aad = storage_key_aad(user, epoch);
         seal(rng, &self.0, &aad, storage_key.0.expose_secret())
     }
 
-    /// Opens a sealed storage key.
+    /// Opens a storage key sealed for `epoch`.
     pub fn open_storage_key(
         &self,
         user: &UserName,
+        epoch: u64,
         sealed: &[u8],
     ) -> Result<StorageKey, SealError> {
-        let aad = storage_key_aad(user);
+        let aad = storage_key_aad(user, epoch);
         let plain = open(&self.0, &aad, sealed)?;
         let bytes: [u8; 32] = plain
             .as_slice()
@@ -91,8 +97,8 @@ impl MasterKey {
     }
 }
 
-/// The key that seals every secret of an account. Made once at registration, re-sealed when
-/// the password changes.
+/// The key that seals every secret of an account. Made at registration, re-sealed when the
+/// password changes, replaced (every secret sealed again) by a key rotation.
 #[derive(Debug, Clone)]
 pub struct StorageKey(Key32);
 
@@ -146,10 +152,16 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field);
 }
 
-fn storage_key_aad(user: &UserName) -> Vec<u8> {
+/// The storage key's associated data. Epoch 0 is an account whose key was sealed before
+/// epochs existed: its associated data has no epoch, and its first password change or key
+/// rotation moves it to epoch 1.
+fn storage_key_aad(user: &UserName, epoch: u64) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64);
     push_field(&mut aad, STORAGE_KEY_AAD);
     push_field(&mut aad, user.as_str().as_bytes());
+    if epoch != 0 {
+        aad.extend_from_slice(&epoch.to_be_bytes());
+    }
     aad
 }
 
@@ -262,13 +274,16 @@ mod tests {
     fn the_storage_key_round_trips_under_the_master_key_and_only_for_its_user() {
         let (mut rng, user, _, sk) = fixture();
         let mk = MasterKey::derive(&[42u8; 64]);
-        let sealed = mk.seal_storage_key(&mut rng, &user, &sk);
-        let back = mk.open_storage_key(&user, &sealed).unwrap();
+        let sealed = mk.seal_storage_key(&mut rng, &user, 3, &sk);
+        let back = mk.open_storage_key(&user, 3, &sealed).unwrap();
         assert_eq!(back.0.expose_secret(), sk.0.expose_secret());
         let bob = UserName::new("bob").unwrap();
-        assert!(mk.open_storage_key(&bob, &sealed).is_err());
+        assert!(mk.open_storage_key(&bob, 3, &sealed).is_err());
         let other_mk = MasterKey::derive(&[43u8; 64]);
-        assert!(other_mk.open_storage_key(&user, &sealed).is_err());
+        assert!(other_mk.open_storage_key(&user, 3, &sealed).is_err());
+        // A key sealed at an earlier epoch does not open as the current one.
+        assert!(mk.open_storage_key(&user, 4, &sealed).is_err());
+        assert!(mk.open_storage_key(&user, 2, &sealed).is_err());
     }
 
     #[test]

@@ -4,10 +4,20 @@
 //! OPAQUE setup (OPRF seed, AKE key pair; serialized, 128 bytes)
 //!   ├─ vault key      = HKDF-SHA256(ikm = setup, info = "keyserver/1 sessions at rest")
 //!   │                   seals session keys in the shared database (session::vault)
-//!   └─ fake seed      = HKDF-SHA256(ikm = setup, info = "keyserver/1 fake records")
-//!        ├─ fake record of a name    = see handshake::login::fake_record
-//!        └─ unknown-name key of name = HMAC-SHA256(fake seed, "keyserver/1 unknown login" || name)
+//!   ├─ fake seed      = HKDF-SHA256(ikm = setup, info = "keyserver/1 fake records")
+//!   │    ├─ fake record of a name     = see handshake::login::fake_record
+//!   │    ├─ unknown-name key of name  = HMAC-SHA256(fake seed, "keyserver/1 unknown login" || name)
+//!   │    └─ fake credential id of name = HMAC-SHA256(fake seed,
+//!   │                                      "keyserver/2 unknown credential id" || name)
+//!   └─ credential key = HKDF-SHA256(ikm = setup, info = "keyserver/2 credential ids")
+//!        └─ next credential id of a password change
+//!                       = HMAC-SHA256(credential key, "keyserver/2 next credential id" ||
+//!                                     session id (16) || current epoch (u64 BE))
 //! ```
+//!
+//! A registration takes a random credential identifier (the keyserver draws it); a password
+//! change takes the one derived here, unpredictable to anyone without the setup and the same
+//! for both steps of the change, so the server needs to remember nothing between them.
 //!
 //! Every instance of a fleet shares the setup, so every instance derives the same keys
 //! without another secret to distribute. Nothing here can fail: a key that could not be
@@ -22,7 +32,7 @@ use crate::{
     handshake::{HandshakeError, login},
     names::UserName,
     secret::Key32,
-    session::vault::SessionVault,
+    session::{SessionId, vault::SessionVault},
 };
 
 /// HKDF label of the key that seals session keys at rest.
@@ -31,17 +41,56 @@ pub const VAULT_LABEL: &[u8] = b"keyserver/1 sessions at rest";
 pub const FAKE_SEED_LABEL: &[u8] = b"keyserver/1 fake records";
 /// HMAC label of an unknown name's key.
 pub const UNKNOWN_NAME_LABEL: &[u8] = b"keyserver/1 unknown login";
+/// HMAC label of an unknown name's fake credential identifier.
+pub const UNKNOWN_CREDENTIAL_LABEL: &[u8] = b"keyserver/2 unknown credential id";
+/// HKDF label of the key that derives the credential identifiers of password changes.
+pub const CREDENTIAL_KEY_LABEL: &[u8] = b"keyserver/2 credential ids";
+/// HMAC label of a password change's credential identifier.
+pub const NEXT_CREDENTIAL_LABEL: &[u8] = b"keyserver/2 next credential id";
 
 /// The keys derived from the server's OPAQUE setup.
 pub struct ServerKeys {
     vault: Key32,
     fake_seed: Key32,
+    credentials: Key32,
 }
 
 impl std::fmt::Debug for ServerKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ServerKeys(REDACTED)")
     }
+}
+
+/// Derives the credential identifiers of password changes (see [`ServerKeys`]).
+pub struct CredentialIds(Key32);
+
+impl std::fmt::Debug for CredentialIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialIds(REDACTED)")
+    }
+}
+
+impl CredentialIds {
+    /// The credential identifier a password change in session `session` makes, for an
+    /// account now at `epoch`.
+    pub fn next(&self, session: &SessionId, epoch: u64) -> [u8; 32] {
+        hmac(
+            &self.0,
+            &[NEXT_CREDENTIAL_LABEL, &session.0, &epoch.to_be_bytes()],
+        )
+    }
+}
+
+fn hmac(key: &Key32, parts: &[&[u8]]) -> [u8; 32] {
+    // ring's HMAC takes a key of any length, so this cannot fail.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.expose_secret());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
 }
 
 fn hkdf(ikm: &[u8], label: &[u8]) -> Key32 {
@@ -58,6 +107,7 @@ impl ServerKeys {
         Self {
             vault: hkdf(&ikm, VAULT_LABEL),
             fake_seed: hkdf(&ikm, FAKE_SEED_LABEL),
+            credentials: hkdf(&ikm, CREDENTIAL_KEY_LABEL),
         }
     }
 
@@ -75,14 +125,31 @@ impl ServerKeys {
     /// Names an unknown user in the guess-counter table without writing the name down: a
     /// database reader learns neither which names were tried nor how often each was.
     pub fn unknown_name_key(&self, user: &UserName) -> [u8; 32] {
-        // ring's HMAC takes a key of any length, so this cannot fail.
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.fake_seed.expose_secret());
-        let mut ctx = ring::hmac::Context::with_key(&key);
-        ctx.update(UNKNOWN_NAME_LABEL);
-        ctx.update(user.as_str().as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        hmac(
+            &self.fake_seed,
+            &[UNKNOWN_NAME_LABEL, user.as_str().as_bytes()],
+        )
+    }
+
+    /// The credential identifier answered for `user` when no such account exists: stable
+    /// per name, like the fake record it goes with.
+    pub fn unknown_credential_id(&self, user: &UserName) -> [u8; 32] {
+        hmac(
+            &self.fake_seed,
+            &[UNKNOWN_CREDENTIAL_LABEL, user.as_str().as_bytes()],
+        )
+    }
+
+    /// The credential identifier a password change in session `session` makes, for an
+    /// account now at `epoch`.
+    pub fn next_credential_id(&self, session: &SessionId, epoch: u64) -> [u8; 32] {
+        self.credential_ids().next(session, epoch)
+    }
+
+    /// The derivation of password changes' credential identifiers alone, to hand to code
+    /// that must own what it uses (a database job).
+    pub fn credential_ids(&self) -> CredentialIds {
+        CredentialIds(self.credentials.clone())
     }
 
     /// The seed of fake records, for the vector test and the benchmarks.
@@ -141,5 +208,13 @@ mod tests {
         let (a, b) = (UserName::new("a").unwrap(), UserName::new("b").unwrap());
         assert_ne!(k.unknown_name_key(&a), k.unknown_name_key(&b));
         assert_ne!(k.fake_record(&a).unwrap(), k.fake_record(&b).unwrap());
+        assert_ne!(k.unknown_credential_id(&a), k.unknown_credential_id(&b));
+        assert_ne!(k.unknown_credential_id(&a), k.unknown_name_key(&a));
+        let s = SessionId([1; 16]);
+        assert_ne!(k.next_credential_id(&s, 1), k.next_credential_id(&s, 2));
+        assert_ne!(
+            k.next_credential_id(&s, 1),
+            k.next_credential_id(&SessionId([2; 16]), 1)
+        );
     }
 }

@@ -32,8 +32,8 @@ fn no_secret_reaches_a_debug_string() {
     let (c2s, s2c) = (*keys.c2s.expose_secret(), *keys.s2c.expose_secret());
     for d in [
         format!("{keys:?}"),
-        format!("{:?}", ClientChannel::new(&keys)),
         format!("{:?}", ServerChannel::new(&keys)),
+        format!("{:?}", ClientChannel::new(keys).unwrap()),
     ] {
         assert!(!leaks(&d, &c2s) && !leaks(&d, &s2c), "{d}");
     }
@@ -48,7 +48,7 @@ fn no_secret_reaches_a_debug_string() {
     let setup = keyserver_protocol::ServerSetup::new(&mut rng);
     let (flow, req) = registration::start(&mut rng, &user, &pw).unwrap();
     assert!(!format!("{flow:?}").contains("horse"));
-    let resp = registration::respond(&setup, &user, req.as_slice()).unwrap();
+    let resp = registration::respond(&setup, b"credential id", req.as_slice()).unwrap();
     let fin = flow
         .finish(
             &mut rng,
@@ -63,8 +63,15 @@ fn no_secret_reaches_a_debug_string() {
     let (flow, ke1) = login::start(&mut rng, &user, &pw).unwrap();
     let d = format!("{flow:?}");
     assert!(!d.contains("horse") && !d.contains("oprf"), "{d}");
-    let (state, ke2) =
-        login::respond(&mut rng, &setup, Some(&record), &user, ke1.as_slice()).unwrap();
+    let (state, ke2) = login::respond(
+        &mut rng,
+        &setup,
+        Some(&record),
+        b"credential id",
+        &user,
+        ke1.as_slice(),
+    )
+    .unwrap();
     assert_eq!(format!("{state:?}"), "ServerLoginState(REDACTED)");
     let fin = flow
         .finish(&mut rng, &pw, ke2.as_slice(), KsfParams::INSECURE_TEST_ONLY)

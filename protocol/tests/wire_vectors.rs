@@ -107,6 +107,7 @@ fn responses() -> Vec<(&'static str, Response)> {
             "LoggedIn",
             Response::LoggedIn {
                 sealed_storage_key: bytes(5, 73),
+                epoch: 2,
                 idle_timeout_secs: 900,
                 lifetime_secs: 43200,
             },
@@ -169,11 +170,43 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
         (
             "ChangePasswordFinish",
             OpRequest::ChangePasswordFinish(ops::ChangePasswordFinish {
+                epoch: 3,
                 upload: bytes(3, 192),
                 sealed_storage_key: bytes(4, 73),
             }),
         ),
         ("Logout", OpRequest::Logout),
+        (
+            "ReauthStart",
+            OpRequest::ReauthStart(ops::ReauthStart {
+                message: bytes(5, 96),
+            }),
+        ),
+        (
+            "ReauthFinish",
+            OpRequest::ReauthFinish(ops::ReauthFinish {
+                handshake: HandshakeId([6; 16]),
+                message: bytes(7, 64),
+            }),
+        ),
+        (
+            "RotateKeyStage",
+            OpRequest::RotateKeyStage(ops::RotateKeyStage {
+                secrets: vec![ops::StagedSecret {
+                    name: name("wallet"),
+                    version: 2,
+                    sealed: bytes(8, 60),
+                }],
+            }),
+        ),
+        (
+            "RotateKeyFinish",
+            OpRequest::RotateKeyFinish(ops::RotateKeyFinish {
+                epoch: 4,
+                sealed_storage_key: bytes(9, 73),
+                secrets: 1,
+            }),
+        ),
     ]
 }
 
@@ -226,7 +259,10 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
                 message: bytes(2, 64),
             }),
         ),
-        ("PasswordChanged", OpResponse::PasswordChanged),
+        (
+            "PasswordChanged",
+            OpResponse::PasswordChanged(ops::Rekeyed { epoch: 3 }),
+        ),
         ("LoggedOut", OpResponse::LoggedOut),
         (
             "Error",
@@ -235,6 +271,22 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
                 retry_after_secs: None,
                 expected_version: Some(3),
             }),
+        ),
+        (
+            "ReauthStarted",
+            OpResponse::ReauthStarted(ops::ReauthStarted {
+                handshake: HandshakeId([3; 16]),
+                message: bytes(4, 320),
+            }),
+        ),
+        (
+            "Reauthenticated",
+            OpResponse::Reauthenticated(ops::Reauthenticated { valid_secs: 300 }),
+        ),
+        ("Staged", OpResponse::Staged(ops::Staged { staged: 1 })),
+        (
+            "KeyRotated",
+            OpResponse::KeyRotated(ops::Rekeyed { epoch: 4 }),
         ),
     ]
 }

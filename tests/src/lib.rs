@@ -448,8 +448,20 @@ pub fn init_data_dir(dir: &Path) {
     try_init(&bin("keyserver"), dir).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Copies a data dir (the files only), as an operator provisions fleet instances.
+/// The default file of data dir `dir`'s setup key: next to it (`<dir>.setup.key`).
+pub fn setup_key_of(dir: &Path) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .expect("a data dir has a name")
+        .to_os_string();
+    name.push(".setup.key");
+    dir.with_file_name(name)
+}
+
+/// Copies a data dir (the files only) and its setup key, as an operator provisions fleet
+/// instances.
 pub fn copy_data_dir(from: &Path, to: &Path) {
+    std::fs::copy(setup_key_of(from), setup_key_of(to)).unwrap();
     std::fs::create_dir_all(to).unwrap();
     for f in std::fs::read_dir(from).unwrap() {
         let f = f.unwrap();

@@ -59,6 +59,12 @@ pub enum ServerError {
     /// The account reached a limit.
     #[error("quota")]
     Quota,
+    /// The operation needs a fresh proof of the password (reauth) in this session.
+    #[error("reauth required")]
+    ReauthRequired,
+    /// The account changed since the request was prepared.
+    #[error("stale request")]
+    Stale,
     /// A limit of the server or of this client was reached.
     #[error("slow down")]
     SlowDown {
@@ -119,6 +125,8 @@ impl ServerError {
                 ..code(ErrorCode::VERSION_MISMATCH)
             },
             Self::Quota => code(ErrorCode::QUOTA),
+            Self::ReauthRequired => code(ErrorCode::REAUTH_REQUIRED),
+            Self::Stale => code(ErrorCode::STALE),
             Self::SlowDown { retry_after_secs } => ErrorReply {
                 retry_after_secs: *retry_after_secs,
                 ..code(ErrorCode::SLOW_DOWN)

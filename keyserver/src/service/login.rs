@@ -1,11 +1,14 @@
 //! Login: `LoginStart` counts a guess and answers OPAQUE's KE2, `LoginFinish` checks KE3 and
-//! opens the session, `LoginAbort` ends a login the client found wrong. Also the handshake
-//! table's upkeep (a login that never finishes is recorded as failed).
+//! opens the session, `LoginAbort` ends a login the client found wrong. Also what a reauth
+//! (a login inside a session, `ops::reauth`) shares with it, and the handshake table's
+//! upkeep (a login that never finishes is recorded as failed).
 //!
 //! The guess is counted when a login *starts*: the client can test a password from KE2
-//! alone, so counting at the finish would let aborted logins guess for free. Lookup,
-//! decision and count are one transaction, for a real account and for an unknown name alike
-//! (same work, same reply), and the count is reset only by a login that finishes.
+//! alone, so counting at the finish would let aborted logins guess for free. Only a
+//! well-formed KE1 counts (junk cannot lock an account). Lookup, decision and count are one
+//! transaction, for a real account and for an unknown name alike (same work, same reply),
+//! and the count is reset only by a login that finishes. A login finishes only against the
+//! credentials it started with: a password change in between makes it fail.
 
 use keyserver_protocol::{
     HandshakeId, Response, UserName,
@@ -13,6 +16,7 @@ use keyserver_protocol::{
     codec::Bytes,
     envelope::OpaqueBytes,
     handshake::login,
+    session::{SessionId, vault::Binding},
 };
 use rand::rngs::OsRng;
 use tracing::warn;
@@ -25,39 +29,64 @@ use crate::{
     audit,
     clock::Now,
     guess_limit::{LockoutPolicy, LoginGate},
-    storage::{self, AccountId, Durability, SessionRow, StorageError},
+    storage::{self, AccountId, Credentials, Durability, SessionRow, StorageError},
 };
 
-/// What a login start found: the account's id, its sealed storage key and record.
-struct Found {
-    id: AccountId,
-    record: Vec<u8>,
-    sealed_storage_key: Vec<u8>,
+/// What a counted login start found of its account.
+pub(super) struct Found {
+    /// The account as the login starts (its id, sealed storage key, epoch).
+    pub(super) account: LoginAccount,
+    /// Its OPAQUE record.
+    pub(super) record: Vec<u8>,
+    /// The credential identifier it was registered under.
+    pub(super) credential_id: Vec<u8>,
 }
 
-/// `LoginStart`.
-pub(super) async fn start(
+/// Whose password a counted guess is for.
+#[derive(Clone, Copy)]
+pub(super) enum Whose<'a> {
+    /// A login: by name (an unknown name is counted too).
+    Name(&'a UserName),
+    /// A reauth: the account of a session, which must still exist.
+    Session(AccountId, SessionId),
+}
+
+/// Decides and counts one password guess, in one transaction with its audit event: the
+/// account (if any) and whether the guess may go on. For a reauth whose session has ended,
+/// [`ServerError::UnknownSession`] and nothing counted.
+pub(super) async fn count_guess(
     core: &Core,
-    user: UserName,
-    message: &OpaqueBytes,
+    whose: Whose<'_>,
     now: Now,
-) -> Result<Response, ServerError> {
+) -> Result<(Option<Found>, LoginGate), ServerError> {
     let policy = core.policy;
-    let name_key = core.keys.unknown_name_key(&user);
     let secs = now.unix_secs();
-    let name = user.clone();
-    let (found, gate) = core
+    let (name, session, name_key) = match whose {
+        Whose::Name(user) => (Some(user.clone()), None, core.keys.unknown_name_key(user)),
+        Whose::Session(id, session) => (None, Some((id, session)), [0; 32]),
+    };
+    let counted = core
         .storage
         .write(Durability::Disk, move |tx| {
             Box::pin(async move {
-                let Some(mut a) = tx.account_by_name(&name).await? else {
+                let row = match (&name, session) {
+                    (Some(user), _) => tx.account_by_name(user).await?,
+                    (None, Some((id, session))) => {
+                        if tx.session_reauth(session.0).await?.is_none() {
+                            return Ok(None);
+                        }
+                        Some(storage::account(tx, id).await?)
+                    }
+                    (None, None) => None,
+                };
+                let Some(mut a) = row else {
                     // Unknown names are counted and locked out alike, with no audit log.
                     let mut g = tx.unknown_guesses(&name_key).await?;
                     let gate = policy.start(&mut g, secs);
                     if gate == LoginGate::Allowed {
                         tx.save_unknown_guesses(&name_key, &g).await?;
                     }
-                    return Ok((None, gate));
+                    return Ok(Some((None, gate)));
                 };
                 let gate = policy.start(&mut a.guesses, secs);
                 let event = match gate {
@@ -68,37 +97,58 @@ pub(super) async fn start(
                 };
                 audit::append(tx, &mut a, event, secs).await?;
                 tx.save_account(&a).await?;
-                let c = tx.credentials(a.id).await?.ok_or_else(|| {
+                let Credentials {
+                    record,
+                    credential_id,
+                    sealed_storage_key,
+                } = tx.credentials(a.id).await?.ok_or_else(|| {
                     StorageError::Corrupt("an account without credentials".into())
                 })?;
                 let found = Found {
-                    id: a.id,
-                    record: c.record,
-                    sealed_storage_key: c.sealed_storage_key,
+                    account: LoginAccount {
+                        id: a.id,
+                        sealed_storage_key,
+                        epoch: a.epoch,
+                    },
+                    record,
+                    credential_id,
                 };
-                Ok((Some(found), gate))
+                Ok(Some((Some(found), gate)))
             })
         })
         .await?;
+    counted.ok_or(ServerError::UnknownSession)
+}
+
+/// `LoginStart`.
+pub(super) async fn start(
+    core: &Core,
+    user: UserName,
+    message: &OpaqueBytes,
+    now: Now,
+) -> Result<Response, ServerError> {
+    // Junk is refused before anything is counted: only a real attempt costs a guess.
+    login::parse_request(message.as_slice())?;
+    let (found, gate) = count_guess(core, Whose::Name(&user), now).await?;
     if let LoginGate::Locked { retry_after_secs } = gate {
         return Err(ServerError::Locked { retry_after_secs });
     }
-    // An unknown user gets a fake record, the same for the same name every time: the
-    // OPAQUE work, the reply's size and the client's error are those of a wrong password.
-    let (record, account) = match found {
-        Some(f) => (
-            f.record,
-            Some(LoginAccount {
-                id: f.id,
-                sealed_storage_key: f.sealed_storage_key,
-            }),
+    // An unknown user gets a fake record and credential identifier, the same for the same
+    // name every time: the OPAQUE work, the reply's size and the client's error are those
+    // of a wrong password.
+    let (record, credential_id, account) = match found {
+        Some(f) => (f.record, f.credential_id, Some(f.account)),
+        None => (
+            core.keys.fake_record(&user)?,
+            core.keys.unknown_credential_id(&user).to_vec(),
+            None,
         ),
-        None => (core.keys.fake_record(&user)?, None),
     };
     let (state, reply) = login::respond(
         &mut OsRng,
         &core.setup,
         Some(&record),
+        &credential_id,
         &user,
         message.as_slice(),
     )?;
@@ -131,16 +181,14 @@ pub(super) async fn finish(
             account,
             state,
         } => (user, account, state),
-        other @ Pending::Registration { .. } => {
+        other => {
             abandon(core, other, now).await;
             return Err(ServerError::UnknownHandshake);
         }
     };
     let keys = state.finish(&user, message.as_slice());
-    let (Some(account), Ok(keys)) = (account.as_ref(), keys) else {
-        if let Some(a) = account {
-            failed(core, a.id, now).await?;
-        }
+    let (Some(account), Ok(keys)) = (account.clone(), keys) else {
+        failed(core, failure_of(core, &user, account.as_ref()), now).await?;
         return Err(ServerError::AuthFailed);
     };
     // The session is recorded (keys sealed) with the login, so that any instance of a
@@ -148,24 +196,42 @@ pub(super) async fn finish(
     // sessions (each costs memory on every instance that serves it); the password was
     // right, so the guess count is reset all the same.
     let secs = now.unix_secs();
+    let binding = Binding {
+        account: account.id,
+        user: &user,
+        created: secs,
+    };
     let row = SessionRow {
         id: keys.id.0,
         account: account.id,
-        sealed_keys: core.vault.seal(&mut OsRng, &keys),
+        sealed_keys: core.vault.seal(&mut OsRng, &keys, &binding),
         created: secs,
         last_used: secs,
+        reauthed_at: None,
     };
     core.sessions
         .open(&keys, account.id, user, now)
         .map_err(|_| ServerError::SlowDown {
             retry_after_secs: None,
         })?;
-    let (id, max) = (account.id, core.config.max_sessions_per_account);
+    let (id, max, epoch) = (
+        account.id,
+        core.config.max_sessions_per_account,
+        account.epoch,
+    );
     let recorded = core
         .storage
         .write(Durability::Disk, move |tx| {
             Box::pin(async move {
                 let mut a = storage::account(tx, id).await?;
+                if a.epoch != epoch {
+                    // The password changed (or the key was rotated) since this login
+                    // started: it ran against credentials that are gone.
+                    let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
+                    audit::append(tx, &mut a, event, secs).await?;
+                    tx.save_account(&a).await?;
+                    return Ok(Opened::Stale);
+                }
                 let room = tx.count_sessions(id).await? < max;
                 if room {
                     tx.insert_session(&row).await?;
@@ -174,31 +240,41 @@ pub(super) async fn finish(
                 let event = EventBody::new(EventKind::LoginSucceeded, Outcome::Ok);
                 audit::append(tx, &mut a, event, secs).await?;
                 tx.save_account(&a).await?;
-                Ok(room)
+                Ok(if room { Opened::Yes } else { Opened::Full })
             })
         })
         .await;
-    match recorded {
-        Ok(true) => {}
-        Ok(false) => {
-            core.sessions.close(&keys.id);
-            return Err(ServerError::SlowDown {
-                retry_after_secs: None,
-            });
-        }
-        Err(e) => {
-            core.sessions.close(&keys.id);
-            return Err(e.into());
-        }
+    let refused = match recorded {
+        Ok(Opened::Yes) => None,
+        Ok(Opened::Full) => Some(ServerError::SlowDown {
+            retry_after_secs: None,
+        }),
+        Ok(Opened::Stale) => Some(ServerError::AuthFailed),
+        Err(e) => Some(e.into()),
+    };
+    if let Some(e) = refused {
+        core.sessions.close(&keys.id);
+        return Err(e);
     }
-    let sealed_storage_key = Bytes::new(account.sealed_storage_key.clone()).ok_or(
+    let sealed_storage_key = Bytes::new(account.sealed_storage_key).ok_or(
         ServerError::Internal("stored sealed storage key is too large"),
     )?;
     Ok(Response::LoggedIn {
         sealed_storage_key,
+        epoch,
         idle_timeout_secs: core.config.session_idle_timeout_secs,
         lifetime_secs: core.config.session_lifetime_secs,
     })
+}
+
+/// What a login success could record.
+enum Opened {
+    /// The session.
+    Yes,
+    /// Nothing: the account holds its most sessions.
+    Full,
+    /// Nothing: the account's credentials changed since the login started.
+    Stale,
 }
 
 /// `LoginAbort`.
@@ -213,12 +289,38 @@ pub(super) async fn abort(
     Ok(Response::LoginAborted)
 }
 
-/// Records a failed login of a real account (its guess was counted when it started).
-async fn failed(core: &Core, id: AccountId, now: Now) -> Result<(), StorageError> {
+/// Whose login failed.
+#[derive(Clone, Copy)]
+pub(super) enum Failure {
+    /// A real account's.
+    Account(AccountId),
+    /// An unknown name's, by its key.
+    Unknown([u8; 32]),
+}
+
+fn failure_of(core: &Core, user: &UserName, account: Option<&LoginAccount>) -> Failure {
+    match account {
+        Some(a) => Failure::Account(a.id),
+        None => Failure::Unknown(core.keys.unknown_name_key(user)),
+    }
+}
+
+/// Records a failed login: a `login_failed` event for a real account (its guess was
+/// counted when it started). For an unknown name, the same durable work without an audit
+/// log (its counter is written again), so that the two cannot be told apart by how long
+/// the server takes to answer.
+pub(super) async fn failed(core: &Core, who: Failure, now: Now) -> Result<(), StorageError> {
     let secs = now.unix_secs();
     core.storage
         .write(Durability::Disk, move |tx| {
             Box::pin(async move {
+                let id = match who {
+                    Failure::Account(id) => id,
+                    Failure::Unknown(name_key) => {
+                        let g = tx.unknown_guesses(&name_key).await?;
+                        return tx.save_unknown_guesses(&name_key, &g).await;
+                    }
+                };
                 let mut a = storage::account(tx, id).await?;
                 let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
                 audit::append(tx, &mut a, event, secs).await?;
@@ -255,14 +357,15 @@ pub(super) async fn take(core: &Core, id: &HandshakeId, now: Now) -> Result<Pend
     }
 }
 
-/// Ends a handshake that will never finish: a login of a real account is recorded as a
-/// failed login (its guess was already counted when it started).
+/// Ends a handshake that will never finish: a login (or a reauth) is recorded as failed,
+/// its guess having been counted when it started.
 pub(super) async fn abandon(core: &Core, pending: Pending, now: Now) {
-    if let Pending::Login {
-        account: Some(a), ..
-    } = pending
-        && let Err(e) = failed(core, a.id, now).await
-    {
+    let who = match &pending {
+        Pending::Registration { .. } => return,
+        Pending::Login { user, account, .. } => failure_of(core, user, account.as_ref()),
+        Pending::Reauth { account, .. } => Failure::Account(account.id),
+    };
+    if let Err(e) = failed(core, who, now).await {
         warn!(error = %e, "could not record an abandoned login");
     }
 }

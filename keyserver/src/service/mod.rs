@@ -20,7 +20,7 @@
 
 pub mod admission;
 pub mod error;
-mod login;
+pub(crate) mod login;
 pub(crate) mod ops;
 pub mod pending;
 mod registration;
@@ -94,7 +94,7 @@ impl Core {
                 login::finish(self, handshake, &message, now).await
             }
             Request::LoginAbort { handshake } => login::abort(self, handshake, now).await,
-            Request::Sealed(req) => sealed::handle(self, &req, now).await,
+            Request::Sealed(req) => sealed::handle(self, &req, peer, now).await,
         }
     }
 

@@ -3,7 +3,9 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use keyserver_protocol::{HandshakeId, UserName, handshake::login::ServerLoginState};
+use keyserver_protocol::{
+    HandshakeId, UserName, handshake::login::ServerLoginState, session::SessionId,
+};
 use rand::{RngCore, rngs::OsRng};
 
 use crate::{clock::Now, storage::AccountId};
@@ -15,15 +17,31 @@ pub struct LoginAccount {
     pub id: AccountId,
     /// Returned to the client when the login finishes.
     pub sealed_storage_key: Vec<u8>,
+    /// The account's epoch when the login started: if it moved (a password change, a key
+    /// rotation) the login was run against credentials that are gone, and fails.
+    pub epoch: u64,
 }
 
 /// What a handshake remembers between its steps.
 #[derive(Debug)]
 pub enum Pending {
-    /// A registration: only the name (the server side of OPAQUE registration is stateless).
+    /// A registration: the name and the random credential identifier its OPRF key was
+    /// evaluated under (the server side of OPAQUE registration is otherwise stateless).
     Registration {
         /// The name being registered.
         user: UserName,
+        /// The credential identifier drawn for it.
+        credential_id: [u8; 32],
+    },
+    /// A reauth: an OPAQUE login inside session `session`, which only that session may
+    /// finish.
+    Reauth {
+        /// The session it proves the password for.
+        session: SessionId,
+        /// Its account, as the login started.
+        account: LoginAccount,
+        /// opaque-ke's server state (zeroized on drop).
+        state: ServerLoginState,
     },
     /// A login.
     Login {
@@ -148,6 +166,7 @@ mod tests {
     fn reg(n: &str) -> Pending {
         Pending::Registration {
             user: UserName::new(n).unwrap(),
+            credential_id: [1; 32],
         }
     }
 

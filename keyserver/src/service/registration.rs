@@ -11,6 +11,8 @@ use keyserver_protocol::{
     limits::MAX_SEALED_STORAGE_KEY,
 };
 
+use rand::{RngCore, rngs::OsRng};
+
 use super::{Core, ServerError, login, pending::Pending};
 use crate::{
     audit,
@@ -34,8 +36,18 @@ pub(super) async fn start(
     if taken {
         return Err(ServerError::UserExists);
     }
-    let reply = registration::respond(&core.setup, &user, message.as_slice())?;
-    let handshake = login::park(core, Pending::Registration { user }, now).await?;
+    // A credential identifier of its own for the account, drawn now: the OPRF key this
+    // registration is evaluated under is the one the account will log in with, and nobody
+    // can evaluate it before the name is registered (a name-derived identifier would let
+    // anyone precompute guesses against a future account, uncounted).
+    let mut credential_id = [0u8; 32];
+    OsRng.fill_bytes(&mut credential_id);
+    let reply = registration::respond(&core.setup, &credential_id, message.as_slice())?;
+    let pending = Pending::Registration {
+        user,
+        credential_id,
+    };
+    let handshake = login::park(core, pending, now).await?;
     Ok(Response::RegisterStarted {
         handshake,
         message: reply,
@@ -50,8 +62,11 @@ pub(super) async fn finish(
     sealed_storage_key: &Bytes<MAX_SEALED_STORAGE_KEY>,
     now: Now,
 ) -> Result<Response, ServerError> {
-    let user = match login::take(core, &handshake, now).await? {
-        Pending::Registration { user } => user,
+    let (user, credential_id) = match login::take(core, &handshake, now).await? {
+        Pending::Registration {
+            user,
+            credential_id,
+        } => (user, credential_id),
         other => {
             login::abandon(core, other, now).await;
             return Err(ServerError::UnknownHandshake);
@@ -70,6 +85,7 @@ pub(super) async fn finish(
                 let new = NewAccount {
                     user: &user,
                     record: &record,
+                    credential_id: &credential_id,
                     sealed_storage_key: &key,
                     created: secs,
                 };

@@ -4,13 +4,18 @@
 //! A request the window refuses as already seen is a client re-sending the same bytes
 //! after losing its connection (or a replay): if it authenticates and was a mutation that
 //! was applied, it gets the answer recorded then; nothing runs twice.
+//!
+//! Nothing about a session moves before a request has authenticated under its key: junk
+//! sent under a known session id neither refreshes its last use (so it still expires) nor
+//! costs more than one rate-limited lookup.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use keyserver_protocol::{
-    OpRequest, OpResponse, Response, SealedRequest,
-    session::{ChannelError, ReplayError, SessionId},
+    ErrorCode, OpRequest, OpResponse, Response, SealedRequest,
+    session::{ChannelError, ReplayError, SessionId, vault::Binding},
 };
+use rand::rngs::OsRng;
 use tracing::warn;
 
 use super::{
@@ -23,17 +28,19 @@ use crate::{
     storage::{Durability, RequestId},
 };
 
-/// How often an instance confirms a session it holds with the shared database: a logout
-/// on another instance takes effect here within this time.
+/// How often an instance confirms a session it holds with the shared database (and records
+/// its last use there): a logout on another instance ends it here within this time even
+/// for a request that touches no row (operations check the session themselves).
 const SESSION_CHECK: Duration = Duration::from_secs(2);
 
-/// A `Sealed` request.
+/// A `Sealed` request from `peer`.
 pub(super) async fn handle(
     core: &Core,
     req: &SealedRequest,
+    peer: IpAddr,
     now: Now,
 ) -> Result<Response, ServerError> {
-    let session = find(core, req.session_id, now).await?;
+    let session = find(core, req.session_id, peer, now).await?;
     let id = RequestId {
         session: req.session_id.0,
         seq: req.seq,
@@ -53,18 +60,38 @@ pub(super) async fn handle(
         Err(ChannelError::Replay(_)) => return Err(ServerError::Replayed),
         Err(_) => return Err(ServerError::BadSeal),
     };
+    // Authenticated: now, and only now, the session counts as used.
     session.touch(now);
+    if session.due_for_check(now, SESSION_CHECK) {
+        let secs = now.unix_secs();
+        let alive = core
+            .storage
+            .write(Durability::Process, move |tx| {
+                Box::pin(async move { tx.touch_session(id.session, secs).await })
+            })
+            .await?;
+        if !alive {
+            core.sessions.close(&req.session_id);
+            return Err(ServerError::UnknownSession);
+        }
+    }
     let answer = match OpRequest::decode(&plain) {
         Ok(op) => ops::run(core, &session, id, op, now).await,
         Err(_) => Answer::Fresh(OpResponse::Error(ServerError::Malformed.reply())),
     };
     let bytes = match answer {
+        Answer::Fresh(OpResponse::Error(e)) if e.code == ErrorCode::UNKNOWN_SESSION => {
+            // The operation found the session gone from the database (a logout or a
+            // password change on some instance): this instance forgets it too.
+            core.sessions.close(&req.session_id);
+            OpResponse::Error(e).encode()
+        }
         Answer::Fresh(r) => r.encode(),
         Answer::Recorded(b) => b,
     };
     let sealed = session
         .channel
-        .seal_response(req.seq, &bytes)
+        .seal_response(&mut OsRng, req.seq, &bytes)
         .map_err(|_| ServerError::Internal("cannot seal a response"))?;
     Ok(Response::Sealed(sealed))
 }
@@ -88,53 +115,71 @@ async fn again(
         .ok_or(ServerError::Replayed)?;
     let sealed = session
         .channel
-        .seal_response(req.seq, &recorded)
+        .seal_response(&mut OsRng, req.seq, &recorded)
         .map_err(|_| ServerError::Internal("cannot seal a response"))?;
     Ok(Response::Sealed(sealed))
 }
 
-/// The session `id`: from this instance's table, confirmed with the database every
-/// [`SESSION_CHECK`], or taken over from the database (opened on another instance, or
-/// before a restart).
-async fn find(core: &Core, id: SessionId, now: Now) -> Result<Arc<Session>, ServerError> {
+/// The session `id`: from this instance's table, or taken over from the database (opened
+/// on another instance, or before a restart).
+async fn find(
+    core: &Core,
+    id: SessionId,
+    peer: IpAddr,
+    now: Now,
+) -> Result<Arc<Session>, ServerError> {
     match core.sessions.get(&id, now) {
-        Ok(s) => {
-            if s.due_for_check(now, SESSION_CHECK) {
-                let secs = now.unix_secs();
-                let alive = core
-                    .storage
-                    .write(Durability::Process, move |tx| {
-                        Box::pin(async move { tx.touch_session(id.0, secs).await })
-                    })
-                    .await?;
-                if !alive {
-                    core.sessions.close(&id);
-                    return Err(ServerError::UnknownSession);
-                }
-            }
-            Ok(s)
-        }
-        Err(SessionError::Unknown) => adopt(core, id, now).await,
+        Ok(s) => Ok(s),
+        Err(SessionError::Unknown) => adopt(core, id, peer, now).await,
         Err(e) => Err(e.into()),
     }
 }
 
-/// Takes a session from the database into this instance's table.
-async fn adopt(core: &Core, id: SessionId, now: Now) -> Result<Arc<Session>, ServerError> {
+/// Takes a session from the database into this instance's table. Each lookup is a
+/// database read that anyone can ask for with a made-up id: ids found missing are not
+/// looked up again for a while, and lookups are rate-limited per address.
+async fn adopt(
+    core: &Core,
+    id: SessionId,
+    peer: IpAddr,
+    now: Now,
+) -> Result<Arc<Session>, ServerError> {
+    if core.misses.contains(&id, now) {
+        return Err(ServerError::UnknownSession);
+    }
+    core.lookups
+        .check(peer, now)
+        .map_err(|secs| ServerError::SlowDown {
+            retry_after_secs: Some(secs),
+        })?;
     let stored = core
         .storage
         .read(move |tx| Box::pin(async move { tx.session(id.0).await }))
         .await?;
-    let (row, user) = stored.ok_or(ServerError::UnknownSession)?;
+    let Some((row, user)) = stored else {
+        core.misses.insert(id, now);
+        return Err(ServerError::UnknownSession);
+    };
     if !core.sessions.alive(row.created, row.last_used, now) {
         return Err(ServerError::SessionExpired);
     }
-    let keys = core.vault.open(id, &row.sealed_keys).ok_or_else(|| {
-        warn!("stored session keys do not open (another server setup?)");
-        ServerError::UnknownSession
-    })?;
-    // A fresh replay window: requests replayed across instances are still applied at most
-    // once (recorded responses); reads are harmless.
+    let binding = Binding {
+        account: row.account,
+        user: &user,
+        created: row.created,
+    };
+    let keys = core
+        .vault
+        .open(id, &binding, &row.sealed_keys)
+        .ok_or_else(|| {
+            // Another server setup, or a row changed behind the server's back (pointed at
+            // another account, made younger): refused either way.
+            warn!("stored session keys do not open for what their row says");
+            ServerError::UnknownSession
+        })?;
+    // A fresh replay window: a captured read replayed here runs again (its answer is
+    // sealed under a fresh nonce; see `keyserver_protocol::session::channel`), and a
+    // mutation is still applied at most once (recorded responses).
     let adopted = Adopted {
         keys: &keys,
         account: row.account,

@@ -80,6 +80,46 @@ impl Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
 
+/// Session ids recently found missing in the database, so that a client repeating one
+/// (a session that ended, or junk) costs no further lookup for a while. Bounded: when
+/// full it is emptied (a stale entry only costs a lookup).
+#[derive(Debug)]
+pub struct Misses {
+    map: Mutex<HashMap<SessionId, Now>>,
+    max: usize,
+    ttl: Duration,
+}
+
+impl Misses {
+    /// At most `max` ids, each remembered for `ttl`.
+    pub fn new(max: usize, ttl: Duration) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max,
+            ttl,
+        }
+    }
+
+    /// Remembers that `id` was missing at `now`.
+    pub fn insert(&self, id: SessionId, now: Now) {
+        let mut map = lock(&self.map);
+        if map.len() >= self.max {
+            map.clear();
+        }
+        map.insert(id, now.plus(self.ttl));
+    }
+
+    /// Whether `id` was found missing within the last `ttl`.
+    pub fn contains(&self, id: &SessionId, now: Now) -> bool {
+        lock(&self.map).get(id).is_some_and(|until| *until > now)
+    }
+
+    /// Forgets `id` (a login made it exist).
+    pub fn remove(&self, id: &SessionId) {
+        lock(&self.map).remove(id);
+    }
+}
+
 /// A session as the database holds it, to be taken in by this instance.
 #[derive(Debug)]
 pub struct Adopted<'a> {
@@ -134,12 +174,17 @@ impl SessionTable {
     }
 
     /// Takes in a session opened earlier (on this instance before a restart, or on another
-    /// instance).
+    /// instance). If the session is here already (two of its first requests raced to adopt
+    /// it), the one here is kept and returned: a session has one replay window per
+    /// instance, never two.
     pub fn adopt(&self, s: Adopted<'_>, now: Now) -> Result<Arc<Session>, Full> {
         let mut map = self
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = map.get(&s.keys.id) {
+            return Ok(held.clone());
+        }
         if map.len() >= self.max {
             let (idle, lifetime) = (self.idle, self.lifetime);
             map.retain(|_, s| !s.expired(now, idle, lifetime));
@@ -191,6 +236,18 @@ impl SessionTable {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
+    }
+
+    /// Closes every session of `account` but `keep` (a password change or a key rotation in
+    /// `keep`); returns how many.
+    pub fn close_others(&self, account: AccountId, keep: &SessionId) -> usize {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = map.len();
+        map.retain(|id, s| s.account != account || id == keep);
+        before - map.len()
     }
 
     /// Drops expired sessions; returns how many.
@@ -276,6 +333,56 @@ mod tests {
         assert!(t.alive(secs - 99, secs - 9, now));
         assert!(!t.alive(secs - 100, secs, now));
         assert!(!t.alive(secs, secs - 10, now));
+    }
+
+    #[test]
+    fn adopting_a_session_held_already_keeps_the_one_held_and_its_window() {
+        let t = table();
+        let k = keys(1);
+        let adopted = || Adopted {
+            keys: &k,
+            account: 1,
+            user: alice(),
+            created: at(0),
+            last_used: at(0),
+        };
+        let first = t.adopt(adopted(), at(1)).unwrap();
+        first.window.lock().unwrap().accept(5).unwrap();
+        let second = t.adopt(adopted(), at(1)).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(second.window.lock().unwrap().check(5).is_err());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn closing_the_others_keeps_one_session_and_other_accounts() {
+        let t = SessionTable::new(10, Duration::from_secs(10), Duration::from_secs(100));
+        let keep = t.open(&keys(1), 1, alice(), at(0)).unwrap();
+        t.open(&keys(2), 1, alice(), at(0)).unwrap();
+        t.open(&keys(3), 1, alice(), at(0)).unwrap();
+        let bob = t
+            .open(&keys(4), 2, UserName::new("bob").unwrap(), at(0))
+            .unwrap();
+        assert_eq!(t.close_others(1, &keep), 2);
+        assert!(t.get(&keep, at(0)).is_ok());
+        assert!(t.get(&bob, at(0)).is_ok());
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_missing_id_is_remembered_for_a_while_and_the_cache_stays_bounded() {
+        let m = Misses::new(3, Duration::from_secs(10));
+        let id = SessionId([1; 16]);
+        m.insert(id, at(0));
+        assert!(m.contains(&id, at(9)));
+        assert!(!m.contains(&id, at(10)));
+        for i in 2..10u8 {
+            m.insert(SessionId([i; 16]), at(0));
+            assert!(lock(&m.map).len() <= 3);
+        }
+        m.insert(id, at(0));
+        m.remove(&id);
+        assert!(!m.contains(&id, at(1)));
     }
 
     #[test]

@@ -6,11 +6,16 @@ use std::sync::Arc;
 use keyserver_protocol::{ServerSetup, server_keys::ServerKeys, session::SessionVault};
 
 use super::{
-    admission::{HandshakeLimiter, Rates},
+    admission::{RateLimiter, Rates},
     pending::HandshakeTable,
-    sessions::SessionTable,
+    sessions::{Misses, SessionTable},
 };
 use crate::{clock::Clock, config::Config, guess_limit::LockoutPolicy, storage::Storage};
+
+/// Session ids remembered as missing, at most.
+const MISSES: usize = 10_000;
+/// How long an id found missing is not looked up again.
+const MISS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The protocol service of one server instance.
 pub struct Core {
@@ -21,7 +26,9 @@ pub struct Core {
     pub(crate) vault: SessionVault,
     pub(crate) handshakes: HandshakeTable,
     pub(crate) sessions: SessionTable,
-    pub(crate) limiter: HandshakeLimiter,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) lookups: RateLimiter,
+    pub(crate) misses: Misses,
     pub(crate) policy: LockoutPolicy,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -53,11 +60,19 @@ impl Core {
             config.session_idle_timeout(),
             config.session_lifetime(),
         );
-        let limiter = HandshakeLimiter::new(Rates {
+        let limiter = RateLimiter::new(Rates {
             per_address: config.handshakes_per_second_per_address as f64,
             per_address_burst: config.handshake_burst_per_address as f64,
             overall: config.handshakes_per_second as f64,
             overall_burst: 2.0 * config.handshakes_per_second as f64,
+        });
+        let per_address = config.session_lookups_per_second_per_address as f64;
+        let lookups = RateLimiter::new(Rates {
+            per_address,
+            per_address_burst: 2.0 * per_address,
+            // What the database serves easily on one instance; a fleet has one each.
+            overall: 20.0 * per_address,
+            overall_burst: 40.0 * per_address,
         });
         let keys = ServerKeys::derive(&setup);
         Self {
@@ -70,6 +85,8 @@ impl Core {
             handshakes,
             sessions,
             limiter,
+            lookups,
+            misses: Misses::new(MISSES, MISS_TTL),
             clock,
         }
     }

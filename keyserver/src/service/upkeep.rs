@@ -18,7 +18,8 @@ pub(super) async fn sweep(core: &Core, now: Now) {
 }
 
 /// Deletes from storage what can no longer be used: recorded responses and sessions past
-/// their lifetime or idle timeout, and stale unknown-name guess counters.
+/// their lifetime or idle timeout, stale unknown-name guess counters, and secrets staged by
+/// key rotations whose session is gone.
 pub(super) async fn purge(core: &Core, now: Now) {
     let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let unix = now.unix_secs();
@@ -39,13 +40,15 @@ pub(super) async fn purge(core: &Core, now: Now) {
                 let sessions = tx
                     .purge_sessions(unix.saturating_sub(lifetime), unix.saturating_sub(idle))
                     .await?;
-                Ok((responses, unknown, sessions))
+                // A key rotation that never finished: its session is gone.
+                let staged = tx.purge_staged().await?;
+                Ok((responses, unknown, sessions, staged))
             })
         })
         .await;
     match purged {
-        Ok((responses, unknown, sessions)) => {
-            debug!(responses, unknown, sessions, "storage purged");
+        Ok((responses, unknown, sessions, staged)) => {
+            debug!(responses, unknown, sessions, staged, "storage purged");
         }
         Err(e) => warn!(error = %e, "could not purge storage"),
     }

@@ -93,6 +93,7 @@ async fn new_account(s: &Storage, n: &str) -> AccountRow {
             let new = NewAccount {
                 user: &u,
                 record: b"record",
+                credential_id: b"credential",
                 sealed_storage_key: b"sealed key",
                 created: 1000,
             };
@@ -116,6 +117,7 @@ on_every_backend! {
         let a = new_account(&s, "alice").await;
         assert_eq!(a.user, user("alice"));
         assert_eq!((a.audit_seq, a.audit_head, a.live_secrets), (0, None, 0));
+        assert_eq!(a.epoch, 1, "a new account starts at epoch 1");
         assert_eq!(a.guesses, Guesses::default());
         let again = write(&s, |tx| {
             Box::pin(async move {
@@ -123,6 +125,7 @@ on_every_backend! {
                 let new = NewAccount {
                     user: &u,
                     record: b"other",
+                    credential_id: b"other",
                     sealed_storage_key: b"other",
                     created: 2000,
                 };
@@ -147,6 +150,7 @@ on_every_backend! {
         assert_eq!(by_name.as_ref(), Some(&a));
         assert_eq!(by_id, by_name);
         assert_eq!(credentials.record, b"record");
+        assert_eq!(credentials.credential_id, b"credential");
         assert_eq!(credentials.sealed_storage_key, b"sealed key");
         assert!(nobody.is_none());
     }
@@ -162,9 +166,11 @@ on_every_backend! {
         a.audit_seq = 7;
         a.audit_head = Some([9; 32]);
         a.live_secrets = 5;
+        a.epoch = 4;
         let saved = a.clone();
         let new = super::super::Credentials {
             record: b"new record".to_vec(),
+            credential_id: b"new credential".to_vec(),
             sealed_storage_key: b"new key".to_vec(),
         };
         let c = new.clone();
@@ -326,6 +332,7 @@ on_every_backend! {
             sealed_keys: vec![id; 92],
             created,
             last_used: created,
+            reauthed_at: None,
         };
         write(&s, move |tx| {
             Box::pin(async move {
@@ -459,5 +466,153 @@ on_every_backend! {
             .await
             .unwrap();
         assert_eq!(row.live_secrets, 50);
+    }
+}
+
+on_every_backend! {
+    async fn a_sessions_reauth_is_recorded_and_other_sessions_end(s: Storage) {
+        let a = new_account(&s, "alice").await.id;
+        let b = new_account(&s, "bob").await.id;
+        let row = move |id: u8, account| SessionRow {
+            id: [id; 16],
+            account,
+            sealed_keys: vec![id; 92],
+            created: 100,
+            last_used: 100,
+            reauthed_at: None,
+        };
+        write(&s, move |tx| {
+            Box::pin(async move {
+                for (id, acct) in [(1, a), (2, a), (3, a), (4, b)] {
+                    tx.insert_session(&row(id, acct)).await?;
+                }
+                tx.set_session_reauth([1; 16], Some(150)).await
+            })
+        })
+        .await;
+        let (one, two, none) = s
+            .read(|tx| {
+                Box::pin(async move {
+                    Ok((
+                        tx.session_reauth([1; 16]).await?,
+                        tx.session_reauth([2; 16]).await?,
+                        tx.session_reauth([9; 16]).await?,
+                    ))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!((one, two, none), (Some(Some(150)), Some(None), None));
+        let ended = write(&s, move |tx| {
+            Box::pin(async move { tx.delete_other_sessions(a, [1; 16]).await })
+        })
+        .await;
+        assert_eq!(ended, 2);
+        let (count_a, count_b, stored) = s
+            .read(move |tx| {
+                Box::pin(async move {
+                    Ok((
+                        tx.count_sessions(a).await?,
+                        tx.count_sessions(b).await?,
+                        tx.session([1; 16]).await?,
+                    ))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!((count_a, count_b), (1, 1));
+        assert_eq!(stored.unwrap().0.reauthed_at, Some(150));
+    }
+}
+
+on_every_backend! {
+    /// Staged secrets match the live ones only name for name and version for version, and
+    /// applying them replaces exactly those ciphertexts.
+    async fn staged_secrets_are_counted_compared_applied_and_purged(s: Storage) {
+        let a = new_account(&s, "alice").await.id;
+        let sid = [5u8; 16];
+        write(&s, move |tx| {
+            Box::pin(async move {
+                tx.insert_session(&SessionRow {
+                    id: sid,
+                    account: a,
+                    sealed_keys: vec![1; 92],
+                    created: 1,
+                    last_used: 1,
+                    reauthed_at: None,
+                })
+                .await?;
+                for (n, v, live) in [("x", 1, true), ("y", 3, true), ("gone", 2, false)] {
+                    let row = SecretRow {
+                        version: v,
+                        sealed: live.then(|| b"old".to_vec()),
+                        created: 1,
+                    };
+                    tx.put_secret(a, &name(n), &row).await?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+        let stage = |n: &'static str, v: u64| {
+            let s = s.clone();
+            async move {
+                write(&s, move |tx| {
+                    Box::pin(async move {
+                        let row = super::super::StagedRow {
+                            name: name(n),
+                            version: v,
+                            sealed: format!("new {n}").into_bytes(),
+                        };
+                        tx.stage_secret(sid, a, &row).await?;
+                        Ok((tx.staged_count(sid).await?, tx.staged_mismatches(sid, a).await?))
+                    })
+                })
+                .await
+            }
+        };
+        // x staged, y missing: one mismatch.
+        assert_eq!(stage("x", 1).await, (1, 1));
+        // y at a stale version: still a mismatch each way.
+        assert_eq!(stage("y", 2).await, (2, 2));
+        // y staged again at its version replaces the stale one: none left.
+        assert_eq!(stage("y", 3).await, (2, 0));
+        // A deleted secret staged is a mismatch too.
+        assert_eq!(stage("gone", 2).await, (3, 1));
+        let applied = write(&s, move |tx| {
+            Box::pin(async move {
+                tx.delete_staged(sid).await?;
+                for (n, v) in [("x", 1), ("y", 3)] {
+                    let row = super::super::StagedRow {
+                        name: name(n),
+                        version: v,
+                        sealed: format!("new {n}").into_bytes(),
+                    };
+                    tx.stage_secret(sid, a, &row).await?;
+                }
+                tx.apply_staged(sid, a).await
+            })
+        })
+        .await;
+        assert_eq!(applied, 2);
+        let (x, gone) = s
+            .read(move |tx| {
+                Box::pin(async move {
+                    Ok((tx.secret(a, &name("x")).await?, tx.secret(a, &name("gone")).await?))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(x.unwrap().sealed.as_deref(), Some(&b"new x"[..]));
+        assert_eq!(gone.unwrap().sealed, None);
+        // Staged rows outlive nothing: once their session is gone, a purge takes them.
+        let purged = write(&s, move |tx| {
+            Box::pin(async move {
+                tx.delete_session(sid).await?;
+                tx.purge_staged().await
+            })
+        })
+        .await;
+        assert_eq!(purged, 2);
     }
 }

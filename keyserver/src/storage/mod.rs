@@ -107,6 +107,7 @@ pub(crate) struct RawAccount {
     pub(crate) audit_seq: i64,
     pub(crate) audit_head: Vec<u8>,
     pub(crate) live_secrets: i64,
+    pub(crate) epoch: i64,
 }
 
 impl RawAccount {
@@ -125,6 +126,7 @@ impl RawAccount {
                 Some(hash_of(&self.audit_head)?)
             },
             live_secrets: u64_of(self.live_secrets)?,
+            epoch: u64_of(self.epoch)?,
         })
     }
 }
@@ -133,7 +135,8 @@ impl RawAccount {
 /// statements are `concat!`ed constants rather than formatted per call).
 macro_rules! account_columns {
     () => {
-        "id, user_name, failed_logins, last_login_attempt, audit_seq, audit_head, live_secrets"
+        "id, user_name, failed_logins, last_login_attempt, audit_seq, audit_head, \
+         live_secrets, epoch"
     };
 }
 pub(crate) use account_columns;
@@ -201,13 +204,19 @@ pub struct AccountRow {
     pub audit_head: Option<[u8; 32]>,
     /// Secrets that are not deleted.
     pub live_secrets: u64,
+    /// Grows with every password change and key rotation; the sealed storage key is bound
+    /// to it. New accounts start at 1 (0: sealed before epochs existed).
+    pub epoch: u64,
 }
 
-/// What a login needs of an account: its OPAQUE record and its sealed storage key.
+/// What a login needs of an account: its OPAQUE record, the credential identifier it was
+/// registered under, and its sealed storage key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// Serialized OPAQUE registration record.
     pub record: Vec<u8>,
+    /// OPAQUE's credential identifier (it fixes the account's OPRF key).
+    pub credential_id: Vec<u8>,
     /// The storage key sealed under the user's master key.
     pub sealed_storage_key: Vec<u8>,
 }
@@ -217,18 +226,21 @@ impl std::fmt::Debug for Credentials {
         // Neither opens anything without the password, but neither belongs in a log.
         f.debug_struct("Credentials")
             .field("record", &self.record.len())
+            .field("credential_id", &self.credential_id.len())
             .field("sealed_storage_key", &self.sealed_storage_key.len())
             .finish()
     }
 }
 
-/// A new account's row.
+/// A new account's row. It starts at epoch 1.
 #[derive(Clone, Copy, Debug)]
 pub struct NewAccount<'a> {
     /// The user name.
     pub user: &'a UserName,
     /// Serialized OPAQUE registration record.
     pub record: &'a [u8],
+    /// The credential identifier it was registered under.
+    pub credential_id: &'a [u8],
     /// The storage key sealed under the user's master key.
     pub sealed_storage_key: &'a [u8],
     /// Unix seconds.
@@ -274,6 +286,19 @@ pub struct SessionRow {
     pub created: i64,
     /// Unix seconds, refreshed every few seconds while the session is used.
     pub last_used: i64,
+    /// When the session last proved the password (Unix seconds), if it has.
+    pub reauthed_at: Option<i64>,
+}
+
+/// A secret sealed under a new storage key by a key rotation in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedRow {
+    /// Its name.
+    pub name: SecretName,
+    /// The version it was sealed for (its current version).
+    pub version: u64,
+    /// The new ciphertext.
+    pub sealed: Vec<u8>,
 }
 
 /// Names one sealed request. A mutation records its encoded response under this id in the
@@ -383,6 +408,24 @@ pub trait Tx: Send {
         id: [u8; 16],
     ) -> Result<Option<(SessionRow, UserName)>, StorageError>;
 
+    /// Whether session `id` still exists, and when it last proved the password: `None` if
+    /// it does not exist, `Some(reauthed_at)` if it does.
+    async fn session_reauth(&mut self, id: [u8; 16]) -> Result<Option<Option<i64>>, StorageError>;
+
+    /// Sets when session `id` last proved the password (`None`: the proof was used).
+    async fn set_session_reauth(
+        &mut self,
+        id: [u8; 16],
+        at: Option<i64>,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes every session of `account` but `keep`; how many.
+    async fn delete_other_sessions(
+        &mut self,
+        account: AccountId,
+        keep: [u8; 16],
+    ) -> Result<u64, StorageError>;
+
     /// How many sessions of `account` are stored (expired ones until purged).
     async fn count_sessions(&mut self, account: AccountId) -> Result<u64, StorageError>;
 
@@ -398,6 +441,39 @@ pub trait Tx: Send {
         created_before: i64,
         used_before: i64,
     ) -> Result<u64, StorageError>;
+
+    /// Stages a secret for session `session`'s key rotation (replacing one of that name).
+    async fn stage_secret(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+        row: &StagedRow,
+    ) -> Result<(), StorageError>;
+
+    /// How many secrets session `session` has staged.
+    async fn staged_count(&mut self, session: [u8; 16]) -> Result<u64, StorageError>;
+
+    /// How many of `account`'s live secrets have no staged row of the same name and version
+    /// in `session`, plus how many staged rows have no such live secret.
+    async fn staged_mismatches(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+    ) -> Result<u64, StorageError>;
+
+    /// Replaces the ciphertext of each of `account`'s live secrets by the one `session`
+    /// staged for it; how many.
+    async fn apply_staged(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+    ) -> Result<u64, StorageError>;
+
+    /// Deletes what `session` staged; how many.
+    async fn delete_staged(&mut self, session: [u8; 16]) -> Result<u64, StorageError>;
+
+    /// Deletes staged secrets whose session no longer exists; how many.
+    async fn purge_staged(&mut self) -> Result<u64, StorageError>;
 
     /// The guess counter of an unknown name (named by its key); empty if it has none.
     /// Locked in a write job, even when it did not exist yet.

@@ -23,8 +23,8 @@ use sqlx::{
 
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
-    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StorageError, Tx, account_columns,
-    i64_of, limit_of, secret_name_of, u64_of, user_of,
+    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StagedRow, StorageError, Tx,
+    account_columns, i64_of, limit_of, secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -119,6 +119,7 @@ fn account_of(r: &PgRow) -> Result<AccountRow, StorageError> {
         audit_seq: r.try_get(4)?,
         audit_head: r.try_get(5)?,
         live_secrets: r.try_get(6)?,
+        epoch: r.try_get(7)?,
     }
     .check()
 }
@@ -130,12 +131,14 @@ impl Tx for PgTx {
         new: &NewAccount<'_>,
     ) -> Result<Option<AccountRow>, StorageError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO accounts (user_name, record, sealed_storage_key, created_at, audit_head) \
-             VALUES ($1, $2, $3, $4, ''::bytea) ON CONFLICT (user_name) DO NOTHING RETURNING ",
+            "INSERT INTO accounts (user_name, record, credential_id, sealed_storage_key, \
+             created_at, audit_head, epoch) VALUES ($1, $2, $3, $4, $5, ''::bytea, 1) \
+             ON CONFLICT (user_name) DO NOTHING RETURNING ",
             account_columns!()
         ))
         .bind(new.user.as_str())
         .bind(new.record)
+        .bind(new.credential_id)
         .bind(new.sealed_storage_key)
         .bind(new.created)
         .fetch_optional(&mut *self.tx)
@@ -190,13 +193,14 @@ impl Tx for PgTx {
         let head: &[u8] = a.audit_head.as_ref().map_or(&[], |h| &h[..]);
         sqlx::query(
             "UPDATE accounts SET failed_logins = $1, last_login_attempt = $2, audit_seq = $3, \
-             audit_head = $4, live_secrets = $5 WHERE id = $6",
+             audit_head = $4, live_secrets = $5, epoch = $6 WHERE id = $7",
         )
         .bind(i64_of(a.guesses.failed)?)
         .bind(a.guesses.last_attempt)
         .bind(i64_of(a.audit_seq)?)
         .bind(head)
         .bind(i64_of(a.live_secrets)?)
+        .bind(i64_of(a.epoch)?)
         .bind(a.id)
         .execute(&mut *self.tx)
         .await?;
@@ -204,14 +208,17 @@ impl Tx for PgTx {
     }
 
     async fn credentials(&mut self, id: AccountId) -> Result<Option<Credentials>, StorageError> {
-        let row = sqlx::query("SELECT record, sealed_storage_key FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT record, credential_id, sealed_storage_key FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         row.map(|r| {
             Ok(Credentials {
                 record: r.try_get(0)?,
-                sealed_storage_key: r.try_get(1)?,
+                credential_id: r.try_get(1)?,
+                sealed_storage_key: r.try_get(2)?,
             })
         })
         .transpose()
@@ -222,12 +229,16 @@ impl Tx for PgTx {
         id: AccountId,
         c: &Credentials,
     ) -> Result<(), StorageError> {
-        sqlx::query("UPDATE accounts SET record = $1, sealed_storage_key = $2 WHERE id = $3")
-            .bind(&c.record)
-            .bind(&c.sealed_storage_key)
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE accounts SET record = $1, credential_id = $2, sealed_storage_key = $3 \
+             WHERE id = $4",
+        )
+        .bind(&c.record)
+        .bind(&c.credential_id)
+        .bind(&c.sealed_storage_key)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -394,14 +405,15 @@ impl Tx for PgTx {
 
     async fn insert_session(&mut self, s: &SessionRow) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used, \
+             reauthed_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&s.id[..])
         .bind(s.account)
         .bind(&s.sealed_keys)
         .bind(s.created)
         .bind(s.last_used)
+        .bind(s.reauthed_at)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -412,8 +424,9 @@ impl Tx for PgTx {
         id: [u8; 16],
     ) -> Result<Option<(SessionRow, UserName)>, StorageError> {
         let row = sqlx::query(
-            "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used \
-             FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = $1",
+            "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used, \
+             s.reauthed_at FROM sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.id = $1",
         )
         .bind(&id[..])
         .fetch_optional(&mut *self.tx)
@@ -426,11 +439,137 @@ impl Tx for PgTx {
                     sealed_keys: r.try_get(2)?,
                     created: r.try_get(3)?,
                     last_used: r.try_get(4)?,
+                    reauthed_at: r.try_get(5)?,
                 },
                 user_of(r.try_get(1)?)?,
             ))
         })
         .transpose()
+    }
+
+    async fn session_reauth(&mut self, id: [u8; 16]) -> Result<Option<Option<i64>>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT reauthed_at FROM sessions WHERE id = $1")
+                .bind(&id[..])
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    async fn set_session_reauth(
+        &mut self,
+        id: [u8; 16],
+        at: Option<i64>,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE sessions SET reauthed_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(&id[..])
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_other_sessions(
+        &mut self,
+        account: AccountId,
+        keep: [u8; 16],
+    ) -> Result<u64, StorageError> {
+        Ok(
+            sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND id <> $2")
+                .bind(account)
+                .bind(&keep[..])
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn stage_secret(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+        row: &StagedRow,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO staged_secrets (session_id, account_id, name, version, sealed) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id, name) DO UPDATE SET \
+             version = excluded.version, sealed = excluded.sealed",
+        )
+        .bind(&session[..])
+        .bind(account)
+        .bind(row.name.as_str())
+        .bind(i64_of(row.version)?)
+        .bind(&row.sealed)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn staged_count(&mut self, session: [u8; 16]) -> Result<u64, StorageError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM staged_secrets WHERE session_id = $1")
+                .bind(&session[..])
+                .fetch_one(&mut *self.tx)
+                .await?;
+        u64_of(n)
+    }
+
+    async fn staged_mismatches(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT \
+             (SELECT COUNT(*) FROM secrets s WHERE s.account_id = $2 AND s.sealed IS NOT NULL \
+              AND NOT EXISTS (SELECT 1 FROM staged_secrets t WHERE t.session_id = $1 \
+              AND t.name = s.name AND t.version = s.version)) + \
+             (SELECT COUNT(*) FROM staged_secrets t WHERE t.session_id = $1 \
+              AND NOT EXISTS (SELECT 1 FROM secrets s WHERE s.account_id = $2 \
+              AND s.sealed IS NOT NULL AND s.name = t.name AND s.version = t.version))",
+        )
+        .bind(&session[..])
+        .bind(account)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        u64_of(n)
+    }
+
+    async fn apply_staged(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+    ) -> Result<u64, StorageError> {
+        Ok(sqlx::query(
+            "UPDATE secrets s SET sealed = t.sealed FROM staged_secrets t \
+             WHERE t.session_id = $1 AND s.account_id = $2 AND s.sealed IS NOT NULL \
+             AND t.name = s.name AND t.version = s.version",
+        )
+        .bind(&session[..])
+        .bind(account)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected())
+    }
+
+    async fn delete_staged(&mut self, session: [u8; 16]) -> Result<u64, StorageError> {
+        Ok(
+            sqlx::query("DELETE FROM staged_secrets WHERE session_id = $1")
+                .bind(&session[..])
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn purge_staged(&mut self) -> Result<u64, StorageError> {
+        Ok(sqlx::query(
+            "DELETE FROM staged_secrets t WHERE NOT EXISTS \
+             (SELECT 1 FROM sessions s WHERE s.id = t.session_id)",
+        )
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected())
     }
 
     async fn count_sessions(&mut self, account: AccountId) -> Result<u64, StorageError> {

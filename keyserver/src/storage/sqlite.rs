@@ -35,8 +35,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
-    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StorageError, Tx, account_columns,
-    i64_of, limit_of, secret_name_of, u64_of, user_of,
+    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StagedRow, StorageError, Tx,
+    account_columns, i64_of, limit_of, secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -412,6 +412,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<RawAccount> {
         audit_seq: r.get(4)?,
         audit_head: r.get(5)?,
         live_secrets: r.get(6)?,
+        epoch: r.get(7)?,
     })
 }
 
@@ -435,14 +436,16 @@ impl Tx for SqliteTx {
         let row = self
             .conn
             .prepare_cached(concat!(
-                "INSERT INTO accounts (user_name, record, sealed_storage_key, created_at, audit_head) \
-                 VALUES (?1, ?2, ?3, ?4, X'') ON CONFLICT (user_name) DO NOTHING RETURNING ",
+                "INSERT INTO accounts (user_name, record, credential_id, sealed_storage_key, \
+                 created_at, audit_head, epoch) VALUES (?1, ?2, ?3, ?4, ?5, X'', 1) \
+                 ON CONFLICT (user_name) DO NOTHING RETURNING ",
                 account_columns!()
             ))?
             .query_row(
                 params![
                     new.user.as_str(),
                     new.record,
+                    new.credential_id,
                     new.sealed_storage_key,
                     new.created
                 ],
@@ -486,7 +489,7 @@ impl Tx for SqliteTx {
         self.conn
             .prepare_cached(
                 "UPDATE accounts SET failed_logins = ?1, last_login_attempt = ?2, \
-                 audit_seq = ?3, audit_head = ?4, live_secrets = ?5 WHERE id = ?6",
+                 audit_seq = ?3, audit_head = ?4, live_secrets = ?5, epoch = ?6 WHERE id = ?7",
             )?
             .execute(params![
                 i64_of(a.guesses.failed)?,
@@ -494,6 +497,7 @@ impl Tx for SqliteTx {
                 i64_of(a.audit_seq)?,
                 head,
                 i64_of(a.live_secrets)?,
+                i64_of(a.epoch)?,
                 a.id,
             ])?;
         Ok(())
@@ -502,11 +506,14 @@ impl Tx for SqliteTx {
     async fn credentials(&mut self, id: AccountId) -> Result<Option<Credentials>, StorageError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT record, sealed_storage_key FROM accounts WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT record, credential_id, sealed_storage_key FROM accounts WHERE id = ?1",
+            )?
             .query_row(params![id], |r| {
                 Ok(Credentials {
                     record: r.get(0)?,
-                    sealed_storage_key: r.get(1)?,
+                    credential_id: r.get(1)?,
+                    sealed_storage_key: r.get(2)?,
                 })
             })
             .optional()?)
@@ -519,9 +526,10 @@ impl Tx for SqliteTx {
     ) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "UPDATE accounts SET record = ?1, sealed_storage_key = ?2 WHERE id = ?3",
+                "UPDATE accounts SET record = ?1, credential_id = ?2, sealed_storage_key = ?3 \
+                 WHERE id = ?4",
             )?
-            .execute(params![c.record, c.sealed_storage_key, id])?;
+            .execute(params![c.record, c.credential_id, c.sealed_storage_key, id])?;
         Ok(())
     }
 
@@ -686,15 +694,16 @@ impl Tx for SqliteTx {
     async fn insert_session(&mut self, s: &SessionRow) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used, \
+                 reauthed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 &s.id[..],
                 s.account,
                 s.sealed_keys,
                 s.created,
-                s.last_used
+                s.last_used,
+                s.reauthed_at,
             ])?;
         Ok(())
     }
@@ -703,29 +712,72 @@ impl Tx for SqliteTx {
         &mut self,
         id: [u8; 16],
     ) -> Result<Option<(SessionRow, UserName)>, StorageError> {
-        let row: Option<(i64, String, Vec<u8>, i64, i64)> = self
+        type Raw = (i64, String, Vec<u8>, i64, i64, Option<i64>);
+        let row: Option<Raw> = self
             .conn
             .prepare_cached(
-                "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used \
-                 FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = ?1",
+                "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used, \
+                 s.reauthed_at FROM sessions s JOIN accounts a ON a.id = s.account_id \
+                 WHERE s.id = ?1",
             )?
             .query_row(params![&id[..]], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .optional()?;
-        row.map(|(account, user, sealed_keys, created, last_used)| {
-            Ok((
-                SessionRow {
-                    id,
-                    account,
-                    sealed_keys,
-                    created,
-                    last_used,
-                },
-                user_of(user)?,
-            ))
-        })
+        row.map(
+            |(account, user, sealed_keys, created, last_used, reauthed_at)| {
+                Ok((
+                    SessionRow {
+                        id,
+                        account,
+                        sealed_keys,
+                        created,
+                        last_used,
+                        reauthed_at,
+                    },
+                    user_of(user)?,
+                ))
+            },
+        )
         .transpose()
+    }
+
+    async fn session_reauth(&mut self, id: [u8; 16]) -> Result<Option<Option<i64>>, StorageError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT reauthed_at FROM sessions WHERE id = ?1")?
+            .query_row(params![&id[..]], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn set_session_reauth(
+        &mut self,
+        id: [u8; 16],
+        at: Option<i64>,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET reauthed_at = ?1 WHERE id = ?2")?
+            .execute(params![at, &id[..]])?;
+        Ok(())
+    }
+
+    async fn delete_other_sessions(
+        &mut self,
+        account: AccountId,
+        keep: [u8; 16],
+    ) -> Result<u64, StorageError> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM sessions WHERE account_id = ?1 AND id != ?2")?
+            .execute(params![account, &keep[..]])?;
+        Ok(n as u64)
     }
 
     async fn count_sessions(&mut self, account: AccountId) -> Result<u64, StorageError> {
@@ -761,6 +813,92 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("DELETE FROM sessions WHERE created_at < ?1 OR last_used < ?2")?
             .execute(params![created_before, used_before])?;
+        Ok(n as u64)
+    }
+
+    async fn stage_secret(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+        row: &StagedRow,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO staged_secrets (session_id, account_id, name, version, sealed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (session_id, name) DO UPDATE SET \
+                 version = excluded.version, sealed = excluded.sealed",
+            )?
+            .execute(params![
+                &session[..],
+                account,
+                row.name.as_str(),
+                i64_of(row.version)?,
+                row.sealed
+            ])?;
+        Ok(())
+    }
+
+    async fn staged_count(&mut self, session: [u8; 16]) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM staged_secrets WHERE session_id = ?1")?
+            .query_row(params![&session[..]], |r| r.get(0))?;
+        u64_of(n)
+    }
+
+    async fn staged_mismatches(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT \
+                 (SELECT COUNT(*) FROM secrets s WHERE s.account_id = ?2 AND s.sealed IS NOT NULL \
+                  AND NOT EXISTS (SELECT 1 FROM staged_secrets t WHERE t.session_id = ?1 \
+                  AND t.name = s.name AND t.version = s.version)) + \
+                 (SELECT COUNT(*) FROM staged_secrets t WHERE t.session_id = ?1 \
+                  AND NOT EXISTS (SELECT 1 FROM secrets s WHERE s.account_id = ?2 \
+                  AND s.sealed IS NOT NULL AND s.name = t.name AND s.version = t.version))",
+            )?
+            .query_row(params![&session[..], account], |r| r.get(0))?;
+        u64_of(n)
+    }
+
+    async fn apply_staged(
+        &mut self,
+        session: [u8; 16],
+        account: AccountId,
+    ) -> Result<u64, StorageError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE secrets SET sealed = (SELECT t.sealed FROM staged_secrets t \
+                 WHERE t.session_id = ?1 AND t.name = secrets.name AND t.version = secrets.version) \
+                 WHERE account_id = ?2 AND sealed IS NOT NULL AND EXISTS (SELECT 1 FROM \
+                 staged_secrets t WHERE t.session_id = ?1 AND t.name = secrets.name \
+                 AND t.version = secrets.version)",
+            )?
+            .execute(params![&session[..], account])?;
+        Ok(n as u64)
+    }
+
+    async fn delete_staged(&mut self, session: [u8; 16]) -> Result<u64, StorageError> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM staged_secrets WHERE session_id = ?1")?
+            .execute(params![&session[..]])?;
+        Ok(n as u64)
+    }
+
+    async fn purge_staged(&mut self) -> Result<u64, StorageError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM staged_secrets WHERE session_id NOT IN (SELECT id FROM sessions)",
+            )?
+            .execute([])?;
         Ok(n as u64)
     }
 
@@ -863,6 +1001,7 @@ mod tests {
                     let new = NewAccount {
                         user: &user,
                         record: b"record",
+                        credential_id: b"credential",
                         sealed_storage_key: b"key",
                         created: 1,
                     };

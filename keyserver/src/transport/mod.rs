@@ -2,6 +2,7 @@
 //! request's bytes (bounded by `MAX_MESSAGE`), hand them to [`crate::service::Core`], and
 //! write back the bytes it returns. No protocol decision is made here.
 
+pub mod limits;
 pub mod quic;
 pub mod tcp;
 pub mod tls;

@@ -6,10 +6,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use keyserver_protocol::{ErrorCode, Response, limits::MAX_MESSAGE};
 use quinn::{Endpoint, Incoming, VarInt, crypto::rustls::QuicServerConfig};
-use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::limits::{
+    ByteBudget, ConnectionLimits, QUIC_RECEIVE_WINDOW, QUIC_STREAM_WINDOW, Reserved,
+};
 use crate::{config::Config, service::Core, transport::tls::TlsConfigError};
 
 /// Builds the QUIC endpoint configuration from the TLS configuration and limits.
@@ -24,6 +26,10 @@ pub fn server_config(
         .max_concurrent_bidi_streams(VarInt::from_u32(
             u32::try_from(config.max_streams_per_connection).unwrap_or(u32::MAX),
         ))
+        // What a peer may send before the server reads it: one whole request per stream,
+        // a bounded amount per connection (see `limits`).
+        .stream_receive_window(VarInt::from_u32(QUIC_STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(QUIC_RECEIVE_WINDOW))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .max_idle_timeout(Some(
             Duration::from_secs(config.connection_idle_timeout_secs)
@@ -44,21 +50,23 @@ pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<En
 pub async fn serve(
     endpoint: Endpoint,
     core: Arc<Core>,
-    max_connections: usize,
+    limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
     killer: Arc<super::ConnectionKiller>,
     tasks: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let incoming = tokio::select! {
             () = shutdown.cancelled() => break,
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!("connection refused: at max_connections");
-            incoming.refuse();
-            continue;
+        let permit = match limits.admit(incoming.remote_address().ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                debug!(?why, "connection refused");
+                incoming.refuse();
+                continue;
+            }
         };
         let (core, shutdown, t, kill) = (
             core.clone(),
@@ -67,7 +75,8 @@ pub async fn serve(
             killer.token(),
         );
         tasks.spawn(async move {
-            connection(incoming, core, shutdown, kill, t).await;
+            let budget = permit.budget().clone();
+            connection(incoming, core, budget, shutdown, kill, t).await;
             drop(permit);
         });
     }
@@ -76,6 +85,7 @@ pub async fn serve(
 async fn connection(
     incoming: Incoming,
     core: Arc<Core>,
+    budget: ByteBudget,
     shutdown: CancellationToken,
     kill: CancellationToken,
     tasks: TaskTracker,
@@ -105,30 +115,67 @@ async fn connection(
                     }
                 },
             };
-            let core = core.clone();
-            tasks.spawn(stream(send, recv, core, remote.ip()).in_current_span());
+            let (core, budget) = (core.clone(), budget.clone());
+            tasks.spawn(stream(send, recv, core, budget, remote.ip()).in_current_span());
         }
     }
     .instrument(span)
     .await;
 }
 
+/// What reading a request from a stream gave.
+enum Read {
+    /// The whole request, and the bytes it holds of the connection's budget.
+    Request(Vec<u8>, Reserved),
+    /// More than a request may be.
+    TooLong,
+    /// The stream failed.
+    Failed,
+}
+
+/// Reads one request, chunk by chunk, each reserved from the connection's budget before
+/// the next is read.
+async fn read_request(recv: &mut quinn::RecvStream, budget: &ByteBudget) -> Read {
+    let mut buf = Vec::new();
+    let mut reserved = Reserved::default();
+    loop {
+        match recv.read_chunk(MAX_MESSAGE + 1, true).await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.bytes.len() > MAX_MESSAGE {
+                    return Read::TooLong;
+                }
+                let Some(r) = budget.reserve(chunk.bytes.len()).await else {
+                    return Read::TooLong;
+                };
+                reserved.merge(r);
+                buf.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => return Read::Request(buf, reserved),
+            Err(e) => {
+                debug!(error = %e, "stream read failed");
+                return Read::Failed;
+            }
+        }
+    }
+}
+
 async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     core: Arc<Core>,
+    budget: ByteBudget,
     peer: std::net::IpAddr,
 ) {
-    let response = match recv.read_to_end(MAX_MESSAGE).await {
-        Ok(req) => core.handle(&req, peer).await,
-        Err(quinn::ReadToEndError::TooLong) => {
+    let (response, _reserved) = match read_request(&mut recv, &budget).await {
+        Read::Request(req, reserved) => (core.handle(&req, peer).await, reserved),
+        Read::TooLong => {
             let _ = recv.stop(VarInt::from_u32(1));
-            Response::Error(ErrorCode::MALFORMED.into()).encode()
+            (
+                Response::Error(ErrorCode::MALFORMED.into()).encode(),
+                Reserved::default(),
+            )
         }
-        Err(e) => {
-            debug!(error = %e, "stream read failed");
-            return;
-        }
+        Read::Failed => return,
     };
     if let Err(e) = send.write_all(&response).await {
         debug!(error = %e, "stream write failed");

@@ -22,6 +22,7 @@ use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info_span};
 
+use super::limits::{ByteBudget, ConnectionLimits};
 use crate::service::Core;
 
 /// How long a client may take to complete the TLS handshake.
@@ -33,10 +34,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const NO_APPLICATION_PROTOCOL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78];
 
 /// Limits for TCP connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TcpLimits {
-    /// Most connections at once.
-    pub max_connections: usize,
+    /// Connections overall and per address, shared with QUIC.
+    pub connections: Arc<ConnectionLimits>,
     /// Most requests in flight per connection.
     pub max_in_flight: usize,
     /// A connection with no complete frame for this long is closed.
@@ -53,7 +54,11 @@ pub async fn serve(
     killer: Arc<super::ConnectionKiller>,
     tasks: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = limits.connections.clone();
+    let limits = Limits {
+        max_in_flight: limits.max_in_flight,
+        idle_timeout: limits.idle_timeout,
+    };
     loop {
         let (tcp, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -66,17 +71,21 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!(%remote, "connection refused: at max_connections");
-            continue;
+        let permit = match connections.admit(remote.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                debug!(%remote, ?why, "connection refused");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let kill = killer.token();
         let (tls, core, shutdown, t) = (tls.clone(), core.clone(), shutdown.clone(), tasks.clone());
         tasks.spawn(
             async move {
+                let budget = permit.budget().clone();
                 tokio::select! {
-                    () = connection(tcp, remote.ip(), tls, core, limits, shutdown, t) => {},
+                    () = connection(tcp, remote.ip(), tls, core, limits, budget, shutdown, t) => {},
                     () = kill.cancelled() => debug!("connection dropped"),
                 }
                 drop(permit);
@@ -118,12 +127,24 @@ async fn handshake(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) -> Option<Tls
     }
 }
 
+/// The per-connection part of [`TcpLimits`].
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_in_flight: usize,
+    idle_timeout: Duration,
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one connection's context, passed once"
+)]
 async fn connection(
     tcp: TcpStream,
     peer: std::net::IpAddr,
     tls: Arc<rustls::ServerConfig>,
     core: Arc<Core>,
-    limits: TcpLimits,
+    limits: Limits,
+    budget: ByteBudget,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -189,6 +210,12 @@ async fn connection(
                 break;
             }
         };
+        // The frame's bytes are reserved before they are allocated: at its budget, the
+        // connection is not read further until answers go out.
+        let reserved = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = budget.reserve(len) => match r { Some(r) => r, None => break },
+        };
         let mut payload = vec![0u8; len];
         match tokio::time::timeout(limits.idle_timeout, reader.read_exact(&mut payload)).await {
             Ok(Ok(_)) => {}
@@ -201,12 +228,13 @@ async fn connection(
             Ok(f) => f,
             Err(FrameError::TooLarge(_) | FrameError::TooShort(_)) => break,
         };
-        let (core, tx) = (core.clone(), tx.clone());
+        let (core, tx, f_id) = (core.clone(), tx.clone(), f.id);
         tasks.spawn(
             async move {
                 let response = core.handle(&f.body, peer).await;
-                let _ = tx.send(frame::encode(f.id, &response)).await;
-                drop(permit);
+                drop(f);
+                let _ = tx.send(frame::encode(f_id, &response)).await;
+                drop((permit, reserved));
             }
             .in_current_span(),
         );

@@ -106,6 +106,7 @@ on_every_backend! {
         for i in 0..8 {
             let (old, new) = (format!("pw{i}"), format!("pw{}", i + 1));
             let changer = s.raw().login("alice", &old).await.unwrap();
+            changer.reauth().await.unwrap();
             // The new registration's two steps, the second one raced against a login.
             let (flow, message) = keyserver_protocol::handshake::registration::start(
                 &mut OsRng,
@@ -120,8 +121,9 @@ on_every_backend! {
                 panic!("change password start")
             };
             let fin = flow.finish(&mut OsRng, &pw(&new), started.message.as_slice(), KSF).unwrap();
-            let sealed = fin.master_key.seal_storage_key(&mut OsRng, &name_of("alice"), &changer.storage_key);
+            let sealed = fin.master_key.seal_storage_key(&mut OsRng, &name_of("alice"), changer.epoch + 1, &changer.storage_key);
             let finish = OpRequest::ChangePasswordFinish(ChangePasswordFinish {
+                epoch: changer.epoch + 1,
                 upload: fin.upload,
                 sealed_storage_key: keyserver_protocol::codec::Bytes::new(sealed).unwrap(),
             });
@@ -130,7 +132,7 @@ on_every_backend! {
                 let (flow, _handshake, ke2) = raw.login_start("alice", &old).await.unwrap();
                 flow.finish(&mut OsRng, &pw(&old), &ke2, KSF).is_ok()
             });
-            assert!(matches!(change, Ok(OpResponse::PasswordChanged)), "{change:?}");
+            assert!(matches!(change, Ok(OpResponse::PasswordChanged(_))), "{change:?}");
             let old_record = start;
             let session = s.login("alice", &new).await.unwrap();
             let events = session.audit().await.unwrap().events;

@@ -4,7 +4,10 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -13,7 +16,10 @@ use keyserver::{
     clock::{ManualClock, Now},
     config::Config,
     service::Core,
-    storage::{Storage, postgres::PostgresBackend, sqlite::SqliteBackend},
+    storage::{
+        Backend, Durability, Job, Storage, StorageError, postgres::PostgresBackend,
+        sqlite::SqliteBackend,
+    },
 };
 use keyserver_protocol::{
     ErrorCode, OpRequest, OpResponse, Request, Response, SealedRequest, SecretBytes, SecretName,
@@ -46,10 +52,36 @@ pub enum Scratch {
     Postgres(keyserver_tests::PgSchema),
 }
 
+/// A backend that counts the transactions it runs (to show what a request costs).
+#[derive(Debug)]
+pub struct Counting {
+    inner: Arc<dyn Backend>,
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+#[async_trait]
+impl Backend for Counting {
+    async fn write(&self, durability: Durability, job: Job) -> Result<(), StorageError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.write(durability, job).await
+    }
+
+    async fn read(&self, job: Job) -> Result<(), StorageError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.read(job).await
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
 /// The server side of the pair: storage and the OPAQUE setup, from which any number of
 /// instances (cores) can be made, as a fleet shares a database and a setup.
 pub struct Server {
     pub storage: Storage,
+    pub counts: Arc<Counting>,
     pub setup: ServerSetup,
     pub clock: Arc<ManualClock>,
     pub core: Arc<Core>,
@@ -61,20 +93,26 @@ impl Server {
     /// A fresh database of `kind` (`None`, after a loud `SKIPPED`, for Postgres without
     /// `KEYSERVER_TEST_DATABASE_URL`), and one instance on it.
     pub async fn new(kind: Kind, config: Config) -> Option<Self> {
-        let (storage, scratch) = match kind {
+        let (backend, scratch): (Arc<dyn Backend>, _) = match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let b = SqliteBackend::open(&dir.path().join("keyserver.db"))
                     .await
                     .unwrap();
-                (Storage::new(Arc::new(b)), Scratch::Sqlite(dir))
+                (Arc::new(b), Scratch::Sqlite(dir))
             }
             Kind::Postgres => {
                 let schema = keyserver_tests::PgSchema::create()?;
                 let b = PostgresBackend::connect(&schema.url()).await.unwrap();
-                (Storage::new(Arc::new(b)), Scratch::Postgres(schema))
+                (Arc::new(b), Scratch::Postgres(schema))
             }
         };
+        let counts = Arc::new(Counting {
+            inner: backend,
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        });
+        let storage = Storage::new(counts.clone());
         let setup = ServerSetup::new(&mut OsRng);
         let clock = Arc::new(ManualClock::new(START));
         let core = Arc::new(Core::new(
@@ -85,6 +123,7 @@ impl Server {
         ));
         Some(Self {
             storage,
+            counts,
             setup,
             clock,
             core,
@@ -119,6 +158,32 @@ impl Server {
             ServerSetup::deserialize(&self.setup.serialize()).unwrap(),
             self.clock.clone(),
         ))
+    }
+
+    /// Transactions run so far: (reads, writes).
+    pub fn transactions(&self) -> (u64, u64) {
+        (
+            self.counts.reads.load(Ordering::Relaxed),
+            self.counts.writes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs SQL on the scratch database directly, as an operator (or an attacker with the
+    /// database) would: `sqlite` for SQLite, `postgres` for Postgres.
+    pub async fn sql(&self, sqlite: &str, postgres: &str) {
+        match &self.scratch {
+            Scratch::Sqlite(dir) => {
+                use sqlx::Connection;
+                let url = format!("sqlite://{}", dir.path().join("keyserver.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(sqlite).execute(&mut c).await.unwrap();
+            }
+            Scratch::Postgres(schema) => {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&schema.url()).await.unwrap();
+                sqlx::query(postgres).execute(&mut c).await.unwrap();
+            }
+        }
     }
 
     /// Moves time forward.
@@ -264,17 +329,21 @@ impl Raw {
             .await
         {
             Response::LoggedIn {
-                sealed_storage_key, ..
+                sealed_storage_key,
+                epoch,
+                ..
             } => {
                 let storage_key = fin
                     .master_key
-                    .open_storage_key(&name_of(user), sealed_storage_key.as_slice())
+                    .open_storage_key(&name_of(user), epoch, sealed_storage_key.as_slice())
                     .unwrap();
                 Ok(RawSession {
                     raw: self.clone(),
-                    channel: ClientChannel::new(&fin.session),
+                    channel: Arc::new(ClientChannel::new(fin.session).unwrap()),
                     storage_key,
                     user: name_of(user),
+                    epoch,
+                    password: password.to_string(),
                 })
             }
             Response::Error(e) => Err(e.code),
@@ -303,6 +372,7 @@ impl Raw {
         let sealed = fin.master_key.seal_storage_key(
             &mut OsRng,
             &name_of(user),
+            1,
             &StorageKey::generate(&mut OsRng),
         );
         match self
@@ -321,11 +391,14 @@ impl Raw {
 }
 
 /// A session driven by hand.
+#[derive(Clone)]
 pub struct RawSession {
     pub raw: Raw,
-    pub channel: ClientChannel,
+    pub channel: Arc<ClientChannel>,
     pub storage_key: StorageKey,
     pub user: UserName,
+    pub epoch: u64,
+    pub password: String,
 }
 
 impl RawSession {
@@ -349,6 +422,38 @@ impl RawSession {
     /// Seals and sends `op`.
     pub async fn op(&self, op: &OpRequest) -> Result<OpResponse, ErrorCode> {
         self.send(&self.seal(op)).await
+    }
+
+    /// Proves the password again (a reauth), with the login's password.
+    pub async fn reauth(&self) -> Result<(), ErrorCode> {
+        let password = self.password.clone();
+        let (flow, message) = login::start(&mut OsRng, &self.user, &pw(&password)).unwrap();
+        let started = match self
+            .op(&OpRequest::ReauthStart(
+                keyserver_protocol::ops::ReauthStart { message },
+            ))
+            .await?
+        {
+            OpResponse::ReauthStarted(s) => s,
+            OpResponse::Error(e) => return Err(e.code),
+            other => panic!("unexpected reply to ReauthStart: {other:?}"),
+        };
+        let fin = flow
+            .finish(&mut OsRng, &pw(&password), started.message.as_slice(), KSF)
+            .map_err(|_| ErrorCode::AUTH_FAILED)?;
+        match self
+            .op(&OpRequest::ReauthFinish(
+                keyserver_protocol::ops::ReauthFinish {
+                    handshake: started.handshake,
+                    message: fin.message,
+                },
+            ))
+            .await?
+        {
+            OpResponse::Reauthenticated(_) => Ok(()),
+            OpResponse::Error(e) => Err(e.code),
+            other => panic!("unexpected reply to ReauthFinish: {other:?}"),
+        }
     }
 
     /// Seals `data` as secret `name`, version `version`.

@@ -19,5 +19,7 @@ mod guessing;
 mod handshakes;
 mod harness;
 mod operations;
+mod rekey;
 mod replay;
+mod review;
 mod sessions;

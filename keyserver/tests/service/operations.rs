@@ -31,7 +31,7 @@ on_every_backend! {
         a.delete(&secret("wallet")).await.unwrap();
         assert!(matches!(a.delete(&secret("wallet")).await, Err(ClientError::NotFound)));
         assert!(matches!(a.retrieve(&secret("wallet")).await, Err(ClientError::NotFound)));
-        a.change_password(&pw("new")).await.unwrap();
+        a.change_password(&pw("pw"), &pw("new")).await.unwrap();
         let report = a.audit().await.unwrap();
         report.verification.unwrap();
         let kinds: Vec<_> = report.events.iter().map(|e| e.body.kind).collect();
@@ -41,7 +41,8 @@ on_every_backend! {
             [
                 K::Register, K::LoginStarted, K::LoginSucceeded, K::Store, K::Retrieve, K::List,
                 K::Store, K::Store, K::Retrieve, K::Delete, K::Delete, K::Retrieve,
-                K::ChangePassword,
+                // The change proves the password first (a reauth).
+                K::LoginStarted, K::LoginSucceeded, K::ChangePassword,
             ]
         );
         a.logout().await.unwrap();

@@ -114,8 +114,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change the password (secrets stay as they are).
+    /// Change the password (secrets stay as they are; every other session ends).
     ChangePassword {
+        #[arg(long)]
+        user: String,
+    },
+    /// Replace the storage key and seal every secret again under the new one (for when the
+    /// old key may have been seen); every other session ends. Safe to interrupt: nothing
+    /// changes unless it finishes.
+    RotateKey {
         #[arg(long)]
         user: String,
     },
@@ -197,6 +204,9 @@ fn secret_name(s: &str) -> Result<SecretName, Failure> {
     SecretName::new(s).map_err(|e| usage(format!("invalid secret name: {e}")))
 }
 
+/// Longest password line read from stdin, newline included.
+const MAX_PASSWORD_LINE: usize = 4096;
+
 /// Where passwords come from, in order: environment, stdin lines, terminal prompt.
 struct Passwords {
     stdin_lines: Option<Vec<Zeroizing<String>>>,
@@ -210,15 +220,23 @@ impl Passwords {
         let mut lines = Vec::new();
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
-        for _ in 0..2 {
+        for i in 0..2 {
             let mut line = Zeroizing::new(String::new());
-            // Bounded: a password line longer than 4 KiB is a mistake, not a password.
+            // Bounded: a password line longer than 4 KiB is a mistake, not a password. It
+            // is refused whole: cut at the limit, its rest would be read as the next line
+            // (the *new* password of change-password).
             let n = (&mut lock)
-                .take(4096)
+                .take(MAX_PASSWORD_LINE as u64 + 1)
                 .read_line(&mut line)
                 .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
             if n == 0 {
                 break;
+            }
+            if !line.ends_with('\n') && n > MAX_PASSWORD_LINE {
+                return Err(usage(format!(
+                    "--password-stdin: line {} is longer than {MAX_PASSWORD_LINE} bytes",
+                    i + 1
+                )));
             }
             while line.ends_with('\n') || line.ends_with('\r') {
                 line.pop();
@@ -292,14 +310,31 @@ async fn login(
     pw: &Passwords,
     user: &UserName,
 ) -> Result<(Connection, Session), Failure> {
-    let password = pw.get("KEYSERVER_PASSWORD", 0, &format!("Password for {user}: "))?;
-    let conn = connect(cli).await?;
-    let session = conn.login(user, &password).await?;
+    let (conn, session, _) = login_with(cli, pw, user).await?;
     Ok((conn, session))
 }
 
+/// Logs in, and keeps the password (a password change and a key rotation prove it again).
+async fn login_with(
+    cli: &Cli,
+    pw: &Passwords,
+    user: &UserName,
+) -> Result<(Connection, Session, SecretBytes), Failure> {
+    let password = pw.get("KEYSERVER_PASSWORD", 0, &format!("Password for {user}: "))?;
+    let conn = connect(cli).await?;
+    let session = conn.login(user, &password).await?;
+    Ok((conn, session, password))
+}
+
+/// Logs out and closes the connection. A failed logout is said (the session stays open on
+/// the server until it expires), though the command's own work is done.
 async fn finish(conn: Connection, session: Session) {
-    let _ = session.logout().await;
+    if let Err(e) = session.logout().await {
+        eprintln!(
+            "local-client: warning: logout failed ({e}); the session ends on its own when it \
+             expires"
+        );
+    }
     conn.shutdown().await;
 }
 
@@ -471,19 +506,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::ChangePassword { user } => {
             let user = user_name(user)?;
-            let (conn, session) = login(&cli, &pw, &user).await?;
+            let (conn, session, current) = login_with(&cli, &pw, &user).await?;
             let new = pw.new_password(
                 "KEYSERVER_NEW_PASSWORD",
                 1,
                 &format!("New password for {user}: "),
             );
             let r = match new {
-                Ok(new) => session.change_password(&new).await.map_err(Failure::from),
+                Ok(new) => session
+                    .change_password(&current, &new)
+                    .await
+                    .map_err(Failure::from),
                 Err(e) => Err(e),
             };
             finish(conn, session).await;
             r?;
-            eprintln!("password changed for {user}");
+            eprintln!("password changed for {user}; every other session of {user} has ended");
+        }
+        Cmd::RotateKey { user } => {
+            let user = user_name(user)?;
+            let (conn, session, password) = login_with(&cli, &pw, &user).await?;
+            let r = session.rotate_key(&password).await;
+            finish(conn, session).await;
+            let n = r?;
+            eprintln!(
+                "storage key replaced for {user}: {n} secret(s) sealed again; every other \
+                 session of {user} has ended"
+            );
         }
     }
     Ok(())

@@ -1,5 +1,8 @@
-//! `change-password`: a new OPAQUE registration inside the session; the same storage key,
-//! sealed under the new password's master key. No secret is re-encrypted.
+//! `change-password`: proves the current password (reauth), then a new OPAQUE registration
+//! inside the session; the same storage key, sealed under the new password's master key for
+//! the next epoch. No secret is re-encrypted; every other session of the account ends.
+
+use std::sync::Arc;
 
 use keyserver_protocol::{
     OpRequest, OpResponse, SecretBytes,
@@ -9,16 +12,22 @@ use keyserver_protocol::{
 };
 use rand::rngs::OsRng;
 
-use crate::{ClientError, Session, error::handshake_error};
+use crate::{ClientError, Session, error::handshake_error, session::AccountKeys};
 
 impl Session {
-    /// Changes the password to `new_password`.
+    /// Changes the password from `current` to `new`.
     ///
-    /// Errors: [`ClientError::SessionEnded`] (log in again); transport errors (retry: the
-    /// change is applied at most once).
-    pub async fn change_password(&self, new_password: &SecretBytes) -> Result<(), ClientError> {
+    /// Errors: [`ClientError::AuthFailed`] (`current` is wrong: it counts as a guess);
+    /// [`ClientError::Locked`]; [`ClientError::SessionEnded`] (log in again); transport
+    /// errors (retry: the change is applied at most once).
+    pub async fn change_password(
+        &self,
+        current: &SecretBytes,
+        new: &SecretBytes,
+    ) -> Result<(), ClientError> {
+        self.reauth(current).await?;
         let (flow, message) =
-            registration::start(&mut OsRng, &self.user, new_password).map_err(handshake_error)?;
+            registration::start(&mut OsRng, &self.user, new).map_err(handshake_error)?;
         let OpResponse::ChangePasswordStarted(started) = self
             .call(&OpRequest::ChangePasswordStart(ChangePasswordStart {
                 message,
@@ -29,11 +38,16 @@ impl Session {
                 "unexpected reply to ChangePasswordStart",
             ));
         };
+        let keys = self.keys();
+        let epoch = keys
+            .epoch
+            .checked_add(1)
+            .ok_or(ClientError::Protocol("the account's epoch is exhausted"))?;
         let (ksf, pw, user, sk) = (
             self.connection().ksf(),
-            new_password.clone(),
+            new.clone(),
             self.user.clone(),
-            self.storage_key.clone(),
+            keys.storage_key.clone(),
         );
         let (upload, sealed) = tokio::task::spawn_blocking(move || {
             let fin = flow
@@ -41,7 +55,8 @@ impl Session {
                 .map_err(handshake_error)?;
             Ok::<_, ClientError>((
                 fin.upload,
-                fin.master_key.seal_storage_key(&mut OsRng, &user, &sk),
+                fin.master_key
+                    .seal_storage_key(&mut OsRng, &user, epoch, &sk),
             ))
         })
         .await
@@ -49,11 +64,18 @@ impl Session {
         let sealed_storage_key =
             Bytes::new(sealed).ok_or(ClientError::Protocol("sealed storage key too large"))?;
         let op = OpRequest::ChangePasswordFinish(ChangePasswordFinish {
+            epoch,
             upload,
             sealed_storage_key,
         });
         match self.call(&op).await? {
-            OpResponse::PasswordChanged => Ok(()),
+            OpResponse::PasswordChanged(r) if r.epoch == epoch => {
+                self.set_keys(AccountKeys {
+                    storage_key: Arc::clone(&keys.storage_key),
+                    epoch,
+                });
+                Ok(())
+            }
             _ => Err(ClientError::Protocol(
                 "unexpected reply to ChangePasswordFinish",
             )),

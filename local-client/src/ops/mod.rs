@@ -7,7 +7,9 @@ mod change_password;
 mod delete;
 mod list;
 mod logout;
+mod reauth;
 mod retrieve;
+mod rotate_key;
 mod store;
 
 pub use audit::AuditReport;

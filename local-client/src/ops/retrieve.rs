@@ -17,6 +17,7 @@ impl Session {
             return Err(ClientError::Protocol("unexpected reply to Retrieve"));
         };
         let secret = self
+            .keys()
             .storage_key
             .open_secret(&self.user, name, s.version, s.sealed.as_slice())
             .map_err(|_| {

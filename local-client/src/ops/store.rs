@@ -26,9 +26,9 @@ impl Session {
         // Versions are sealed into the ciphertext, so the client must know the next one; a
         // fresh name is version 1, otherwise the server says which and we seal again.
         let mut version = 1;
+        let storage_key = self.keys().storage_key;
         for _ in 0..STORE_ATTEMPTS {
-            let sealed = self
-                .storage_key
+            let sealed = storage_key
                 .seal_secret(&mut OsRng, &self.user, name, version, secret)
                 .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
             let sealed = Bytes::new(sealed)

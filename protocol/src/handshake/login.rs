@@ -19,6 +19,13 @@ use crate::{
     suite::{KsfParams, LOGIN_CONTEXT, Suite, identifiers},
 };
 
+/// Bytes from the peer that are not the OPAQUE message they should be. (opaque-ke reports
+/// some of these as library errors, such as a point that is not on the curve: from the
+/// peer's bytes, they are all malformed input, never the server's fault.)
+fn peer(_: opaque_ke::errors::ProtocolError) -> HandshakeError {
+    HandshakeError::Malformed
+}
+
 fn bytes(b: &[u8]) -> Result<OpaqueBytes, HandshakeError> {
     Bytes::new(b.to_vec()).ok_or(HandshakeError::Internal)
 }
@@ -82,7 +89,7 @@ impl LoginFlow {
         response: &[u8],
         ksf: KsfParams,
     ) -> Result<LoginFinished, HandshakeError> {
-        let response = CredentialResponse::<Suite>::deserialize(response)?;
+        let response = CredentialResponse::<Suite>::deserialize(response).map_err(peer)?;
         let argon = ksf.argon2().map_err(|_| HandshakeError::BadKsfParams)?;
         let params = ClientLoginFinishParameters::new(
             Some(LOGIN_CONTEXT),
@@ -142,16 +149,25 @@ pub fn fake_record(seed: &[u8; 32], user: &UserName) -> Result<Vec<u8>, Handshak
     Ok(record)
 }
 
-/// Server, step 1 (KE2). `record` is the stored registration, or `None` for a user that
-/// does not exist: opaque-ke then answers from a fake record, indistinguishable on the wire.
+/// Parses KE1 alone: a server counts a guess only for a well-formed login start, so junk
+/// cannot lock an account.
+pub fn parse_request(request: &[u8]) -> Result<(), HandshakeError> {
+    CredentialRequest::<Suite>::deserialize(request).map_err(peer)?;
+    Ok(())
+}
+
+/// Server, step 1 (KE2). `record` is the stored registration and `credential_id` the one it
+/// was registered under; for a user that does not exist, a fake record and a fake
+/// identifier, stable per name (see [`fake_record`]), so the reply is indistinguishable.
 pub fn respond<R: RngCore + CryptoRng>(
     rng: &mut R,
     setup: &ServerSetup<Suite>,
     record: Option<&[u8]>,
+    credential_id: &[u8],
     user: &UserName,
     request: &[u8],
 ) -> Result<(ServerLoginState, OpaqueBytes), HandshakeError> {
-    let request = CredentialRequest::<Suite>::deserialize(request)?;
+    let request = CredentialRequest::<Suite>::deserialize(request).map_err(peer)?;
     // A stored record that does not parse is the server's problem, not the client's.
     let record = record
         .map(ServerRegistration::<Suite>::deserialize)
@@ -162,7 +178,7 @@ pub fn respond<R: RngCore + CryptoRng>(
         setup,
         record,
         request,
-        user.as_str().as_bytes(),
+        credential_id,
         server_params(user),
     )?;
     Ok((
@@ -174,7 +190,7 @@ pub fn respond<R: RngCore + CryptoRng>(
 impl ServerLoginState {
     /// Server, step 2: checks KE3 and yields the session keys.
     pub fn finish(self, user: &UserName, message: &[u8]) -> Result<SessionKeys, HandshakeError> {
-        let message = CredentialFinalization::<Suite>::deserialize(message)?;
+        let message = CredentialFinalization::<Suite>::deserialize(message).map_err(peer)?;
         let r = self
             .state
             .finish(message, server_params(user))
@@ -205,7 +221,7 @@ mod tests {
         pw: &SecretBytes,
     ) -> (Vec<u8>, MasterKey) {
         let (flow, req) = registration::start(rng, user, pw).unwrap();
-        let resp = registration::respond(setup, user, req.as_slice()).unwrap();
+        let resp = registration::respond(setup, user.as_str().as_bytes(), req.as_slice()).unwrap();
         let fin = flow.finish(rng, pw, resp.as_slice(), KSF).unwrap();
         (
             registration::record(fin.upload.as_slice()).unwrap(),
@@ -221,7 +237,14 @@ mod tests {
         pw: &SecretBytes,
     ) -> Result<(LoginFinished, SessionKeys), HandshakeError> {
         let (flow, ke1) = start(rng, user, pw)?;
-        let (state, ke2) = respond(rng, setup, record, user, ke1.as_slice())?;
+        let (state, ke2) = respond(
+            rng,
+            setup,
+            record,
+            user.as_str().as_bytes(),
+            user,
+            ke1.as_slice(),
+        )?;
         let fin = flow.finish(rng, pw, ke2.as_slice(), KSF)?;
         let keys = state.finish(user, fin.message.as_slice())?;
         Ok((fin, keys))
@@ -242,8 +265,8 @@ mod tests {
         );
         // Same password, same master key: the sealed storage key opens after login.
         let sk = crate::seal::StorageKey::generate(&mut rng);
-        let sealed = mk.seal_storage_key(&mut rng, &alice, &sk);
-        assert!(fin.master_key.open_storage_key(&alice, &sealed).is_ok());
+        let sealed = mk.seal_storage_key(&mut rng, &alice, 1, &sk);
+        assert!(fin.master_key.open_storage_key(&alice, 1, &sealed).is_ok());
     }
 
     #[test]
@@ -281,8 +304,17 @@ mod tests {
             HandshakeError::AuthFailed
         );
         let (_, ke1) = start(&mut rng, &alice, &pw).unwrap();
-        let (_, real) = respond(&mut rng, &setup, Some(&record), &alice, ke1.as_slice()).unwrap();
-        let (_, fake) = respond(&mut rng, &setup, None, &nobody, ke1.as_slice()).unwrap();
+        let (_, real) = respond(
+            &mut rng,
+            &setup,
+            Some(&record),
+            b"alice",
+            &alice,
+            ke1.as_slice(),
+        )
+        .unwrap();
+        let (_, fake) =
+            respond(&mut rng, &setup, None, b"nobody", &nobody, ke1.as_slice()).unwrap();
         assert_eq!(real.len(), fake.len());
     }
 
@@ -328,8 +360,9 @@ mod tests {
         let alice = UserName::new("alice").unwrap();
         for len in [0, 1, 31, 32, 95, 96, 97, 200] {
             let junk = vec![0xffu8; len];
-            assert!(respond(&mut rng, &setup, None, &alice, &junk).is_err());
-            assert!(registration::respond(&setup, &alice, &junk).is_err());
+            assert!(respond(&mut rng, &setup, None, b"alice", &alice, &junk).is_err());
+            assert!(parse_request(&junk).is_err());
+            assert!(registration::respond(&setup, b"alice", &junk).is_err());
             assert!(registration::record(&junk).is_err());
         }
     }

@@ -17,6 +17,13 @@ use crate::{
     suite::{KsfParams, Suite, identifiers},
 };
 
+/// Bytes from the peer that are not the OPAQUE message they should be. (opaque-ke reports
+/// some of these as library errors, such as a point that is not on the curve: from the
+/// peer's bytes, they are all malformed input, never the server's fault.)
+fn peer(_: opaque_ke::errors::ProtocolError) -> HandshakeError {
+    HandshakeError::Malformed
+}
+
 fn bytes(b: &[u8]) -> Result<OpaqueBytes, HandshakeError> {
     Bytes::new(b.to_vec()).ok_or(HandshakeError::Internal)
 }
@@ -70,7 +77,7 @@ impl RegistrationFlow {
         response: &[u8],
         ksf: KsfParams,
     ) -> Result<RegistrationFinished, HandshakeError> {
-        let response = RegistrationResponse::<Suite>::deserialize(response)?;
+        let response = RegistrationResponse::<Suite>::deserialize(response).map_err(peer)?;
         let argon = ksf.argon2().map_err(|_| HandshakeError::BadKsfParams)?;
         let params = ClientRegistrationFinishParameters::new(identifiers(&self.user), Some(&argon));
         let r = self
@@ -84,21 +91,27 @@ impl RegistrationFlow {
     }
 }
 
-/// Server, step 1: evaluates the OPRF on the blinded password. Stateless: the server keeps
-/// only which user the handshake id stands for.
+/// Server, step 1: evaluates the OPRF on the blinded password, under the key of
+/// `credential_id`. Stateless: the server keeps only which user and credential identifier
+/// the handshake stands for.
+///
+/// The credential identifier fixes the OPRF key the account will log in with. It must be
+/// chosen at random for each registration (and each password change), never derived from
+/// the user name: otherwise anyone could evaluate the OPRF under the key a name will use,
+/// before it is registered, with no guess counted (see `spec/protocol.md`, section 4).
 pub fn respond(
     setup: &ServerSetup<Suite>,
-    user: &UserName,
+    credential_id: &[u8],
     request: &[u8],
 ) -> Result<OpaqueBytes, HandshakeError> {
-    let request = RegistrationRequest::<Suite>::deserialize(request)?;
-    let r = ServerRegistration::<Suite>::start(setup, request, user.as_str().as_bytes())?;
+    let request = RegistrationRequest::<Suite>::deserialize(request).map_err(peer)?;
+    let r = ServerRegistration::<Suite>::start(setup, request, credential_id)?;
     bytes(&r.message.serialize())
 }
 
 /// Server, step 2: checks the uploaded record parses and returns the bytes to store.
 pub fn record(upload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-    let upload = RegistrationUpload::<Suite>::deserialize(upload)?;
+    let upload = RegistrationUpload::<Suite>::deserialize(upload).map_err(peer)?;
     Ok(ServerRegistration::<Suite>::finish(upload)
         .serialize()
         .to_vec())

@@ -13,17 +13,21 @@ pub mod change_password;
 pub mod delete;
 pub mod list;
 pub mod logout;
+pub mod reauth;
 pub mod retrieve;
+pub mod rotate_key;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
 
 pub use self::{
     audit::{Audit, AuditPage},
-    change_password::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted},
+    change_password::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted, Rekeyed},
     delete::Delete,
     list::{List, ListPage, SecretEntry},
+    reauth::{ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated},
     retrieve::{Retrieve, Secret},
+    rotate_key::{RotateKeyFinish, RotateKeyStage, Staged, StagedSecret},
     store::{Store, Stored},
 };
 use crate::{
@@ -54,6 +58,14 @@ pub enum OpRequest {
     ChangePasswordFinish(ChangePasswordFinish),
     /// See [`logout`].
     Logout,
+    /// See [`reauth`].
+    ReauthStart(ReauthStart),
+    /// See [`reauth`].
+    ReauthFinish(ReauthFinish),
+    /// See [`rotate_key`].
+    RotateKeyStage(RotateKeyStage),
+    /// See [`rotate_key`].
+    RotateKeyFinish(RotateKeyFinish),
 }
 
 /// A response inside a session.
@@ -72,11 +84,19 @@ pub enum OpResponse {
     /// Answers [`OpRequest::ChangePasswordStart`].
     ChangePasswordStarted(ChangePasswordStarted),
     /// Answers [`OpRequest::ChangePasswordFinish`].
-    PasswordChanged,
+    PasswordChanged(Rekeyed),
     /// Answers [`OpRequest::Logout`].
     LoggedOut,
     /// The operation failed.
     Error(ErrorReply),
+    /// Answers [`OpRequest::ReauthStart`].
+    ReauthStarted(ReauthStarted),
+    /// Answers [`OpRequest::ReauthFinish`].
+    Reauthenticated(Reauthenticated),
+    /// Answers [`OpRequest::RotateKeyStage`].
+    Staged(Staged),
+    /// Answers [`OpRequest::RotateKeyFinish`].
+    KeyRotated(Rekeyed),
 }
 
 impl OpRequest {
@@ -91,12 +111,26 @@ impl OpRequest {
     }
 
     /// Whether the operation changes the account. Mutations are applied at most once per
-    /// sequence number, and their responses recorded; reads may simply be sent again.
+    /// sequence number, and their responses recorded; reads may simply be sent again. (A
+    /// reauth start counts a password guess, but is no mutation: like a login start it is
+    /// never sent again by itself, see [`Self::is_guess`].)
     pub fn is_mutation(&self) -> bool {
         matches!(
             self,
-            Self::Store(_) | Self::Delete(_) | Self::ChangePasswordFinish(_) | Self::Logout
+            Self::Store(_)
+                | Self::Delete(_)
+                | Self::ChangePasswordFinish(_)
+                | Self::Logout
+                | Self::ReauthFinish(_)
+                | Self::RotateKeyStage(_)
+                | Self::RotateKeyFinish(_)
         )
+    }
+
+    /// Whether the operation counts a password guess: a client must not send it again
+    /// after losing its connection (each copy would count), but report the loss.
+    pub fn is_guess(&self) -> bool {
+        matches!(self, Self::ReauthStart(_))
     }
 
     /// A short name for logs and metrics.
@@ -110,6 +144,10 @@ impl OpRequest {
             Self::ChangePasswordStart(_) => "change_password_start",
             Self::ChangePasswordFinish(_) => "change_password_finish",
             Self::Logout => "logout",
+            Self::ReauthStart(_) => "reauth_start",
+            Self::ReauthFinish(_) => "reauth_finish",
+            Self::RotateKeyStage(_) => "rotate_key_stage",
+            Self::RotateKeyFinish(_) => "rotate_key_finish",
         }
     }
 }

@@ -6,6 +6,10 @@
 
 use crate::limits::REPLAY_WINDOW;
 
+/// The largest sequence number: numbers are stored as signed 64-bit integers, so the
+/// protocol stops there rather than let a larger one fail later as "corrupt stored data".
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 
 /// Why a sequence number was refused.
@@ -14,6 +18,9 @@ pub enum ReplayError {
     /// Sequence number 0 is never valid.
     #[error("sequence number zero")]
     Zero,
+    /// Beyond [`MAX_SEQ`].
+    #[error("sequence number out of range")]
+    OutOfRange,
     /// The number was already accepted.
     #[error("sequence number already used")]
     Duplicate,
@@ -41,6 +48,9 @@ impl ReplayWindow {
     pub fn check(&self, seq: u64) -> Result<(), ReplayError> {
         if seq == 0 {
             return Err(ReplayError::Zero);
+        }
+        if seq > MAX_SEQ {
+            return Err(ReplayError::OutOfRange);
         }
         if seq > self.highest {
             return Ok(());

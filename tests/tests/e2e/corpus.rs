@@ -95,16 +95,18 @@ async fn write_seed_corpora_from_real_traffic() {
     let resp = link.call(&req.encode()).await.unwrap();
     exchange(&req, &resp);
     let Response::LoggedIn {
-        sealed_storage_key, ..
+        sealed_storage_key,
+        epoch,
+        ..
     } = Response::decode(&resp).unwrap()
     else {
         panic!()
     };
     write("sealed_blobs", "storage-key", sealed_storage_key.as_slice());
-    let channel = ClientChannel::new(&fin.session);
+    let channel = ClientChannel::new(fin.session).unwrap();
     let storage_key = fin
         .master_key
-        .open_storage_key(&user, sealed_storage_key.as_slice())
+        .open_storage_key(&user, epoch, sealed_storage_key.as_slice())
         .unwrap();
     let name = SecretName::new("wallet").unwrap();
     let sealed = storage_key

@@ -212,3 +212,53 @@ async fn garbage_on_both_transports_never_hurts_a_normal_client() {
     }
     check().await;
 }
+
+/// One address cannot take every connection slot: past `max_connections_per_address`
+/// (QUIC and TCP counted together) its connections are refused, while another address is
+/// served, and a slot comes back when a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_capped_and_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    keyserver_tests::init_data_dir(&data);
+    std::fs::write(
+        data.join("keyserver.toml"),
+        "max_connections_per_address = 3\n",
+    )
+    .unwrap();
+    let server = Server::start(&data, &[]);
+    let ca = local_client::connect::load_ca(&data.join("ca.pem")).unwrap();
+    let tls = || local_client::connect::tls_config(&ca).unwrap();
+    let quic_from = |ip: &str| {
+        let bind: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+        let (addr, tls) = (server.addr.parse().unwrap(), tls());
+        async move { local_client::connect::QuicLink::connect_from(bind, addr, "localhost", tls).await }
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(quic_from("127.0.0.1").await.unwrap());
+    }
+    let tcp =
+        local_client::tcp::TcpLink::connect(server.tcp_addr.parse().unwrap(), "localhost", tls())
+            .await
+            .unwrap();
+    // The fourth, on either transport, is refused.
+    assert!(quic_from("127.0.0.1").await.is_err());
+    assert!(
+        local_client::tcp::TcpLink::connect(server.tcp_addr.parse().unwrap(), "localhost", tls())
+            .await
+            .is_err()
+    );
+    // Another address is served.
+    let other = quic_from("127.0.0.2").await.unwrap();
+    let req = keyserver_protocol::Request::LoginAbort {
+        handshake: keyserver_protocol::HandshakeId([0; 16]),
+    };
+    assert!(other.call(&req.encode()).await.is_ok());
+    // A closed connection gives its slot back.
+    local_client::Link::close(&tcp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = quic_from("127.0.0.1").await.unwrap();
+    assert!(again.call(&req.encode()).await.is_ok());
+    drop(held);
+}

@@ -17,10 +17,10 @@ pub(super) async fn handle(
 ) -> Result<Answer, ServerError> {
     let account = session.account;
     // One more than a page tells whether more follow.
-    let mut events = core
-        .storage
-        .read(move |tx| Box::pin(async move { tx.events(account, op.after, AUDIT_PAGE + 1).await }))
-        .await?;
+    let mut events = super::read(core, session, move |tx, _| {
+        Box::pin(async move { tx.events(account, op.after, AUDIT_PAGE + 1).await })
+    })
+    .await?;
     let more = events.len() > AUDIT_PAGE;
     events.truncate(AUDIT_PAGE);
     Ok(Answer::Fresh(OpResponse::Audit(AuditPage { events, more })))

@@ -24,7 +24,7 @@ pub(super) async fn handle(
     now: Now,
 ) -> Result<Answer, ServerError> {
     let (account, secs) = (session.account, now.unix_secs());
-    once(core, req, now, move |tx| {
+    once(core, session, req, now, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let live = tx

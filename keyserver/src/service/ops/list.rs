@@ -37,25 +37,23 @@ pub(super) async fn handle(
     // One more than a page tells whether more follow.
     let mut rows = match op.after {
         Some(after) => {
-            core.storage
-                .read(move |tx| {
-                    Box::pin(async move { tx.secrets(account, Some(&after), LIST_PAGE + 1).await })
-                })
-                .await?
+            super::read(core, session, move |tx, _| {
+                Box::pin(async move { tx.secrets(account, Some(&after), LIST_PAGE + 1).await })
+            })
+            .await?
         }
         None => {
-            core.storage
-                .write(Durability::Process, move |tx| {
-                    Box::pin(async move {
-                        let rows = tx.secrets(account, None, LIST_PAGE + 1).await?;
-                        let mut a = storage::account(tx, account).await?;
-                        let event = EventBody::new(EventKind::List, Outcome::Ok);
-                        audit::append(tx, &mut a, event, secs).await?;
-                        tx.save_account(&a).await?;
-                        Ok(rows)
-                    })
+            super::write(core, session, Durability::Process, move |tx, _| {
+                Box::pin(async move {
+                    let rows = tx.secrets(account, None, LIST_PAGE + 1).await?;
+                    let mut a = storage::account(tx, account).await?;
+                    let event = EventBody::new(EventKind::List, Outcome::Ok);
+                    audit::append(tx, &mut a, event, secs).await?;
+                    tx.save_account(&a).await?;
+                    Ok(rows)
                 })
-                .await?
+            })
+            .await?
         }
     };
     let more = rows.len() > LIST_PAGE;

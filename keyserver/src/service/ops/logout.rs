@@ -22,7 +22,7 @@ pub(super) async fn handle(
     now: Now,
 ) -> Result<Answer, ServerError> {
     let (account, secs) = (session.account, now.unix_secs());
-    let answer = once(core, req, now, move |tx| {
+    let answer = once(core, session, req, now, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let event = EventBody::new(EventKind::Logout, Outcome::Ok);

@@ -2,16 +2,20 @@
 //! in `keyserver_protocol::ops` and in the client). Each handler gets an authenticated
 //! session and writes its storage decision once, over `storage::Tx`.
 //!
-//! Mutations (store, delete, change-password, logout) run through [`once`]: applied at most
-//! once per request, whatever connection or instance the request arrives on, and a retry
-//! gets the answer recorded the first time.
+//! Every operation's transaction first checks that its session still exists in the
+//! database ([`write`], [`read`], [`once`]): a logout, or a password change in another
+//! session, ends it on every instance at once, for every operation. Mutations run through
+//! [`once`]: applied at most once per request, whatever connection or instance it arrives
+//! on, and a retry gets the answer recorded the first time.
 
 mod audit;
 mod change_password;
 mod delete;
 mod list;
 mod logout;
+mod reauth;
 mod retrieve;
+mod rotate_key;
 mod store;
 
 use keyserver_protocol::{OpRequest, OpResponse};
@@ -32,6 +36,23 @@ pub(crate) enum Answer {
     Recorded(Vec<u8>),
 }
 
+/// What an operation's transaction knows of its session: when it last proved the
+/// password, if it has.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Live {
+    /// When the session's last reauth finished (Unix seconds).
+    pub(super) reauthed_at: Option<i64>,
+}
+
+impl Live {
+    /// Whether the session proved the password within `window` seconds of `now`.
+    pub(super) fn reauthed(&self, now: i64, window: u64) -> bool {
+        let window = i64::try_from(window).unwrap_or(i64::MAX);
+        self.reauthed_at
+            .is_some_and(|at| at <= now && now.saturating_sub(at) < window)
+    }
+}
+
 /// Runs `op`, the request `req`, in `session`.
 #[instrument(skip_all, fields(op = op.kind()))]
 pub(super) async fn run(
@@ -47,42 +68,98 @@ pub(super) async fn run(
         OpRequest::List(op) => list::handle(core, session, op, now).await,
         OpRequest::Delete(op) => delete::handle(core, session, req, op, now).await,
         OpRequest::Audit(op) => audit::handle(core, session, op).await,
-        OpRequest::ChangePasswordStart(op) => change_password::start(core, session, &op),
+        OpRequest::ChangePasswordStart(op) => change_password::start(core, session, &op, now).await,
         OpRequest::ChangePasswordFinish(op) => {
             change_password::finish(core, session, req, op, now).await
         }
         OpRequest::Logout => logout::handle(core, session, req, now).await,
+        OpRequest::ReauthStart(op) => reauth::start(core, session, req, op, now).await,
+        OpRequest::ReauthFinish(op) => reauth::finish(core, session, req, op, now).await,
+        OpRequest::RotateKeyStage(op) => rotate_key::stage(core, session, req, op, now).await,
+        OpRequest::RotateKeyFinish(op) => rotate_key::finish(core, session, req, op, now).await,
     };
     r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())))
 }
 
-/// Runs the mutation `f` as request `req`, at most once: if `req` was applied before, its
-/// recorded answer; otherwise `f`'s answer, recorded in the same transaction as its
-/// changes, durably, before it is returned.
+/// Runs `f` as one write transaction of `session`, if the session still exists.
+pub(super) async fn write<R, F>(
+    core: &Core,
+    session: &Session,
+    durability: Durability,
+    f: F,
+) -> Result<R, ServerError>
+where
+    R: Send + 'static,
+    F: for<'t> FnOnce(&'t mut dyn Tx, Live) -> BoxFuture<'t, Result<R, StorageError>>
+        + Send
+        + 'static,
+{
+    let id = session.channel.id().0;
+    core.storage
+        .write(durability, move |tx| {
+            Box::pin(async move {
+                match tx.session_reauth(id).await? {
+                    Some(reauthed_at) => f(&mut *tx, Live { reauthed_at }).await.map(Some),
+                    None => Ok(None),
+                }
+            })
+        })
+        .await?
+        .ok_or(ServerError::UnknownSession)
+}
+
+/// Runs `f` as one read transaction of `session`, if the session still exists.
+pub(super) async fn read<R, F>(core: &Core, session: &Session, f: F) -> Result<R, ServerError>
+where
+    R: Send + 'static,
+    F: for<'t> FnOnce(&'t mut dyn Tx, Live) -> BoxFuture<'t, Result<R, StorageError>>
+        + Send
+        + 'static,
+{
+    let id = session.channel.id().0;
+    core.storage
+        .read(move |tx| {
+            Box::pin(async move {
+                match tx.session_reauth(id).await? {
+                    Some(reauthed_at) => f(&mut *tx, Live { reauthed_at }).await.map(Some),
+                    None => Ok(None),
+                }
+            })
+        })
+        .await?
+        .ok_or(ServerError::UnknownSession)
+}
+
+/// Runs the mutation `f` as request `req` of `session`, at most once: if `req` was
+/// applied before, its recorded answer; otherwise `f`'s answer, recorded in the same
+/// transaction as its changes, durably, before it is returned.
 pub(super) async fn once<F>(
     core: &Core,
+    session: &Session,
     req: RequestId,
     now: Now,
     f: F,
 ) -> Result<Answer, ServerError>
 where
-    F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<OpResponse, StorageError>>
+    F: for<'t> FnOnce(&'t mut dyn Tx, Live) -> BoxFuture<'t, Result<OpResponse, StorageError>>
         + Send
         + 'static,
 {
     let secs = now.unix_secs();
-    let answer = core
-        .storage
-        .write(Durability::Disk, move |tx| {
-            Box::pin(async move {
-                if let Some(recorded) = tx.recorded(req).await? {
-                    return Ok(Answer::Recorded(recorded));
-                }
-                let response = f(&mut *tx).await?;
-                tx.record(req, &response.encode(), secs).await?;
-                Ok(Answer::Fresh(response))
-            })
+    write(core, session, Durability::Disk, move |tx, live| {
+        Box::pin(async move {
+            if let Some(recorded) = tx.recorded(req).await? {
+                return Ok(Answer::Recorded(recorded));
+            }
+            let response = f(&mut *tx, live).await?;
+            tx.record(req, &response.encode(), secs).await?;
+            Ok(Answer::Fresh(response))
         })
-        .await?;
-    Ok(answer)
+    })
+    .await
+}
+
+/// An error answered inside the session (recorded like any answer of a mutation).
+pub(super) fn refused(e: ServerError) -> OpResponse {
+    OpResponse::Error(e.reply())
 }

@@ -24,27 +24,25 @@ pub(super) async fn handle(
     now: Now,
 ) -> Result<Answer, ServerError> {
     let (account, secs) = (session.account, now.unix_secs());
-    let found = core
-        .storage
-        .write(Durability::Process, move |tx| {
-            Box::pin(async move {
-                let mut a = storage::account(tx, account).await?;
-                let found = tx
-                    .secret(account, &op.name)
-                    .await?
-                    .and_then(|r| r.sealed.map(|sealed| (r.version, r.created, sealed)));
-                let outcome = if found.is_some() {
-                    Outcome::Ok
-                } else {
-                    Outcome::NotFound
-                };
-                let event = EventBody::about(EventKind::Retrieve, &op.name, outcome);
-                audit::append(tx, &mut a, event, secs).await?;
-                tx.save_account(&a).await?;
-                Ok(found)
-            })
+    let found = super::write(core, session, Durability::Process, move |tx, _| {
+        Box::pin(async move {
+            let mut a = storage::account(tx, account).await?;
+            let found = tx
+                .secret(account, &op.name)
+                .await?
+                .and_then(|r| r.sealed.map(|sealed| (r.version, r.created, sealed)));
+            let outcome = if found.is_some() {
+                Outcome::Ok
+            } else {
+                Outcome::NotFound
+            };
+            let event = EventBody::about(EventKind::Retrieve, &op.name, outcome);
+            audit::append(tx, &mut a, event, secs).await?;
+            tx.save_account(&a).await?;
+            Ok(found)
         })
-        .await?;
+    })
+    .await?;
     let (version, created, sealed) = found.ok_or(ServerError::NotFound)?;
     let sealed = Bytes::new(sealed).ok_or(ServerError::Internal("stored secret is too large"))?;
     Ok(Answer::Fresh(OpResponse::Secret(Secret {

@@ -72,7 +72,7 @@ pub(super) async fn handle(
         core.config.max_secrets_per_account,
         now.unix_secs(),
     );
-    once(core, req, now, move |tx| {
+    once(core, session, req, now, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let current = tx.secret(account, &op.name).await?;

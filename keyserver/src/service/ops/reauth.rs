@@ -1,0 +1,116 @@
+//! `reauth`: an OPAQUE login inside the session. The start counts a guess (like a login
+//! start, and with the same lockout); the finish checks KE3 and, in one transaction with its
+//! audit event, records on the session's row that it proved the password now, for the one
+//! sensitive operation (a password change, a key rotation) that may follow.
+
+use keyserver_protocol::{
+    OpResponse,
+    audit_chain::{EventBody, EventKind, Outcome},
+    handshake::login,
+    ops::{ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated},
+};
+use rand::rngs::OsRng;
+
+use super::{Answer, once, refused};
+use crate::{
+    audit,
+    clock::Now,
+    guess_limit::{LockoutPolicy, LoginGate},
+    service::{
+        Core, ServerError,
+        login::{self as login_flow, Failure, Whose},
+        pending::Pending,
+        sessions::Session,
+    },
+    storage::{self, RequestId},
+};
+
+/// Step 1: counts the guess and answers KE2.
+pub(super) async fn start(
+    core: &Core,
+    session: &Session,
+    _req: RequestId,
+    op: ReauthStart,
+    now: Now,
+) -> Result<Answer, ServerError> {
+    login::parse_request(op.message.as_slice())?;
+    let id = session.channel.id();
+    let (found, gate) =
+        login_flow::count_guess(core, Whose::Session(session.account, id), now).await?;
+    if let LoginGate::Locked { retry_after_secs } = gate {
+        return Err(ServerError::Locked { retry_after_secs });
+    }
+    let found = found.ok_or(ServerError::Internal("a session without an account"))?;
+    let (state, message) = login::respond(
+        &mut OsRng,
+        &core.setup,
+        Some(&found.record),
+        &found.credential_id,
+        &session.user,
+        op.message.as_slice(),
+    )?;
+    let pending = Pending::Reauth {
+        session: id,
+        account: found.account,
+        state,
+    };
+    let handshake = login_flow::park(core, pending, now).await?;
+    Ok(Answer::Fresh(OpResponse::ReauthStarted(ReauthStarted {
+        handshake,
+        message,
+    })))
+}
+
+/// Step 2: checks KE3; records the proof on the session.
+pub(super) async fn finish(
+    core: &Core,
+    session: &Session,
+    req: RequestId,
+    op: ReauthFinish,
+    now: Now,
+) -> Result<Answer, ServerError> {
+    let id = session.channel.id();
+    let (account, state) = match login_flow::take(core, &op.handshake, now).await? {
+        Pending::Reauth {
+            session: s,
+            account,
+            state,
+        } if s == id => (account, state),
+        other => {
+            // Another session's handshake, or a login's: not this session's to finish.
+            login_flow::abandon(core, other, now).await;
+            return Err(ServerError::UnknownHandshake);
+        }
+    };
+    let proven = state.finish(&session.user, op.message.as_slice()).is_ok();
+    let (secs, window, epoch) = (
+        now.unix_secs(),
+        core.config.reauth_window_secs,
+        account.epoch,
+    );
+    if !proven {
+        login_flow::failed(core, Failure::Account(account.id), now).await?;
+        return Ok(Answer::Fresh(refused(ServerError::AuthFailed)));
+    }
+    once(core, session, req, now, move |tx, _| {
+        Box::pin(async move {
+            let mut a = storage::account(tx, account.id).await?;
+            if a.epoch != epoch {
+                // The credentials changed since the reauth started: it proved nothing.
+                let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
+                audit::append(tx, &mut a, event, secs).await?;
+                tx.save_account(&a).await?;
+                return Ok(refused(ServerError::AuthFailed));
+            }
+            LockoutPolicy::succeeded(&mut a.guesses);
+            let event = EventBody::new(EventKind::LoginSucceeded, Outcome::Ok);
+            audit::append(tx, &mut a, event, secs).await?;
+            tx.save_account(&a).await?;
+            tx.set_session_reauth(id.0, Some(secs)).await?;
+            Ok(OpResponse::Reauthenticated(Reauthenticated {
+                valid_secs: window,
+            }))
+        })
+    })
+    .await
+}

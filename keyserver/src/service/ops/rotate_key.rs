@@ -1,0 +1,118 @@
+//! `rotate-key`: after a reauth, the client stages every live secret sealed again under a
+//! new storage key; the finish swaps them all in, with the new sealed storage key and the
+//! next epoch, and ends every other session, in one transaction, or refuses (and changes
+//! nothing) unless exactly the live secrets are staged, each at its current version.
+
+use keyserver_protocol::{
+    OpResponse,
+    audit_chain::{EventBody, EventKind, Outcome},
+    limits::MAX_SEALED_STORAGE_KEY,
+    ops::{Rekeyed, RotateKeyFinish, RotateKeyStage, Staged},
+};
+
+use super::{Answer, once, refused};
+use crate::{
+    audit,
+    clock::Now,
+    service::{Core, ServerError, sessions::Session},
+    storage::{self, Credentials, RequestId, StagedRow, StorageError},
+};
+
+/// Stages secrets sealed under the new key.
+pub(super) async fn stage(
+    core: &Core,
+    session: &Session,
+    req: RequestId,
+    op: RotateKeyStage,
+    now: Now,
+) -> Result<Answer, ServerError> {
+    let id = session.channel.id();
+    let (account, secs, window) = (
+        session.account,
+        now.unix_secs(),
+        core.config.reauth_window_secs,
+    );
+    once(core, session, req, now, move |tx, live| {
+        Box::pin(async move {
+            if !live.reauthed(secs, window) {
+                return Ok(refused(ServerError::ReauthRequired));
+            }
+            for s in op.secrets {
+                let row = StagedRow {
+                    name: s.name,
+                    version: s.version,
+                    sealed: s.sealed.into_vec(),
+                };
+                tx.stage_secret(id.0, account, &row).await?;
+            }
+            let staged = tx.staged_count(id.0).await?;
+            Ok(OpResponse::Staged(Staged { staged }))
+        })
+    })
+    .await
+}
+
+/// Swaps the staged secrets and the new storage key in.
+pub(super) async fn finish(
+    core: &Core,
+    session: &Session,
+    req: RequestId,
+    op: RotateKeyFinish,
+    now: Now,
+) -> Result<Answer, ServerError> {
+    if op.sealed_storage_key.len() != MAX_SEALED_STORAGE_KEY {
+        return Err(ServerError::Malformed);
+    }
+    let id = session.channel.id();
+    let (account, secs, window) = (
+        session.account,
+        now.unix_secs(),
+        core.config.reauth_window_secs,
+    );
+    let sealed_storage_key = op.sealed_storage_key.into_vec();
+    let answer = once(core, session, req, now, move |tx, live| {
+        Box::pin(async move {
+            if !live.reauthed(secs, window) {
+                return Ok(refused(ServerError::ReauthRequired));
+            }
+            let mut a = storage::account(tx, account).await?;
+            if Some(op.epoch) != a.epoch.checked_add(1) {
+                return Ok(refused(ServerError::Stale));
+            }
+            let staged = tx.staged_count(id.0).await?;
+            let missing = tx.staged_mismatches(id.0, account).await?;
+            if missing != 0 || staged != a.live_secrets || staged != op.secrets {
+                // A secret stored, deleted or replaced since it was staged, or one the
+                // client missed: nothing is swapped; the client stages again.
+                return Ok(refused(ServerError::Stale));
+            }
+            if tx.apply_staged(id.0, account).await? != staged {
+                return Err(StorageError::Corrupt(
+                    "the staged secrets did not all apply".into(),
+                ));
+            }
+            let old = tx
+                .credentials(account)
+                .await?
+                .ok_or_else(|| StorageError::Corrupt("an account without credentials".into()))?;
+            let credentials = Credentials {
+                sealed_storage_key,
+                ..old
+            };
+            tx.set_credentials(account, &credentials).await?;
+            a.epoch = op.epoch;
+            tx.delete_other_sessions(account, id.0).await?;
+            tx.set_session_reauth(id.0, None).await?;
+            tx.delete_staged(id.0).await?;
+            let event = EventBody::new(EventKind::RotateKey, Outcome::Ok);
+            audit::append(tx, &mut a, event, secs).await?;
+            tx.save_account(&a).await?;
+            Ok(OpResponse::KeyRotated(Rekeyed { epoch: a.epoch }))
+        })
+    })
+    .await?;
+    if matches!(answer, Answer::Fresh(OpResponse::KeyRotated(_))) {
+        core.sessions.close_others(account, &id);
+    }
+    Ok(answer)
+}
