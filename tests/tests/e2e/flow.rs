@@ -270,6 +270,29 @@ fn passwords_from_stdin_lines() {
         b"first pw\n",
     );
     assert_eq!(out.code, 3, "{out:?}");
+    // A password line longer than the limit is refused whole: cut at the limit, its rest
+    // would have become the second line, the *new* password of change-password.
+    let mut long = vec![b'x'; 5000];
+    long.extend_from_slice(b"\nnew pw\n");
+    let out = c.run(
+        &["change-password", "--user", "bob", "--password-stdin"],
+        None,
+        &[],
+        &long,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("longer than 4096 bytes"),
+        "{}",
+        out.stderr
+    );
+    let out = c.run(
+        &["list", "--user", "bob", "--password-stdin"],
+        None,
+        &[],
+        b"second pw\n",
+    );
+    assert_eq!(out.code, 0, "the password did not change: {out:?}");
 }
 
 #[test]

@@ -262,3 +262,39 @@ async fn connections_from_one_address_are_capped_and_others_are_served() {
     assert!(again.call(&req.encode()).await.is_ok());
     drop(held);
 }
+
+/// Over TCP, rustls finishes a handshake in which the server chose no ALPN protocol: the
+/// client checks that the server speaks keyserver/1 and refuses one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_client_refuses_a_server_that_did_not_agree_on_the_protocol() {
+    let tmp = tempfile::tempdir().unwrap();
+    keyserver::pki::create_dev_pki(tmp.path()).unwrap();
+    let (certs, key) = keyserver::pki::load_server_identity(tmp.path()).unwrap();
+    // A TLS 1.3 server with the right certificate and no ALPN at all.
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(mut s) = acceptor.accept(tcp).await {
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await;
+            }
+        }
+    });
+    let ca = local_client::connect::load_ca(&tmp.path().join("ca.pem")).unwrap();
+    let tls = local_client::connect::tls_config(&ca).unwrap();
+    let r = local_client::tcp::TcpLink::connect(addr, "localhost", tls).await;
+    assert!(
+        matches!(&r, Err(local_client::ClientError::Tls(m)) if m.contains("ALPN")),
+        "{r:?}"
+    );
+}
