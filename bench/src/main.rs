@@ -844,9 +844,10 @@ fn time_ksf() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Times `LoginStart` (the server's whole first login step: account lookup, OPAQUE
-/// evaluation, guess count) for a registered user and for an unknown one, alternating on one
-/// connection, and prints both distributions side by side.
+/// Times every step of a failed login (`LoginStart`: lookup, OPAQUE evaluation, guess
+/// count; then `LoginFinish` with a bad KE3 or `LoginAbort`: the failure recorded) for a
+/// registered user and for an unknown one, interleaved on one connection, and prints the
+/// distributions side by side.
 async fn time_enumeration(bin: &Path, rounds: usize) -> anyhow::Result<()> {
     use keyserver_protocol::{Request, Response, handshake::login};
     let tmp = tempfile::tempdir()?;
@@ -858,8 +859,20 @@ async fn time_enumeration(bin: &Path, rounds: usize) -> anyhow::Result<()> {
         "max_failed_logins = 1000\nhandshakes_per_second_per_address = 1000000\nhandshake_burst_per_address = 1000000\n",
     )?;
     let (_server, addr) = start_server(bin, &dir, &[])?;
-    let (conn, _s) = session(&addr, &dir.join("ca.pem"), Transport::Quic, "exists").await?;
-    drop(conn);
+    // Every failed attempt counts against its name, and the lockout cannot be set beyond
+    // 1000: spread the attempts over enough names that none of them locks.
+    const ATTEMPTS_PER_NAME: usize = 500;
+    let names = (rounds * 2).div_ceil(ATTEMPTS_PER_NAME);
+    for k in 0..names {
+        let (conn, _s) = session(
+            &addr,
+            &dir.join("ca.pem"),
+            Transport::Quic,
+            &format!("exists-{k}"),
+        )
+        .await?;
+        drop(conn);
+    }
     let ca = local_client::connect::load_ca(&dir.join("ca.pem"))?;
     let link = local_client::connect::QuicLink::connect(
         addr.parse()?,
@@ -868,37 +881,75 @@ async fn time_enumeration(bin: &Path, rounds: usize) -> anyhow::Result<()> {
     )
     .await?;
     let pw = SecretBytes::new(b"wrong guess".to_vec());
-    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
-    let mut sizes = [0usize; 2];
-    for i in 0..rounds * 2 {
-        let who = i % 2;
-        let user = UserName::new(if who == 0 { "exists" } else { "does-not-exist" })?;
-        let (_, ke1) = login::start(&mut rand::rngs::OsRng, &user, &pw)?;
-        let req = Request::LoginStart { user, message: ke1 }.encode();
-        let t = Instant::now();
-        let resp = link
-            .call(&req)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        times[who].push(t.elapsed());
-        if !matches!(Response::decode(&resp)?, Response::LoginStarted { .. }) {
-            bail!("unexpected reply");
+    // Each failed login path, timed request by request: LoginStart, then either a bad KE3
+    // (LoginFinish) or the client's LoginAbort after a wrong password.
+    let call = |req: Request| {
+        let link = &link;
+        async move {
+            let t = Instant::now();
+            let resp = link
+                .call(&req.encode())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            anyhow::Ok((t.elapsed(), Response::decode(&resp)?, resp.len()))
         }
-        sizes[who] = resp.len();
+    };
+    let mut times: [[Vec<Duration>; 3]; 2] = Default::default();
+    let mut sizes = [[0usize; 3]; 2];
+    for i in 0..rounds * 4 {
+        let who = i % 2;
+        let k = i / 2 / ATTEMPTS_PER_NAME;
+        let user = UserName::new(&if who == 0 {
+            format!("exists-{k}")
+        } else {
+            format!("does-not-exist-{k}")
+        })?;
+        let (_, ke1) = login::start(&mut rand::rngs::OsRng, &user, &pw)?;
+        let (t, resp, size) = call(Request::LoginStart { user, message: ke1 }).await?;
+        let Response::LoginStarted { handshake, .. } = resp else {
+            bail!("unexpected reply to LoginStart: {resp:?}");
+        };
+        times[who][0].push(t);
+        sizes[who][0] = size;
+        let (path, req) = if (i / 2) % 2 == 0 {
+            let bad_ke3 = keyserver_protocol::codec::Bytes::new(vec![0x17; 64])
+                .context("a KE3-sized message")?;
+            (
+                1,
+                Request::LoginFinish {
+                    handshake,
+                    message: bad_ke3,
+                },
+            )
+        } else {
+            (2, Request::LoginAbort { handshake })
+        };
+        let (t, _, size) = call(req).await?;
+        times[who][path].push(t);
+        sizes[who][path] = size;
     }
-    for t in &mut times {
+    for t in times.iter_mut().flatten() {
         t.sort();
     }
-    println!("LoginStart over one QUIC connection, {rounds} each, alternating:");
-    for (who, label) in [(0, "existing user"), (1, "unknown user")] {
-        println!(
-            "  {label:<14} p10 {:>7.0} µs  p50 {:>7.0} µs  p90 {:>7.0} µs  p99 {:>7.0} µs  reply {} bytes",
-            percentile(&times[who], 0.1),
-            percentile(&times[who], 0.5),
-            percentile(&times[who], 0.9),
-            percentile(&times[who], 0.99),
-            sizes[who]
-        );
+    println!(
+        "Failed logins over one QUIC connection, {rounds} of each path per user, interleaved:"
+    );
+    for (path, step) in [
+        (0, "LoginStart"),
+        (1, "LoginFinish, bad KE3"),
+        (2, "LoginAbort"),
+    ] {
+        for (who, label) in [(0, "existing user"), (1, "unknown user")] {
+            let t = &times[who][path];
+            println!(
+                "  {step:<21} {label:<14} p10 {:>7.0} µs  p50 {:>7.0} µs  p90 {:>7.0} µs  p99 {:>7.0} µs  reply {} bytes",
+                percentile(t, 0.1),
+                percentile(t, 0.5),
+                percentile(t, 0.9),
+                percentile(t, 0.99),
+                sizes[who][path]
+            );
+        }
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The audit rule, written once for every backend: each event of an account is chained to
 //! the one before it (`keyserver_protocol::audit_chain`), in the same transaction as what
-//! it records.
+//! it records. Unknown names keep a chain of the same shape that no one reads, so that a
+//! login for one costs what a login for a real account does.
 
 use keyserver_protocol::audit_chain::{self, AuditEvent, EventBody};
 
-use crate::storage::{AccountRow, StorageError, Tx};
+use crate::storage::{AccountRow, StorageError, Tx, UnknownRow};
 
 /// The event that would follow `account`'s head: seq one more, hash linked to the head (or
 /// to the user's genesis hash before the first event).
@@ -12,8 +13,12 @@ pub fn next(account: &AccountRow, body: EventBody, now: i64) -> AuditEvent {
     let prev = account
         .audit_head
         .unwrap_or_else(|| audit_chain::genesis(&account.user));
-    let seq = account.audit_seq.saturating_add(1);
-    let hash = audit_chain::link(&prev, seq, now, &body);
+    after(&prev, account.audit_seq, body, now)
+}
+
+fn after(prev: &[u8; 32], seq: u64, body: EventBody, now: i64) -> AuditEvent {
+    let seq = seq.saturating_add(1);
+    let hash = audit_chain::link(prev, seq, now, &body);
     AuditEvent {
         seq,
         time: now,
@@ -34,6 +39,23 @@ pub async fn append(
     tx.insert_event(account.id, &event).await?;
     account.audit_seq = event.seq;
     account.audit_head = Some(event.hash);
+    Ok(())
+}
+
+/// Appends `body` to the stand-in chain of the unknown name `name_key`, exactly as
+/// [`append`] does to an account's: the same hashing, the same rows written (the caller
+/// saves `row`). The chain starts from the name's key, so it names no one.
+pub async fn append_unknown(
+    tx: &mut dyn Tx,
+    name_key: &[u8; 32],
+    row: &mut UnknownRow,
+    body: EventBody,
+    now: i64,
+) -> Result<(), StorageError> {
+    let event = after(row.head.as_ref().unwrap_or(name_key), row.seq, body, now);
+    tx.insert_unknown_event(name_key, &event).await?;
+    row.seq = event.seq;
+    row.head = Some(event.hash);
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //! The guess is counted when a login *starts*: the client can test a password from KE2
 //! alone, so counting at the finish would let aborted logins guess for free. Only a
 //! well-formed KE1 counts (junk cannot lock an account). Lookup, decision and count are one
-//! transaction, for a real account and for an unknown name alike (same work, same reply),
+//! transaction, for a real account and for an unknown name alike (the same rows written,
+//! the same reply),
 //! and the count is reset only by a login that finishes. A login finishes only against the
 //! credentials it started with: a password change in between makes it fail.
 
@@ -80,22 +81,16 @@ pub(super) async fn count_guess(
                     (None, None) => None,
                 };
                 let Some(mut a) = row else {
-                    // Unknown names are counted and locked out alike, with no audit log.
-                    let mut g = tx.unknown_guesses(&name_key).await?;
-                    let gate = policy.start(&mut g, secs);
-                    if gate == LoginGate::Allowed {
-                        tx.save_unknown_guesses(&name_key, &g).await?;
-                    }
+                    // Unknown names are counted and locked out alike, and write the same
+                    // event to a chain that stands in for an account's.
+                    let mut u = tx.unknown_name(&name_key).await?;
+                    let gate = policy.start(&mut u.guesses, secs);
+                    audit::append_unknown(tx, &name_key, &mut u, start_event(gate), secs).await?;
+                    tx.save_unknown_name(&name_key, &u).await?;
                     return Ok(Some((None, gate)));
                 };
                 let gate = policy.start(&mut a.guesses, secs);
-                let event = match gate {
-                    LoginGate::Allowed => EventBody::new(EventKind::LoginStarted, Outcome::Ok),
-                    LoginGate::Locked { .. } => {
-                        EventBody::new(EventKind::LoginLocked, Outcome::Refused)
-                    }
-                };
-                audit::append(tx, &mut a, event, secs).await?;
+                audit::append(tx, &mut a, start_event(gate), secs).await?;
                 tx.save_account(&a).await?;
                 let Credentials {
                     record,
@@ -120,6 +115,14 @@ pub(super) async fn count_guess(
     counted.ok_or(ServerError::UnknownSession)
 }
 
+/// The event of a counted login start.
+fn start_event(gate: LoginGate) -> EventBody {
+    match gate {
+        LoginGate::Allowed => EventBody::new(EventKind::LoginStarted, Outcome::Ok),
+        LoginGate::Locked { .. } => EventBody::new(EventKind::LoginLocked, Outcome::Refused),
+    }
+}
+
 /// `LoginStart`.
 pub(super) async fn start(
     core: &Core,
@@ -129,20 +132,19 @@ pub(super) async fn start(
 ) -> Result<Response, ServerError> {
     // Junk is refused before anything is counted: only a real attempt costs a guess.
     login::parse_request(message.as_slice())?;
+    // An unknown user gets a fake record and credential identifier, the same for the same
+    // name every time: the OPAQUE work, the reply's size and the client's error are those
+    // of a wrong password. They are derived for every login, whether or not the name
+    // exists, so that deriving them does not tell the two apart.
+    let fake_record = core.keys.fake_record(&user)?;
+    let fake_credential_id = core.keys.unknown_credential_id(&user);
     let (found, gate) = count_guess(core, Whose::Name(&user), now).await?;
     if let LoginGate::Locked { retry_after_secs } = gate {
         return Err(ServerError::Locked { retry_after_secs });
     }
-    // An unknown user gets a fake record and credential identifier, the same for the same
-    // name every time: the OPAQUE work, the reply's size and the client's error are those
-    // of a wrong password.
     let (record, credential_id, account) = match found {
         Some(f) => (f.record, f.credential_id, Some(f.account)),
-        None => (
-            core.keys.fake_record(&user)?,
-            core.keys.unknown_credential_id(&user).to_vec(),
-            None,
-        ),
+        None => (fake_record, fake_credential_id.to_vec(), None),
     };
     let (state, reply) = login::respond(
         &mut OsRng,
@@ -306,25 +308,27 @@ fn failure_of(core: &Core, user: &UserName, account: Option<&LoginAccount>) -> F
 }
 
 /// Records a failed login: a `login_failed` event for a real account (its guess was
-/// counted when it started). For an unknown name, the same durable work without an audit
-/// log (its counter is written again), so that the two cannot be told apart by how long
-/// the server takes to answer.
+/// counted when it started), the same event in the stand-in chain of an unknown name, so
+/// that the two cannot be told apart by how long the server takes to answer
+/// (`keyserver-bench --enumeration` measures both).
 pub(super) async fn failed(core: &Core, who: Failure, now: Now) -> Result<(), StorageError> {
     let secs = now.unix_secs();
+    let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
     core.storage
         .write(Durability::Disk, move |tx| {
             Box::pin(async move {
-                let id = match who {
-                    Failure::Account(id) => id,
-                    Failure::Unknown(name_key) => {
-                        let g = tx.unknown_guesses(&name_key).await?;
-                        return tx.save_unknown_guesses(&name_key, &g).await;
+                match who {
+                    Failure::Account(id) => {
+                        let mut a = storage::account(tx, id).await?;
+                        audit::append(tx, &mut a, event, secs).await?;
+                        tx.save_account(&a).await
                     }
-                };
-                let mut a = storage::account(tx, id).await?;
-                let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
-                audit::append(tx, &mut a, event, secs).await?;
-                tx.save_account(&a).await
+                    Failure::Unknown(name_key) => {
+                        let mut u = tx.unknown_name(&name_key).await?;
+                        audit::append_unknown(tx, &name_key, &mut u, event, secs).await?;
+                        tx.save_unknown_name(&name_key, &u).await
+                    }
+                }
             })
         })
         .await

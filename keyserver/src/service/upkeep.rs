@@ -34,9 +34,7 @@ pub(super) async fn purge(core: &Core, now: Now) {
         .write(Durability::Process, move |tx| {
             Box::pin(async move {
                 let responses = tx.purge_responses(unix.saturating_sub(lifetime)).await?;
-                let unknown = tx
-                    .purge_unknown_guesses(unix.saturating_sub(lockout))
-                    .await?;
+                let unknown = tx.purge_unknown_names(unix.saturating_sub(lockout)).await?;
                 let sessions = tx
                     .purge_sessions(unix.saturating_sub(lifetime), unix.saturating_sub(idle))
                     .await?;

@@ -16,7 +16,7 @@ use keyserver_protocol::{
 
 use super::{
     AccountId, AccountRow, Durability, Guesses, NewAccount, RequestId, SecretRow, SessionRow,
-    Storage, StorageError, Tx, postgres::PostgresBackend, sqlite::SqliteBackend,
+    Storage, StorageError, Tx, UnknownRow, postgres::PostgresBackend, sqlite::SqliteBackend,
 };
 
 /// A fresh database of each kind, and what must live as long as it.
@@ -377,23 +377,51 @@ on_every_backend! {
 }
 
 on_every_backend! {
-    async fn an_unknown_names_counter_starts_empty_and_is_saved(s: Storage) {
+    async fn an_unknown_name_starts_empty_and_is_saved_with_its_events(s: Storage) {
         let key = [5u8; 32];
-        let g = write(&s, move |tx| Box::pin(async move { tx.unknown_guesses(&key).await })).await;
-        assert_eq!(g, Guesses::default());
-        let saved = Guesses {
-            failed: 2,
-            last_attempt: Some(77),
+        let u = write(&s, move |tx| Box::pin(async move { tx.unknown_name(&key).await })).await;
+        assert_eq!(u, UnknownRow::default());
+        let event = |seq| AuditEvent {
+            seq,
+            time: 77,
+            body: EventBody::new(EventKind::LoginFailed, Outcome::Failed),
+            hash: [u8::try_from(seq).unwrap(); 32],
+        };
+        let saved = UnknownRow {
+            guesses: Guesses {
+                failed: 2,
+                last_attempt: Some(77),
+            },
+            seq: 2,
+            head: Some([2; 32]),
         };
         write(&s, move |tx| {
-            Box::pin(async move { tx.save_unknown_guesses(&key, &saved).await })
+            Box::pin(async move {
+                tx.insert_unknown_event(&key, &event(1)).await?;
+                tx.insert_unknown_event(&key, &event(2)).await?;
+                tx.save_unknown_name(&key, &saved).await
+            })
         })
         .await;
-        let g = write(&s, move |tx| Box::pin(async move { tx.unknown_guesses(&key).await })).await;
-        assert_eq!(g, saved);
+        let u = write(&s, move |tx| Box::pin(async move { tx.unknown_name(&key).await })).await;
+        assert_eq!(u, saved);
+        // An event is never written twice.
+        let again = s
+            .write(Durability::Disk, move |tx| {
+                Box::pin(async move { tx.insert_unknown_event(&key, &event(2)).await })
+            })
+            .await;
+        assert!(again.is_err());
+        // Purged with its events: the same name starts over from nothing.
         let purged =
-            write(&s, |tx| Box::pin(async move { tx.purge_unknown_guesses(78).await })).await;
+            write(&s, |tx| Box::pin(async move { tx.purge_unknown_names(78).await })).await;
         assert_eq!(purged, 1);
+        let u = write(&s, move |tx| Box::pin(async move { tx.unknown_name(&key).await })).await;
+        assert_eq!(u, UnknownRow::default());
+        write(&s, move |tx| {
+            Box::pin(async move { tx.insert_unknown_event(&key, &event(1)).await })
+        })
+        .await;
     }
 }
 

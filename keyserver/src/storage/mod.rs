@@ -187,6 +187,18 @@ pub struct Guesses {
     pub last_attempt: Option<i64>,
 }
 
+/// The row of a user name that is not registered: its guess counter, and the head of its
+/// stand-in audit chain (events no one reads, written where an account writes its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnknownRow {
+    /// The guess counter.
+    pub guesses: Guesses,
+    /// Seq of the last event (0: none yet).
+    pub seq: u64,
+    /// Hash of the last event; `None` before the first.
+    pub head: Option<[u8; 32]>,
+}
+
 /// An account's row: what every operation on the account reads and writes (its audit head,
 /// counters). Its credentials, which only logins and password changes need, are read
 /// apart ([`Tx::credentials`]).
@@ -475,19 +487,27 @@ pub trait Tx: Send {
     /// Deletes staged secrets whose session no longer exists; how many.
     async fn purge_staged(&mut self) -> Result<u64, StorageError>;
 
-    /// The guess counter of an unknown name (named by its key); empty if it has none.
-    /// Locked in a write job, even when it did not exist yet.
-    async fn unknown_guesses(&mut self, name_key: &[u8; 32]) -> Result<Guesses, StorageError>;
+    /// The row of an unknown name (named by its key); empty if it has none. Locked in a
+    /// write job, even when it did not exist yet.
+    async fn unknown_name(&mut self, name_key: &[u8; 32]) -> Result<UnknownRow, StorageError>;
 
-    /// Writes the guess counter of an unknown name.
-    async fn save_unknown_guesses(
+    /// Writes the row of an unknown name.
+    async fn save_unknown_name(
         &mut self,
         name_key: &[u8; 32],
-        guesses: &Guesses,
+        row: &UnknownRow,
     ) -> Result<(), StorageError>;
 
-    /// Deletes unknown-name counters untouched since `before`.
-    async fn purge_unknown_guesses(&mut self, before: i64) -> Result<u64, StorageError>;
+    /// Inserts one event of an unknown name's stand-in chain.
+    async fn insert_unknown_event(
+        &mut self,
+        name_key: &[u8; 32],
+        event: &AuditEvent,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes the rows (and events) of unknown names untouched since `before`; returns
+    /// how many names.
+    async fn purge_unknown_names(&mut self, before: i64) -> Result<u64, StorageError>;
 }
 
 /// The row of account `id`, which a session or a handshake names and so must exist.

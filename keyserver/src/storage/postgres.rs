@@ -24,7 +24,7 @@ use sqlx::{
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
     RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StagedRow, StorageError, Tx,
-    account_columns, i64_of, limit_of, secret_name_of, u64_of, user_of,
+    UnknownRow, account_columns, hash_of, i64_of, limit_of, secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -616,7 +616,7 @@ impl Tx for PgTx {
         )
     }
 
-    async fn unknown_guesses(&mut self, name_key: &[u8; 32]) -> Result<Guesses, StorageError> {
+    async fn unknown_name(&mut self, name_key: &[u8; 32]) -> Result<UnknownRow, StorageError> {
         // Created first, so that two instances counting the same name's first guess both
         // lock one row instead of each starting from zero.
         sqlx::query(
@@ -627,41 +627,77 @@ impl Tx for PgTx {
         .execute(&mut *self.tx)
         .await?;
         let row = sqlx::query(if self.locking {
-            "SELECT failed_logins, last_login_attempt FROM unknown_logins WHERE name_key = $1 \
-             FOR UPDATE"
+            "SELECT failed_logins, last_login_attempt, events, head FROM unknown_logins \
+             WHERE name_key = $1 FOR UPDATE"
         } else {
-            "SELECT failed_logins, last_login_attempt FROM unknown_logins WHERE name_key = $1"
+            "SELECT failed_logins, last_login_attempt, events, head FROM unknown_logins \
+             WHERE name_key = $1"
         })
         .bind(&name_key[..])
         .fetch_one(&mut *self.tx)
         .await?;
         let last: i64 = row.try_get(1)?;
-        Ok(Guesses {
-            failed: u64_of(row.try_get(0)?)?,
-            last_attempt: (last != 0).then_some(last),
+        let head: Option<Vec<u8>> = row.try_get(3)?;
+        Ok(UnknownRow {
+            guesses: Guesses {
+                failed: u64_of(row.try_get(0)?)?,
+                last_attempt: (last != 0).then_some(last),
+            },
+            seq: u64_of(row.try_get(2)?)?,
+            head: head.as_deref().map(hash_of).transpose()?,
         })
     }
 
-    async fn save_unknown_guesses(
+    async fn save_unknown_name(
         &mut self,
         name_key: &[u8; 32],
-        g: &Guesses,
+        row: &UnknownRow,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt) \
-             VALUES ($1, $2, $3) ON CONFLICT (name_key) DO UPDATE SET \
+            "INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt, events, \
+             head) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name_key) DO UPDATE SET \
              failed_logins = excluded.failed_logins, \
-             last_login_attempt = excluded.last_login_attempt",
+             last_login_attempt = excluded.last_login_attempt, \
+             events = excluded.events, head = excluded.head",
         )
         .bind(&name_key[..])
-        .bind(i64_of(g.failed)?)
-        .bind(g.last_attempt.unwrap_or(0))
+        .bind(i64_of(row.guesses.failed)?)
+        .bind(row.guesses.last_attempt.unwrap_or(0))
+        .bind(i64_of(row.seq)?)
+        .bind(row.head.as_ref().map(|h| &h[..]))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
     }
 
-    async fn purge_unknown_guesses(&mut self, before: i64) -> Result<u64, StorageError> {
+    async fn insert_unknown_event(
+        &mut self,
+        name_key: &[u8; 32],
+        e: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO unknown_events (name_key, seq, time, kind, outcome, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&name_key[..])
+        .bind(i64_of(e.seq)?)
+        .bind(e.time)
+        .bind(e.body.kind as i64)
+        .bind(e.body.outcome as i64)
+        .bind(&e.hash[..])
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_unknown_names(&mut self, before: i64) -> Result<u64, StorageError> {
+        sqlx::query(
+            "DELETE FROM unknown_events WHERE name_key IN \
+             (SELECT name_key FROM unknown_logins WHERE last_login_attempt < $1)",
+        )
+        .bind(before)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(
             sqlx::query("DELETE FROM unknown_logins WHERE last_login_attempt < $1")
                 .bind(before)
@@ -669,5 +705,28 @@ impl Tx for PgTx {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit is acknowledged only once Postgres has it on disk, whatever the server's
+    /// default or the URL says: every connection sets `synchronous_commit = on`.
+    #[tokio::test]
+    async fn every_connection_commits_synchronously() {
+        let Some(schema) = keyserver_tests::PgSchema::create() else {
+            return;
+        };
+        let url = format!("{}&options[synchronous_commit]=off", schema.url());
+        let b = PostgresBackend::connect(&url).await.unwrap();
+        for pool in [&b.write, &b.read] {
+            let v: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(v, "on");
+        }
     }
 }

@@ -36,7 +36,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
     RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StagedRow, StorageError, Tx,
-    account_columns, i64_of, limit_of, secret_name_of, u64_of, user_of,
+    UnknownRow, account_columns, hash_of, i64_of, limit_of, secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -902,46 +902,83 @@ impl Tx for SqliteTx {
         Ok(n as u64)
     }
 
-    async fn unknown_guesses(&mut self, name_key: &[u8; 32]) -> Result<Guesses, StorageError> {
-        let row: Option<(i64, i64)> = self
+    async fn unknown_name(&mut self, name_key: &[u8; 32]) -> Result<UnknownRow, StorageError> {
+        let row: Option<(i64, i64, i64, Option<Vec<u8>>)> = self
             .conn
             .prepare_cached(
-                "SELECT failed_logins, last_login_attempt FROM unknown_logins WHERE name_key = ?1",
+                "SELECT failed_logins, last_login_attempt, events, head FROM unknown_logins \
+                 WHERE name_key = ?1",
             )?
-            .query_row(params![&name_key[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![&name_key[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        // The writer holds the database's one write lock for its whole batch, so a counter
-        // read here cannot change under it: no row needs creating to be locked.
-        Ok(match row {
-            Some((failed, last)) => Guesses {
+        // The writer holds the database's one write lock for its whole batch, so a row read
+        // here cannot change under it: none needs creating to be locked.
+        let Some((failed, last, seq, head)) = row else {
+            return Ok(UnknownRow::default());
+        };
+        Ok(UnknownRow {
+            guesses: Guesses {
                 failed: u64_of(failed)?,
                 last_attempt: (last != 0).then_some(last),
             },
-            None => Guesses::default(),
+            seq: u64_of(seq)?,
+            head: head.as_deref().map(hash_of).transpose()?,
         })
     }
 
-    async fn save_unknown_guesses(
+    async fn save_unknown_name(
         &mut self,
         name_key: &[u8; 32],
-        g: &Guesses,
+        row: &UnknownRow,
     ) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt) \
-                 VALUES (?1, ?2, ?3) ON CONFLICT (name_key) DO UPDATE SET \
-                 failed_logins = excluded.failed_logins, \
-                 last_login_attempt = excluded.last_login_attempt",
+                "INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt, \
+                 events, head) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name_key) DO UPDATE \
+                 SET failed_logins = excluded.failed_logins, \
+                 last_login_attempt = excluded.last_login_attempt, \
+                 events = excluded.events, head = excluded.head",
             )?
             .execute(params![
                 &name_key[..],
-                i64_of(g.failed)?,
-                g.last_attempt.unwrap_or(0)
+                i64_of(row.guesses.failed)?,
+                row.guesses.last_attempt.unwrap_or(0),
+                i64_of(row.seq)?,
+                row.head.as_ref().map(|h| &h[..]),
             ])?;
         Ok(())
     }
 
-    async fn purge_unknown_guesses(&mut self, before: i64) -> Result<u64, StorageError> {
+    async fn insert_unknown_event(
+        &mut self,
+        name_key: &[u8; 32],
+        e: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO unknown_events (name_key, seq, time, kind, outcome, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                &name_key[..],
+                i64_of(e.seq)?,
+                e.time,
+                e.body.kind as i64,
+                e.body.outcome as i64,
+                &e.hash[..],
+            ])?;
+        Ok(())
+    }
+
+    async fn purge_unknown_names(&mut self, before: i64) -> Result<u64, StorageError> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM unknown_events WHERE name_key IN \
+                 (SELECT name_key FROM unknown_logins WHERE last_login_attempt < ?1)",
+            )?
+            .execute(params![before])?;
         let n = self
             .conn
             .prepare_cached("DELETE FROM unknown_logins WHERE last_login_attempt < ?1")?

@@ -97,6 +97,37 @@ on_every_backend! {
 }
 
 on_every_backend! {
+    /// A failed login for an unknown name writes what one for a real account writes (an
+    /// event, its head moved), on every path: a bad KE3, an abort, a lockout. The time a
+    /// reply takes is `keyserver-bench --enumeration`'s to measure; the work is this.
+    async fn every_failed_login_path_writes_the_same_rows_for_an_unknown_name(kind: Kind) {
+        let Some(s) = Server::new(kind, three_guesses()).await else { return };
+        s.register("alice", "right").await;
+        let raw = s.raw();
+        let real_before = s.count("SELECT COUNT(*) FROM audit_events").await;
+        for user in ["alice", "nobody"] {
+            let (_, handshake, _) = raw.login_start(user, "guess").await.unwrap();
+            let bad_ke3 = keyserver_protocol::codec::Bytes::new(vec![0x17; 64]).unwrap();
+            let r = raw.send(&Request::LoginFinish { handshake, message: bad_ke3 }).await;
+            assert!(matches!(r, Response::Error(e) if e.code == ErrorCode::AUTH_FAILED));
+            let (_, handshake, _) = raw.login_start(user, "guess").await.unwrap();
+            let r = raw.send(&Request::LoginAbort { handshake }).await;
+            assert_eq!(r, Response::LoginAborted);
+            raw.login_start(user, "guess").await.unwrap();
+            assert_eq!(raw.login_start(user, "guess").await.err(), Some(ErrorCode::ACCOUNT_LOCKED));
+        }
+        let real = s.count("SELECT COUNT(*) FROM audit_events").await - real_before;
+        let unknown = s.count("SELECT COUNT(*) FROM unknown_events").await;
+        // Started, failed; started, failed; started; locked.
+        assert_eq!((real, unknown), (6, 6));
+        let heads = s
+            .count("SELECT COUNT(*) FROM unknown_logins WHERE events = 6 AND head IS NOT NULL")
+            .await;
+        assert_eq!(heads, 1);
+    }
+}
+
+on_every_backend! {
     async fn concurrent_logins_cannot_pass_the_limit(kind: Kind) {
         let Some(s) = Server::new(kind, three_guesses()).await else { return };
         s.register("alice", "right").await;

@@ -186,6 +186,22 @@ impl Server {
         }
     }
 
+    /// One number from the scratch database, read directly (the same SQL on both).
+    pub async fn count(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        match &self.scratch {
+            Scratch::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.path().join("keyserver.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+            Scratch::Postgres(schema) => {
+                let mut c = sqlx::PgConnection::connect(&schema.url()).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+
     /// Moves time forward.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);

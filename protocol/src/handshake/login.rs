@@ -6,6 +6,7 @@ use opaque_ke::{
 };
 use rand::{CryptoRng, RngCore};
 
+use curve25519_dalek::{RistrettoPoint, Scalar};
 use zeroize::Zeroizing;
 
 use super::HandshakeError;
@@ -137,15 +138,24 @@ pub fn fake_record(seed: &[u8; 32], user: &UserName) -> Result<Vec<u8>, Handshak
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(mac.finalize().into_bytes().into());
     let mut sk = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(sk.as_mut());
-    // Below 2^252, so a canonical ristretto255 scalar.
+    // Below 2^252, so a canonical ristretto255 scalar. The public key is the one opaque-ke
+    // derives (`PrivateKey::public_key`), computed with the basepoint table: every login
+    // start computes a fake record, so its cost is paid by every login.
     sk[31] &= 0x0f;
-    let sk = opaque_ke::keypair::PrivateKey::<opaque_ke::Ristretto255>::deserialize(sk.as_ref())?;
-    let mut record = sk.public_key().serialize().to_vec();
+    let scalar = Zeroizing::new(
+        Option::<Scalar>::from(Scalar::from_canonical_bytes(*sk))
+            .ok_or(HandshakeError::Internal)?,
+    );
+    if *scalar == Scalar::ZERO {
+        return Err(HandshakeError::Internal);
+    }
+    let mut record = RistrettoPoint::mul_base(&scalar)
+        .compress()
+        .to_bytes()
+        .to_vec();
     let mut rest = [0u8; 64 + 32 + 64]; // masking key, envelope nonce, envelope tag
     rng.fill_bytes(&mut rest);
     record.extend_from_slice(&rest);
-    // Check that it parses as a record.
-    ServerRegistration::<Suite>::deserialize(&record)?;
     Ok(record)
 }
 
@@ -330,6 +340,20 @@ mod tests {
             a,
             fake_record(&[1; 32], &UserName::new("other").unwrap()).unwrap()
         );
+        // A record opaque-ke parses, whose public key is the one opaque-ke derives from the
+        // same scalar.
+        ServerRegistration::<Suite>::deserialize(&a).unwrap();
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[1; 32]).unwrap();
+        mac.update(FAKE_RECORD_LABEL);
+        mac.update(b"nobody");
+        let mut seeded = rand_chacha::ChaCha20Rng::from_seed(mac.finalize().into_bytes().into());
+        let mut sk = [0u8; 32];
+        seeded.fill_bytes(&mut sk);
+        sk[31] &= 0x0f;
+        let sk =
+            opaque_ke::keypair::PrivateKey::<opaque_ke::Ristretto255>::deserialize(&sk).unwrap();
+        assert_eq!(a[..32], sk.public_key().serialize()[..]);
         let pw = SecretBytes::new(b"pw".to_vec());
         let (real, _) = register(&mut rng, &setup, &UserName::new("alice").unwrap(), &pw);
         assert_eq!(a.len(), real.len());
