@@ -267,3 +267,80 @@ on_every_backend! {
         let _ = r.op(&OpRequest::List(List { after: None })).await.unwrap();
     }
 }
+
+on_every_backend! {
+    /// A stale rotation drops what it staged, so that the next attempt in the same session
+    /// starts from nothing: a secret deleted since it was staged cannot keep every later
+    /// attempt stale.
+    async fn a_rotation_started_again_after_a_stale_one_succeeds_in_the_same_session(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let lib = s.login("alice", "pw").await.unwrap();
+        for n in ["a", "b"] {
+            lib.store(&secret(n), &pw(n), false).await.unwrap();
+        }
+        let r = s.raw().login("alice", "pw").await.unwrap();
+        r.reauth().await.unwrap();
+        let new_key = StorageKey::generate(&mut OsRng);
+        let staged = |n: &str| StagedSecret {
+            name: secret(n),
+            version: 1,
+            sealed: Bytes::new(
+                new_key.seal_secret(&mut OsRng, &r.user, &secret(n), 1, &pw(n)).unwrap(),
+            )
+            .unwrap(),
+        };
+        let stage = |names: &[&str]| {
+            OpRequest::RotateKeyStage(RotateKeyStage {
+                secrets: names.iter().map(|n| staged(n)).collect(),
+            })
+        };
+        let finish = |secrets| {
+            OpRequest::RotateKeyFinish(RotateKeyFinish {
+                epoch: r.epoch + 1,
+                sealed_storage_key: Bytes::new(
+                    r.master_key.seal_storage_key(&mut OsRng, &r.user, r.epoch + 1, &new_key),
+                )
+                .unwrap(),
+                secrets,
+            })
+        };
+        assert!(matches!(r.op(&stage(&["a", "b"])).await, Ok(OpResponse::Staged(s)) if s.staged == 2));
+        lib.delete(&secret("b")).await.unwrap();
+        assert_eq!(code(r.op(&finish(2)).await), ErrorCode::STALE);
+        // Again, with the one live secret: nothing of the first attempt is left.
+        assert!(matches!(r.op(&stage(&["a"])).await, Ok(OpResponse::Staged(s)) if s.staged == 1));
+        assert!(matches!(r.op(&finish(1)).await, Ok(OpResponse::KeyRotated(k)) if k.epoch == r.epoch + 1));
+        let after = s.login("alice", "pw").await.unwrap();
+        assert_eq!(after.retrieve(&secret("a")).await.unwrap().0.expose_secret(), b"a");
+    }
+}
+
+on_every_backend! {
+    /// Staging is bounded by the account's quota of secrets: a session cannot fill the
+    /// database with staged rows.
+    async fn staging_more_secrets_than_an_account_may_hold_is_refused(kind: Kind) {
+        let config = Config { max_secrets_per_account: 3, ..Config::default() };
+        let Some(s) = Server::new(kind, config).await else { return };
+        s.register("alice", "pw").await;
+        let r = s.raw().login("alice", "pw").await.unwrap();
+        r.reauth().await.unwrap();
+        let new_key = StorageKey::generate(&mut OsRng);
+        let staged = |n: String| StagedSecret {
+            name: secret(&n),
+            version: 1,
+            sealed: Bytes::new(
+                new_key.seal_secret(&mut OsRng, &r.user, &secret(&n), 1, &pw("x")).unwrap(),
+            )
+            .unwrap(),
+        };
+        let stage = |from: usize, to: usize| {
+            OpRequest::RotateKeyStage(RotateKeyStage {
+                secrets: (from..to).map(|i| staged(format!("s{i}"))).collect(),
+            })
+        };
+        assert!(matches!(r.op(&stage(0, 2)).await, Ok(OpResponse::Staged(s)) if s.staged == 2));
+        assert_eq!(code(r.op(&stage(2, 4)).await), ErrorCode::QUOTA);
+        assert!(matches!(r.op(&stage(2, 3)).await, Ok(OpResponse::Staged(s)) if s.staged == 3));
+    }
+}

@@ -1,7 +1,8 @@
 //! `rotate-key`: after a reauth, the client stages every live secret sealed again under a
 //! new storage key; the finish swaps them all in, with the new sealed storage key and the
-//! next epoch, and ends every other session, in one transaction, or refuses (and changes
-//! nothing) unless exactly the live secrets are staged, each at its current version.
+//! next epoch, and ends every other session, in one transaction, or refuses (swapping
+//! nothing, and dropping what was staged) unless exactly the live secrets are staged, each
+//! at its current version. Staging is bounded by the account's quota of secrets.
 
 use keyserver_protocol::{
     OpResponse,
@@ -32,10 +33,17 @@ pub(super) async fn stage(
         now.unix_secs(),
         core.config.reauth_window_secs,
     );
+    let max = core.config.max_secrets_per_account;
     once(core, session, req, now, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
                 return Ok(refused(ServerError::ReauthRequired));
+            }
+            // A rotation stages each live secret once, and an account holds at most `max`:
+            // more is not a rotation, and must not fill the database.
+            let incoming = u64::try_from(op.secrets.len()).unwrap_or(u64::MAX);
+            if tx.staged_count(id.0).await?.saturating_add(incoming) > max {
+                return Ok(refused(ServerError::Quota));
             }
             for s in op.secrets {
                 let row = StagedRow {
@@ -76,14 +84,17 @@ pub(super) async fn finish(
                 return Ok(refused(ServerError::ReauthRequired));
             }
             let mut a = storage::account(tx, account).await?;
-            if Some(op.epoch) != a.epoch.checked_add(1) {
-                return Ok(refused(ServerError::Stale));
-            }
             let staged = tx.staged_count(id.0).await?;
-            let missing = tx.staged_mismatches(id.0, account).await?;
-            if missing != 0 || staged != a.live_secrets || staged != op.secrets {
-                // A secret stored, deleted or replaced since it was staged, or one the
-                // client missed: nothing is swapped; the client stages again.
+            let stale = Some(op.epoch) != a.epoch.checked_add(1)
+                || staged != a.live_secrets
+                || staged != op.secrets
+                || tx.staged_mismatches(id.0, account).await? != 0;
+            if stale {
+                // Another change of the key or the password, a secret stored, deleted or
+                // replaced since it was staged, or one the client missed: nothing is
+                // swapped, and what was staged is dropped, so that the client's next
+                // attempt (in this session too) starts from nothing.
+                tx.delete_staged(id.0).await?;
                 return Ok(refused(ServerError::Stale));
             }
             if tx.apply_staged(id.0, account).await? != staged {
