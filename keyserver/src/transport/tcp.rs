@@ -112,7 +112,7 @@ async fn handshake(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) -> Option<Tls
     if !offers_ours {
         // A client offering other protocols gets the same alert from rustls; one offering
         // none would be let through by rustls, so answer it here.
-        debug!("refused: client does not offer ALPN keyserver/1");
+        debug!("refused: client does not offer our ALPN");
         let _ = start.io.write_all(&NO_APPLICATION_PROTOCOL_ALERT).await;
         let _ = start.io.shutdown().await;
         return None;
