@@ -729,4 +729,29 @@ mod tests {
             assert_eq!(v, "on");
         }
     }
+
+    /// Reads cannot starve writes: with every read connection taken (a flood of session
+    /// lookups), a write still goes through at once.
+    #[tokio::test]
+    async fn a_write_goes_through_while_every_read_connection_is_taken() {
+        let Some(schema) = keyserver_tests::PgSchema::create() else {
+            return;
+        };
+        let b = PostgresBackend::connect(&schema.url()).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..READ_POOL {
+            held.push(b.read.acquire().await.unwrap());
+        }
+        let s = super::super::Storage::new(std::sync::Arc::new(b.clone()));
+        let wrote = s.write(Durability::Disk, |tx| {
+            Box::pin(async move { tx.purge_responses(0).await })
+        });
+        tokio::time::timeout(Duration::from_secs(2), wrote)
+            .await
+            .expect("a write waited for a read connection")
+            .unwrap();
+        // And a read waits for one of its own (it would time out, not take a writer's).
+        assert!(b.read.try_acquire().is_none());
+        drop(held);
+    }
 }
