@@ -16,6 +16,8 @@
 
 #[cfg(test)]
 mod layering;
+#[cfg(test)]
+mod threat_model;
 
 use std::{
     io::{BufRead, BufReader, Write},
