@@ -65,13 +65,23 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL without its user and password, for messages.
+    /// The URL without its user, its password or its query (which may carry a
+    /// `password=` or the path of a key), for messages: `postgres://…@host:5432/db?…`.
     pub fn redacted(&self) -> String {
         let url = &self.0;
-        match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-            _ => url.chars().take(64).collect(),
-        }
+        let Some(scheme_end) = url.find("://") else {
+            return "(a database URL that is not a URL)".into();
+        };
+        let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, _)) => (r, "?…"),
+            None => (rest, ""),
+        };
+        let host = match rest.rfind('@') {
+            Some(at) => format!("…@{}", &rest[at + 1..]),
+            None => rest.to_string(),
+        };
+        format!("{scheme}://{host}{query}")
     }
 }
 
@@ -126,6 +136,14 @@ pub struct Config {
     /// Default 8 MiB, at least one largest request. With QUIC's receive window (2 MiB per
     /// connection) this bounds a connection's buffers at about 10 MiB.
     pub max_buffered_bytes_per_connection: u64,
+    /// Bytes of requests all the connections of one source address may hold in memory at
+    /// once. Default 64 MiB.
+    pub max_buffered_bytes_per_address: u64,
+    /// Bytes of requests the whole server may hold in memory at once. Default 1 GiB.
+    /// QUIC's receive windows come on top: at most 2 MiB per connection, so size
+    /// `max_connections` to the machine too (the default 10,000 allows 20 GiB of them in
+    /// the worst case).
+    pub max_buffered_bytes: u64,
     /// A connection with no traffic is closed after this long. Default 60 s. Sessions
     /// outlive connections, so this only frees resources.
     pub connection_idle_timeout_secs: u64,
@@ -169,6 +187,8 @@ impl Default for Config {
             max_connections_per_address: 256,
             max_streams_per_connection: 256,
             max_buffered_bytes_per_connection: 8 * 1024 * 1024,
+            max_buffered_bytes_per_address: 64 * 1024 * 1024,
+            max_buffered_bytes: 1024 * 1024 * 1024,
             connection_idle_timeout_secs: 60,
             handshakes_per_second_per_address: 50,
             handshake_burst_per_address: 200,
@@ -272,12 +292,25 @@ impl Config {
             1,
             1_000_000,
         )?;
-        range(
-            "max_buffered_bytes_per_connection",
-            self.max_buffered_bytes_per_connection,
-            keyserver_protocol::limits::MAX_MESSAGE as u64 + 16,
-            1 << 32,
-        )?;
+        for (name, value) in [
+            (
+                "max_buffered_bytes_per_connection",
+                self.max_buffered_bytes_per_connection,
+            ),
+            (
+                "max_buffered_bytes_per_address",
+                self.max_buffered_bytes_per_address,
+            ),
+            ("max_buffered_bytes", self.max_buffered_bytes),
+        ] {
+            // At least one largest request, whole.
+            range(
+                name,
+                value,
+                keyserver_protocol::limits::MAX_MESSAGE as u64 + 16,
+                1 << 32,
+            )?;
+        }
         range(
             "session_lookups_per_second_per_address",
             self.session_lookups_per_second_per_address,
@@ -377,12 +410,17 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # handshake_timeout_secs = 30
 # max_pending_handshakes = 10000
 
-# Transport limits. A connection holds at most max_buffered_bytes_per_connection of
-# requests in memory (plus QUIC's 2 MiB receive window): about 10 MiB per connection.
+# Transport limits. Requests held in memory: at most max_buffered_bytes_per_connection per
+# connection, max_buffered_bytes_per_address for all the connections of one address (an
+# IPv6 address counts by its /64), max_buffered_bytes overall; reading stops at a limit.
+# QUIC's receive window adds at most 2 MiB per connection. Once half the connections (of
+# the server or of one address) are taken, new QUIC connections must prove their address.
 # max_connections = 10000
 # max_connections_per_address = 256
 # max_streams_per_connection = 256
 # max_buffered_bytes_per_connection = 8388608
+# max_buffered_bytes_per_address = 67108864
+# max_buffered_bytes = 1073741824
 # connection_idle_timeout_secs = 60
 
 # Rate limits on login and registration starts, per source address and overall; the
@@ -439,6 +477,20 @@ mod tests {
         assert_eq!(
             c.database_url.unwrap().expose(),
             "postgres://keyserver:hunter2@db.internal:5432/keyserver"
+        );
+        // A password in the query, or no URL at all, is not printed either.
+        for url in [
+            "postgres://db.internal/keyserver?user=k&password=hunter2",
+            "postgres://k@db.internal/keyserver?sslmode=require&password=hunter2",
+            "host=db.internal password=hunter2",
+        ] {
+            let r = DatabaseUrl::new(url).redacted();
+            assert!(!r.contains("hunter2"), "{r}");
+            assert!(!format!("{:?}", DatabaseUrl::new(url)).contains("hunter2"));
+        }
+        assert_eq!(
+            DatabaseUrl::new("postgres://db.internal/keyserver?password=x").redacted(),
+            "postgres://db.internal/keyserver?…"
         );
     }
 

@@ -82,6 +82,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     quic: quinn::Endpoint,
+    connections: Arc<transport::limits::ConnectionLimits>,
     quic_addr: SocketAddr,
     tcp_addr: SocketAddr,
     killer: Arc<transport::ConnectionKiller>,
@@ -149,7 +150,11 @@ impl Server {
         let connections = transport::limits::ConnectionLimits::new(
             usize_of(config.max_connections),
             usize_of(config.max_connections_per_address),
-            usize_of(config.max_buffered_bytes_per_connection),
+            transport::limits::ByteLimits {
+                connection: usize_of(config.max_buffered_bytes_per_connection),
+                address: usize_of(config.max_buffered_bytes_per_address),
+                total: usize_of(config.max_buffered_bytes),
+            },
         );
         let tcp_limits = transport::tcp::TcpLimits {
             connections: connections.clone(),
@@ -163,7 +168,7 @@ impl Server {
         tokio::spawn(transport::quic::serve(
             quic.clone(),
             core.clone(),
-            connections,
+            connections.clone(),
             shutdown.clone(),
             killer.clone(),
             tasks.clone(),
@@ -181,6 +186,7 @@ impl Server {
         info!(quic = %quic_addr, tcp = %tcp_addr, "serving");
         Ok(Self {
             quic,
+            connections,
             quic_addr,
             tcp_addr,
             killer,
@@ -213,6 +219,15 @@ impl Server {
     /// clients off an instance.
     pub fn drop_connections(&self) {
         self.killer.kill_all();
+    }
+
+    /// Connections open now (both transports), and how many QUIC connections were asked
+    /// to prove their source address (a Retry) since start.
+    pub fn connections(&self) -> (usize, u64) {
+        (
+            self.connections.open(),
+            self.connections.address_validations(),
+        )
     }
 
     /// The protocol core (for tests and benchmarks in this crate).

@@ -60,7 +60,18 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        let permit = match limits.admit(incoming.remote_address().ip()) {
+        let peer = incoming.remote_address().ip();
+        if !incoming.remote_address_validated() && limits.under_pressure(peer) {
+            // The source address could be forged: the client must answer a Retry first,
+            // which proves that it receives there, before it takes a slot.
+            debug!(%peer, "asking for address validation");
+            limits.validation_asked();
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
+            continue;
+        }
+        let permit = match limits.admit(peer) {
             Ok(p) => p,
             Err(why) => {
                 debug!(?why, "connection refused");
