@@ -121,13 +121,6 @@ async fn serve(cli: Cli) -> Result<(), CliError> {
         .map_err(StartError::from)?;
     let key = setup_key(&cli, config.as_ref())?;
     data_dir::init(&cli.data_dir, &key).map_err(StartError::from)?;
-    if key.is_inside(&cli.data_dir) {
-        tracing::warn!(
-            key = %key.describe(),
-            "the setup key is inside the data dir, so every copy of the data dir can guess \
-             passwords offline with the database: move it out and set setup_key_file"
-        );
-    }
     let mut config = Config::from_file(&file).map_err(StartError::from)?;
     if let Some(listen) = cli.listen {
         config.listen = listen;

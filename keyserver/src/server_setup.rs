@@ -10,7 +10,7 @@
 //! (`KEYSERVER_SETUP_KEY`) for secret managers that inject it. Inside a Nitro Enclave the
 //! key is released by KMS to the attested enclave only.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rand::{RngCore, rngs::OsRng};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
@@ -46,11 +46,29 @@ impl std::fmt::Debug for SetupKeySource {
     }
 }
 
+/// `p` made absolute, without `.` and `..` (lexically).
+fn normalized(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 impl SetupKeySource {
     /// The key file of data dir `dir` when nothing says otherwise: next to the data dir,
     /// not in it (`./keyserver-data` → `./keyserver-data.setup.key`). A data dir made
     /// before this rule keeps the `setup.key` inside it, and [`Self::is_inside`] says so.
     pub fn default_for(dir: &Path) -> Self {
+        // `.`, `..` and `d/.` name a directory whose file name is not in the path itself.
+        let dir = normalized(dir);
         let legacy = dir.join(LEGACY_KEY_FILE);
         if legacy.is_file() {
             return Self::File(legacy);
@@ -82,10 +100,12 @@ impl SetupKeySource {
         Ok(Self::Inline(key))
     }
 
-    /// Whether the key is a file inside data dir `dir` (where a copy of the data dir
-    /// carries it together with the database).
+    /// Whether the key is a file inside data dir `dir`, at any depth (where a copy of the
+    /// data dir carries it together with the database). Paths are compared made absolute
+    /// and without `.` and `..`, however they were written (symbolic links are not
+    /// followed: the data dir may not exist yet).
     pub fn is_inside(&self, dir: &Path) -> bool {
-        matches!(self, Self::File(p) if p.parent() == Some(dir))
+        matches!(self, Self::File(p) if normalized(p).starts_with(normalized(dir)))
     }
 
     /// Where the key is, for messages (never the key itself).
@@ -241,6 +261,30 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join(LEGACY_KEY_FILE), [1u8; 32]).unwrap();
         assert!(SetupKeySource::default_for(&dir).is_inside(&dir));
+    }
+
+    /// However the data dir is written (`d/.`, `x/../d`, relative), the default key is
+    /// next to it, and a key anywhere under it is inside it.
+    #[test]
+    fn the_default_key_is_next_to_the_data_dir_however_it_is_written() {
+        let root = tempfile::tempdir().unwrap();
+        let expected = root.path().join("keyserver-data.setup.key");
+        for dir in [
+            root.path().join("keyserver-data/."),
+            root.path().join("elsewhere/../keyserver-data"),
+            root.path().join("./keyserver-data/"),
+        ] {
+            let SetupKeySource::File(p) = SetupKeySource::default_for(&dir) else {
+                panic!()
+            };
+            assert_eq!(p, expected, "{}", dir.display());
+            assert!(!SetupKeySource::default_for(&dir).is_inside(&dir));
+        }
+        let dir = root.path().join("keyserver-data");
+        let deep = SetupKeySource::File(root.path().join("keyserver-data/./keys/../keys/k"));
+        assert!(deep.is_inside(&dir));
+        assert!(deep.is_inside(&root.path().join("x/../keyserver-data/.")));
+        assert!(!SetupKeySource::File(expected).is_inside(&dir));
     }
 
     #[test]

@@ -323,6 +323,13 @@ async fn login_with(
     let password = pw.get("KEYSERVER_PASSWORD", 0, &format!("Password for {user}: "))?;
     let conn = connect(cli).await?;
     let session = conn.login(user, &password).await?;
+    if session.epoch() == 0 {
+        eprintln!(
+            "local-client: warning: this account was registered by an older server, whose \
+             password guessing key is the same for everyone who ever asked to register the \
+             name; run change-password to give it a key of its own"
+        );
+    }
     Ok((conn, session, password))
 }
 
