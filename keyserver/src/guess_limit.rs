@@ -62,8 +62,16 @@ impl LockoutPolicy {
         if gate == LoginGate::Allowed {
             g.failed = g.failed.saturating_add(1);
             g.last_attempt = Some(now);
+            g.lockout_logged = false;
         }
         gate
+    }
+
+    /// For a refused login: whether it is the first refusal of this lockout, the one that
+    /// goes in the log (and marks `g` so that the next ones do not). Refusals cost the
+    /// refused nothing, so without this anyone could grow an account's log without bound.
+    pub fn first_refusal(g: &mut Guesses) -> bool {
+        !std::mem::replace(&mut g.lockout_logged, true)
     }
 
     /// Records a login that finished with the right password: the count starts again.
@@ -136,11 +144,17 @@ mod tests {
             g,
             Guesses {
                 failed: 3,
-                last_attempt: Some(1000)
+                last_attempt: Some(1000),
+                lockout_logged: false,
             }
         );
+        // The first refusal of a lockout is logged, the next ones are not.
+        assert!(LockoutPolicy::first_refusal(&mut g));
+        assert!(!LockoutPolicy::first_refusal(&mut g));
         assert_eq!(p.start(&mut g, 1010), LoginGate::Allowed);
         assert_eq!(g.failed, 4);
+        // A counted guess starts a new lockout, whose first refusal is logged again.
+        assert!(!g.lockout_logged);
         LockoutPolicy::succeeded(&mut g);
         assert_eq!(g.failed, 0);
     }

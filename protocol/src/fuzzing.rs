@@ -123,6 +123,7 @@ pub fn sealed_blobs(data: &[u8]) {
         account: 1,
         user: &user,
         created: 0,
+        epoch: 1,
     };
     let _ = vault.open(crate::session::SessionId([3; 16]), &binding, data);
 }

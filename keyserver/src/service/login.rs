@@ -30,7 +30,7 @@ use crate::{
     audit,
     clock::Now,
     guess_limit::{LockoutPolicy, LoginGate},
-    storage::{self, AccountId, Credentials, Durability, SessionRow, StorageError},
+    storage::{self, AccountId, Credentials, Durability, Guesses, SessionRow, StorageError},
 };
 
 /// What a counted login start found of its account.
@@ -73,7 +73,7 @@ pub(super) async fn count_guess(
                 let row = match (&name, session) {
                     (Some(user), _) => tx.account_by_name(user).await?,
                     (None, Some((id, session))) => {
-                        if tx.session_reauth(session.0).await?.is_none() {
+                        if tx.session_state(session.0).await?.is_none() {
                             return Ok(None);
                         }
                         Some(storage::account(tx, id).await?)
@@ -85,13 +85,18 @@ pub(super) async fn count_guess(
                     // event to a chain that stands in for an account's.
                     let mut u = tx.unknown_name(&name_key).await?;
                     let gate = policy.start(&mut u.guesses, secs);
-                    audit::append_unknown(tx, &name_key, &mut u, start_event(gate), secs).await?;
-                    tx.save_unknown_name(&name_key, &u).await?;
+                    if logged(gate, &mut u.guesses) {
+                        audit::append_unknown(tx, &name_key, &mut u, start_event(gate), secs)
+                            .await?;
+                        tx.save_unknown_name(&name_key, &u).await?;
+                    }
                     return Ok(Some((None, gate)));
                 };
                 let gate = policy.start(&mut a.guesses, secs);
-                audit::append(tx, &mut a, start_event(gate), secs).await?;
-                tx.save_account(&a).await?;
+                if logged(gate, &mut a.guesses) {
+                    audit::append(tx, &mut a, start_event(gate), secs).await?;
+                    tx.save_account(&a).await?;
+                }
                 let Credentials {
                     record,
                     credential_id,
@@ -113,6 +118,15 @@ pub(super) async fn count_guess(
         })
         .await?;
     counted.ok_or(ServerError::UnknownSession)
+}
+
+/// Whether a login start goes in the log: every counted one, and the first refusal of a
+/// lockout (the later ones write nothing, for a real account and an unknown name alike).
+fn logged(gate: LoginGate, g: &mut Guesses) -> bool {
+    match gate {
+        LoginGate::Allowed => true,
+        LoginGate::Locked { .. } => LockoutPolicy::first_refusal(g),
+    }
 }
 
 /// The event of a counted login start.
@@ -202,6 +216,7 @@ pub(super) async fn finish(
         account: account.id,
         user: &user,
         created: secs,
+        epoch: account.epoch,
     };
     let row = SessionRow {
         id: keys.id.0,
@@ -210,6 +225,7 @@ pub(super) async fn finish(
         created: secs,
         last_used: secs,
         reauthed_at: None,
+        epoch: account.epoch,
     };
     core.sessions
         .open(&keys, account.id, user, now)

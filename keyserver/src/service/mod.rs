@@ -20,6 +20,7 @@
 
 pub mod admission;
 pub mod error;
+pub mod gates;
 pub(crate) mod login;
 pub(crate) mod ops;
 pub mod pending;

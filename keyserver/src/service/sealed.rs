@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     clock::Now,
-    storage::{Durability, RequestId},
+    storage::{Durability, RequestId, StoredSession},
 };
 
 /// How often an instance confirms a session it holds with the shared database (and records
@@ -156,10 +156,15 @@ async fn adopt(
         .storage
         .read(move |tx| Box::pin(async move { tx.session(id.0).await }))
         .await?;
-    let Some((row, user)) = stored else {
+    let Some(StoredSession { row, user, epoch }) = stored else {
         core.misses.insert(id, now);
         return Err(ServerError::UnknownSession);
     };
+    if row.epoch != epoch {
+        // Sealed in an earlier epoch of its account: a password change or key rotation
+        // in another session ended it (and a row put back after that is no different).
+        return Err(ServerError::UnknownSession);
+    }
     if !core.sessions.alive(row.created, row.last_used, now) {
         return Err(ServerError::SessionExpired);
     }
@@ -167,13 +172,15 @@ async fn adopt(
         account: row.account,
         user: &user,
         created: row.created,
+        epoch: row.epoch,
     };
     let keys = core
         .vault
         .open(id, &binding, &row.sealed_keys)
         .ok_or_else(|| {
             // Another server setup, or a row changed behind the server's back (pointed at
-            // another account, made younger): refused either way.
+            // another account, made younger, or put back after a password change ended
+            // it): refused either way.
             warn!("stored session keys do not open for what their row says");
             ServerError::UnknownSession
         })?;

@@ -69,6 +69,11 @@ impl Session {
         now.since(self.created) >= lifetime || now.since(last) >= idle
     }
 
+    /// When it was opened.
+    pub fn created(&self) -> Now {
+        self.created
+    }
+
     /// Records activity (after a request opened).
     pub fn touch(&self, now: Now) {
         let mut last = lock(&self.last_used);

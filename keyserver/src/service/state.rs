@@ -7,6 +7,7 @@ use keyserver_protocol::{ServerSetup, server_keys::ServerKeys, session::SessionV
 
 use super::{
     admission::{RateLimiter, Rates},
+    gates::AccountGates,
     pending::HandshakeTable,
     sessions::{Misses, SessionTable},
 };
@@ -30,6 +31,7 @@ pub struct Core {
     pub(crate) lookups: RateLimiter,
     pub(crate) misses: Misses,
     pub(crate) policy: LockoutPolicy,
+    pub(crate) gates: Arc<AccountGates>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -75,6 +77,7 @@ impl Core {
             overall_burst: 40.0 * per_address,
         });
         let keys = ServerKeys::derive(&setup);
+        let storage_jobs_per_account = storage.jobs_per_account();
         Self {
             policy: LockoutPolicy::from_config(&config),
             vault: keys.vault(),
@@ -87,6 +90,7 @@ impl Core {
             limiter,
             lookups,
             misses: Misses::new(MISSES, MISS_TTL),
+            gates: AccountGates::new(storage_jobs_per_account),
             clock,
         }
     }

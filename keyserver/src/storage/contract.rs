@@ -16,7 +16,8 @@ use keyserver_protocol::{
 
 use super::{
     AccountId, AccountRow, Durability, Guesses, NewAccount, RequestId, SecretRow, SessionRow,
-    Storage, StorageError, Tx, UnknownRow, postgres::PostgresBackend, sqlite::SqliteBackend,
+    SessionState, Storage, StorageError, StoredSession, Tx, UnknownRow, postgres::PostgresBackend,
+    sqlite::SqliteBackend,
 };
 
 /// A fresh database of each kind, and what must live as long as it.
@@ -162,6 +163,7 @@ on_every_backend! {
         a.guesses = Guesses {
             failed: 3,
             last_attempt: Some(1234),
+            lockout_logged: true,
         };
         a.audit_seq = 7;
         a.audit_head = Some([9; 32]);
@@ -333,6 +335,7 @@ on_every_backend! {
             created,
             last_used: created,
             reauthed_at: None,
+            epoch: 1,
         };
         write(&s, move |tx| {
             Box::pin(async move {
@@ -348,7 +351,12 @@ on_every_backend! {
             })
             .await
             .unwrap();
-        assert_eq!(stored, Some((row(1, 100), user("alice"))));
+        let expected = StoredSession {
+            row: row(1, 100),
+            user: user("alice"),
+            epoch: 1,
+        };
+        assert_eq!(stored, Some(expected));
         assert_eq!(count, 3);
         let (touched, gone, deleted, again) = write(&s, |tx| {
             Box::pin(async move {
@@ -391,6 +399,7 @@ on_every_backend! {
             guesses: Guesses {
                 failed: 2,
                 last_attempt: Some(77),
+                lockout_logged: true,
             },
             seq: 2,
             head: Some([2; 32]),
@@ -508,6 +517,7 @@ on_every_backend! {
             created: 100,
             last_used: 100,
             reauthed_at: None,
+            epoch: 1,
         };
         write(&s, move |tx| {
             Box::pin(async move {
@@ -522,15 +532,20 @@ on_every_backend! {
             .read(|tx| {
                 Box::pin(async move {
                     Ok((
-                        tx.session_reauth([1; 16]).await?,
-                        tx.session_reauth([2; 16]).await?,
-                        tx.session_reauth([9; 16]).await?,
+                        tx.session_state([1; 16]).await?,
+                        tx.session_state([2; 16]).await?,
+                        tx.session_state([9; 16]).await?,
                     ))
                 })
             })
             .await
             .unwrap();
-        assert_eq!((one, two, none), (Some(Some(150)), Some(None), None));
+        let state = |reauthed_at| SessionState {
+            reauthed_at,
+            epoch: 1,
+            account_epoch: 1,
+        };
+        assert_eq!((one, two, none), (Some(state(Some(150))), Some(state(None)), None));
         let ended = write(&s, move |tx| {
             Box::pin(async move { tx.delete_other_sessions(a, [1; 16]).await })
         })
@@ -549,7 +564,18 @@ on_every_backend! {
             .await
             .unwrap();
         assert_eq!((count_a, count_b), (1, 1));
-        assert_eq!(stored.unwrap().0.reauthed_at, Some(150));
+        assert_eq!(stored.unwrap().row.reauthed_at, Some(150));
+        // A session moved into another epoch, with its keys sealed again.
+        let moved = write(&s, move |tx| {
+            Box::pin(async move {
+                tx.set_session_epoch([1; 16], 2, &[7; 92]).await?;
+                Ok((tx.session_state([1; 16]).await?, tx.session([1; 16]).await?))
+            })
+        })
+        .await;
+        assert_eq!(moved.0.map(|s| (s.epoch, s.account_epoch)), Some((2, 1)));
+        let row = moved.1.unwrap().row;
+        assert_eq!((row.epoch, row.sealed_keys), (2, vec![7; 92]));
     }
 }
 
@@ -568,6 +594,7 @@ on_every_backend! {
                     created: 1,
                     last_used: 1,
                     reauthed_at: None,
+                    epoch: 1,
                 })
                 .await?;
                 for (n, v, live) in [("x", 1, true), ("y", 3, true), ("gone", 2, false)] {

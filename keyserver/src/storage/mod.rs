@@ -104,6 +104,7 @@ pub(crate) struct RawAccount {
     pub(crate) user: String,
     pub(crate) failed: i64,
     pub(crate) last_attempt: Option<i64>,
+    pub(crate) lockout_logged: i64,
     pub(crate) audit_seq: i64,
     pub(crate) audit_head: Vec<u8>,
     pub(crate) live_secrets: i64,
@@ -118,6 +119,7 @@ impl RawAccount {
             guesses: Guesses {
                 failed: u64_of(self.failed)?,
                 last_attempt: self.last_attempt,
+                lockout_logged: self.lockout_logged != 0,
             },
             audit_seq: u64_of(self.audit_seq)?,
             audit_head: if self.audit_head.is_empty() {
@@ -136,7 +138,7 @@ impl RawAccount {
 macro_rules! account_columns {
     () => {
         "id, user_name, failed_logins, last_login_attempt, audit_seq, audit_head, \
-         live_secrets, epoch"
+         live_secrets, epoch, lockout_logged"
     };
 }
 pub(crate) use account_columns;
@@ -185,6 +187,9 @@ pub struct Guesses {
     pub failed: u64,
     /// When the last counted login started (Unix seconds).
     pub last_attempt: Option<i64>,
+    /// Whether a refusal of the current lockout is in the log already (later ones write
+    /// nothing).
+    pub lockout_logged: bool,
 }
 
 /// The row of a user name that is not registered: its guess counter, and the head of its
@@ -300,6 +305,32 @@ pub struct SessionRow {
     pub last_used: i64,
     /// When the session last proved the password (Unix seconds), if it has.
     pub reauthed_at: Option<i64>,
+    /// The account's epoch the session lives in (its sealed keys are bound to it): it
+    /// ends when the account's epoch moves on without it.
+    pub epoch: u64,
+}
+
+/// A stored session as an instance takes it in: its row, and its account's user name and
+/// epoch (which its sealed keys are bound to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSession {
+    /// The row.
+    pub row: SessionRow,
+    /// The account's user name.
+    pub user: UserName,
+    /// The account's epoch now.
+    pub epoch: u64,
+}
+
+/// What every operation's transaction checks of its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    /// When it last proved the password (Unix seconds), if it has.
+    pub reauthed_at: Option<i64>,
+    /// The epoch the session lives in.
+    pub epoch: u64,
+    /// Its account's epoch now.
+    pub account_epoch: u64,
 }
 
 /// A secret sealed under a new storage key by a key rotation in progress.
@@ -414,15 +445,23 @@ pub trait Tx: Send {
     /// Inserts a session.
     async fn insert_session(&mut self, row: &SessionRow) -> Result<(), StorageError>;
 
-    /// Session `id` and the user name of its account.
-    async fn session(
+    /// Session `id`, with its account's user name and epoch.
+    async fn session(&mut self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError>;
+
+    /// Whether session `id` still exists (`None` if not), when it last proved the password
+    /// and its account's epoch. In a write job, the session's
+    /// account is locked first: whatever ends sessions (a password change, a key rotation)
+    /// holds that lock while it does, so the answer is its state before the change began or
+    /// after it committed, never a session that goes on acting after it was ended.
+    async fn session_state(&mut self, id: [u8; 16]) -> Result<Option<SessionState>, StorageError>;
+
+    /// Moves session `id` into `epoch`, with its keys sealed again for it.
+    async fn set_session_epoch(
         &mut self,
         id: [u8; 16],
-    ) -> Result<Option<(SessionRow, UserName)>, StorageError>;
-
-    /// Whether session `id` still exists, and when it last proved the password: `None` if
-    /// it does not exist, `Some(reauthed_at)` if it does.
-    async fn session_reauth(&mut self, id: [u8; 16]) -> Result<Option<Option<i64>>, StorageError>;
+        epoch: u64,
+        sealed_keys: &[u8],
+    ) -> Result<(), StorageError>;
 
     /// Sets when session `id` last proved the password (`None`: the proof was used).
     async fn set_session_reauth(
@@ -547,6 +586,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// `sqlite` or `postgres`, for logs and metrics.
     fn kind(&self) -> &'static str;
+
+    /// How many write jobs of one account an instance should send at once, if a job
+    /// waiting for the account's lock holds something scarce (a pooled connection);
+    /// `None` if waiting costs nothing (see `service::gates`).
+    fn jobs_per_account(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The server's handle on its database. Clone it freely.
@@ -568,6 +614,11 @@ impl Storage {
     /// `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         self.backend.kind()
+    }
+
+    /// See [`Backend::jobs_per_account`].
+    pub fn jobs_per_account(&self) -> Option<usize> {
+        self.backend.jobs_per_account()
     }
 
     /// Runs `f` as one write transaction; its answer once the transaction is committed

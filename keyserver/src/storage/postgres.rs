@@ -23,8 +23,9 @@ use sqlx::{
 
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
-    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StagedRow, StorageError, Tx,
-    UnknownRow, account_columns, hash_of, i64_of, limit_of, secret_name_of, u64_of, user_of,
+    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
+    StorageError, StoredSession, Tx, UnknownRow, account_columns, hash_of, i64_of, limit_of,
+    secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -101,6 +102,13 @@ impl Backend for PostgresBackend {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+
+    /// One job running and one ready: the account's jobs run one at a time in the database
+    /// anyway (each locks the account), and a job waiting for that lock holds one of the
+    /// `WRITE_POOL` connections.
+    fn jobs_per_account(&self) -> Option<usize> {
+        Some(2)
+    }
 }
 
 /// One transaction.
@@ -120,6 +128,7 @@ fn account_of(r: &PgRow) -> Result<AccountRow, StorageError> {
         audit_head: r.try_get(5)?,
         live_secrets: r.try_get(6)?,
         epoch: r.try_get(7)?,
+        lockout_logged: r.try_get(8)?,
     }
     .check()
 }
@@ -193,7 +202,7 @@ impl Tx for PgTx {
         let head: &[u8] = a.audit_head.as_ref().map_or(&[], |h| &h[..]);
         sqlx::query(
             "UPDATE accounts SET failed_logins = $1, last_login_attempt = $2, audit_seq = $3, \
-             audit_head = $4, live_secrets = $5, epoch = $6 WHERE id = $7",
+             audit_head = $4, live_secrets = $5, epoch = $6, lockout_logged = $7 WHERE id = $8",
         )
         .bind(i64_of(a.guesses.failed)?)
         .bind(a.guesses.last_attempt)
@@ -201,6 +210,7 @@ impl Tx for PgTx {
         .bind(head)
         .bind(i64_of(a.live_secrets)?)
         .bind(i64_of(a.epoch)?)
+        .bind(i64::from(a.guesses.lockout_logged))
         .bind(a.id)
         .execute(&mut *self.tx)
         .await?;
@@ -406,7 +416,7 @@ impl Tx for PgTx {
     async fn insert_session(&mut self, s: &SessionRow) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used, \
-             reauthed_at) VALUES ($1, $2, $3, $4, $5, $6)",
+             reauthed_at, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id[..])
         .bind(s.account)
@@ -414,46 +424,81 @@ impl Tx for PgTx {
         .bind(s.created)
         .bind(s.last_used)
         .bind(s.reauthed_at)
+        .bind(i64_of(s.epoch)?)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
     }
 
-    async fn session(
-        &mut self,
-        id: [u8; 16],
-    ) -> Result<Option<(SessionRow, UserName)>, StorageError> {
+    async fn session(&mut self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError> {
         let row = sqlx::query(
             "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used, \
-             s.reauthed_at FROM sessions s JOIN accounts a ON a.id = s.account_id \
-             WHERE s.id = $1",
+             s.reauthed_at, a.epoch, s.epoch FROM sessions s \
+             JOIN accounts a ON a.id = s.account_id WHERE s.id = $1",
         )
         .bind(&id[..])
         .fetch_optional(&mut *self.tx)
         .await?;
         row.map(|r| {
-            Ok((
-                SessionRow {
+            Ok(StoredSession {
+                row: SessionRow {
                     id,
                     account: r.try_get(0)?,
                     sealed_keys: r.try_get(2)?,
                     created: r.try_get(3)?,
                     last_used: r.try_get(4)?,
                     reauthed_at: r.try_get(5)?,
+                    epoch: u64_of(r.try_get(7)?)?,
                 },
-                user_of(r.try_get(1)?)?,
-            ))
+                user: user_of(r.try_get(1)?)?,
+                epoch: u64_of(r.try_get(6)?)?,
+            })
         })
         .transpose()
     }
 
-    async fn session_reauth(&mut self, id: [u8; 16]) -> Result<Option<Option<i64>>, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT reauthed_at FROM sessions WHERE id = $1")
-                .bind(&id[..])
-                .fetch_optional(&mut *self.tx)
-                .await?,
+    async fn session_state(&mut self, id: [u8; 16]) -> Result<Option<SessionState>, StorageError> {
+        if self.locking {
+            // Waits out a change holding the account; the next statement then reads the
+            // sessions as that change left them (each statement takes a new snapshot).
+            sqlx::query(
+                "SELECT id FROM accounts WHERE id = \
+                 (SELECT account_id FROM sessions WHERE id = $1) FOR UPDATE",
+            )
+            .bind(&id[..])
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        }
+        let row = sqlx::query(
+            "SELECT s.reauthed_at, s.epoch, a.epoch FROM sessions s \
+             JOIN accounts a ON a.id = s.account_id WHERE s.id = $1",
         )
+        .bind(&id[..])
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            Ok(SessionState {
+                reauthed_at: r.try_get(0)?,
+                epoch: u64_of(r.try_get(1)?)?,
+                account_epoch: u64_of(r.try_get(2)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_session_epoch(
+        &mut self,
+        id: [u8; 16],
+        epoch: u64,
+        sealed_keys: &[u8],
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE sessions SET epoch = $1, sealed_keys = $2 WHERE id = $3")
+            .bind(i64_of(epoch)?)
+            .bind(sealed_keys)
+            .bind(&id[..])
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     async fn set_session_reauth(
@@ -627,21 +672,23 @@ impl Tx for PgTx {
         .execute(&mut *self.tx)
         .await?;
         let row = sqlx::query(if self.locking {
-            "SELECT failed_logins, last_login_attempt, events, head FROM unknown_logins \
-             WHERE name_key = $1 FOR UPDATE"
+            "SELECT failed_logins, last_login_attempt, events, head, lockout_logged \
+             FROM unknown_logins WHERE name_key = $1 FOR UPDATE"
         } else {
-            "SELECT failed_logins, last_login_attempt, events, head FROM unknown_logins \
-             WHERE name_key = $1"
+            "SELECT failed_logins, last_login_attempt, events, head, lockout_logged \
+             FROM unknown_logins WHERE name_key = $1"
         })
         .bind(&name_key[..])
         .fetch_one(&mut *self.tx)
         .await?;
         let last: i64 = row.try_get(1)?;
         let head: Option<Vec<u8>> = row.try_get(3)?;
+        let logged: i64 = row.try_get(4)?;
         Ok(UnknownRow {
             guesses: Guesses {
                 failed: u64_of(row.try_get(0)?)?,
                 last_attempt: (last != 0).then_some(last),
+                lockout_logged: logged != 0,
             },
             seq: u64_of(row.try_get(2)?)?,
             head: head.as_deref().map(hash_of).transpose()?,
@@ -655,16 +702,18 @@ impl Tx for PgTx {
     ) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt, events, \
-             head) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name_key) DO UPDATE SET \
-             failed_logins = excluded.failed_logins, \
+             head, lockout_logged) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name_key) DO \
+             UPDATE SET failed_logins = excluded.failed_logins, \
              last_login_attempt = excluded.last_login_attempt, \
-             events = excluded.events, head = excluded.head",
+             events = excluded.events, head = excluded.head, \
+             lockout_logged = excluded.lockout_logged",
         )
         .bind(&name_key[..])
         .bind(i64_of(row.guesses.failed)?)
         .bind(row.guesses.last_attempt.unwrap_or(0))
         .bind(i64_of(row.seq)?)
         .bind(row.head.as_ref().map(|h| &h[..]))
+        .bind(i64::from(row.guesses.lockout_logged))
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -35,8 +35,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
-    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, StagedRow, StorageError, Tx,
-    UnknownRow, account_columns, hash_of, i64_of, limit_of, secret_name_of, u64_of, user_of,
+    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
+    StorageError, StoredSession, Tx, UnknownRow, account_columns, hash_of, i64_of, limit_of,
+    secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -413,6 +414,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<RawAccount> {
         audit_head: r.get(5)?,
         live_secrets: r.get(6)?,
         epoch: r.get(7)?,
+        lockout_logged: r.get(8)?,
     })
 }
 
@@ -489,7 +491,8 @@ impl Tx for SqliteTx {
         self.conn
             .prepare_cached(
                 "UPDATE accounts SET failed_logins = ?1, last_login_attempt = ?2, \
-                 audit_seq = ?3, audit_head = ?4, live_secrets = ?5, epoch = ?6 WHERE id = ?7",
+                 audit_seq = ?3, audit_head = ?4, live_secrets = ?5, epoch = ?6, \
+                 lockout_logged = ?7 WHERE id = ?8",
             )?
             .execute(params![
                 i64_of(a.guesses.failed)?,
@@ -498,6 +501,7 @@ impl Tx for SqliteTx {
                 head,
                 i64_of(a.live_secrets)?,
                 i64_of(a.epoch)?,
+                i64::from(a.guesses.lockout_logged),
                 a.id,
             ])?;
         Ok(())
@@ -695,7 +699,7 @@ impl Tx for SqliteTx {
         self.conn
             .prepare_cached(
                 "INSERT INTO sessions (id, account_id, sealed_keys, created_at, last_used, \
-                 reauthed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 reauthed_at, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 &s.id[..],
@@ -704,21 +708,19 @@ impl Tx for SqliteTx {
                 s.created,
                 s.last_used,
                 s.reauthed_at,
+                i64_of(s.epoch)?,
             ])?;
         Ok(())
     }
 
-    async fn session(
-        &mut self,
-        id: [u8; 16],
-    ) -> Result<Option<(SessionRow, UserName)>, StorageError> {
-        type Raw = (i64, String, Vec<u8>, i64, i64, Option<i64>);
+    async fn session(&mut self, id: [u8; 16]) -> Result<Option<StoredSession>, StorageError> {
+        type Raw = (i64, String, Vec<u8>, i64, i64, Option<i64>, i64, i64);
         let row: Option<Raw> = self
             .conn
             .prepare_cached(
                 "SELECT s.account_id, a.user_name, s.sealed_keys, s.created_at, s.last_used, \
-                 s.reauthed_at FROM sessions s JOIN accounts a ON a.id = s.account_id \
-                 WHERE s.id = ?1",
+                 s.reauthed_at, a.epoch, s.epoch FROM sessions s \
+                 JOIN accounts a ON a.id = s.account_id WHERE s.id = ?1",
             )?
             .query_row(params![&id[..]], |r| {
                 Ok((
@@ -728,33 +730,60 @@ impl Tx for SqliteTx {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
                 ))
             })
             .optional()?;
         row.map(
-            |(account, user, sealed_keys, created, last_used, reauthed_at)| {
-                Ok((
-                    SessionRow {
+            |(account, user, sealed_keys, created, last_used, reauthed_at, epoch, own)| {
+                Ok(StoredSession {
+                    row: SessionRow {
                         id,
                         account,
                         sealed_keys,
                         created,
                         last_used,
                         reauthed_at,
+                        epoch: u64_of(own)?,
                     },
-                    user_of(user)?,
-                ))
+                    user: user_of(user)?,
+                    epoch: u64_of(epoch)?,
+                })
             },
         )
         .transpose()
     }
 
-    async fn session_reauth(&mut self, id: [u8; 16]) -> Result<Option<Option<i64>>, StorageError> {
-        Ok(self
+    async fn session_state(&mut self, id: [u8; 16]) -> Result<Option<SessionState>, StorageError> {
+        let row: Option<(Option<i64>, i64, i64)> = self
             .conn
-            .prepare_cached("SELECT reauthed_at FROM sessions WHERE id = ?1")?
-            .query_row(params![&id[..]], |r| r.get(0))
-            .optional()?)
+            .prepare_cached(
+                "SELECT s.reauthed_at, s.epoch, a.epoch FROM sessions s \
+                 JOIN accounts a ON a.id = s.account_id WHERE s.id = ?1",
+            )?
+            .query_row(params![&id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        row.map(|(reauthed_at, epoch, account_epoch)| {
+            Ok(SessionState {
+                reauthed_at,
+                epoch: u64_of(epoch)?,
+                account_epoch: u64_of(account_epoch)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_session_epoch(
+        &mut self,
+        id: [u8; 16],
+        epoch: u64,
+        sealed_keys: &[u8],
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET epoch = ?1, sealed_keys = ?2 WHERE id = ?3")?
+            .execute(params![i64_of(epoch)?, sealed_keys, &id[..]])?;
+        Ok(())
     }
 
     async fn set_session_reauth(
@@ -903,25 +932,26 @@ impl Tx for SqliteTx {
     }
 
     async fn unknown_name(&mut self, name_key: &[u8; 32]) -> Result<UnknownRow, StorageError> {
-        let row: Option<(i64, i64, i64, Option<Vec<u8>>)> = self
+        let row: Option<(i64, i64, i64, Option<Vec<u8>>, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT failed_logins, last_login_attempt, events, head FROM unknown_logins \
-                 WHERE name_key = ?1",
+                "SELECT failed_logins, last_login_attempt, events, head, lockout_logged \
+                 FROM unknown_logins WHERE name_key = ?1",
             )?
             .query_row(params![&name_key[..]], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
         // The writer holds the database's one write lock for its whole batch, so a row read
         // here cannot change under it: none needs creating to be locked.
-        let Some((failed, last, seq, head)) = row else {
+        let Some((failed, last, seq, head, logged)) = row else {
             return Ok(UnknownRow::default());
         };
         Ok(UnknownRow {
             guesses: Guesses {
                 failed: u64_of(failed)?,
                 last_attempt: (last != 0).then_some(last),
+                lockout_logged: logged != 0,
             },
             seq: u64_of(seq)?,
             head: head.as_deref().map(hash_of).transpose()?,
@@ -936,10 +966,11 @@ impl Tx for SqliteTx {
         self.conn
             .prepare_cached(
                 "INSERT INTO unknown_logins (name_key, failed_logins, last_login_attempt, \
-                 events, head) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name_key) DO UPDATE \
-                 SET failed_logins = excluded.failed_logins, \
+                 events, head, lockout_logged) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (name_key) DO UPDATE SET failed_logins = excluded.failed_logins, \
                  last_login_attempt = excluded.last_login_attempt, \
-                 events = excluded.events, head = excluded.head",
+                 events = excluded.events, head = excluded.head, \
+                 lockout_logged = excluded.lockout_logged",
             )?
             .execute(params![
                 &name_key[..],
@@ -947,6 +978,7 @@ impl Tx for SqliteTx {
                 row.guesses.last_attempt.unwrap_or(0),
                 i64_of(row.seq)?,
                 row.head.as_ref().map(|h| &h[..]),
+                i64::from(row.guesses.lockout_logged),
             ])?;
         Ok(())
     }

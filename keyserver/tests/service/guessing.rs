@@ -128,6 +128,46 @@ on_every_backend! {
 }
 
 on_every_backend! {
+    /// Logins refused while an account is locked cost the refused nothing, so only the
+    /// first refusal of a lockout is written: nobody can grow an account's log (or an
+    /// unknown name's stand-in chain) without bound.
+    async fn refusals_during_one_lockout_are_logged_once(kind: Kind) {
+        let Some(s) = Server::new(kind, three_guesses()).await else { return };
+        s.register("alice", "right").await;
+        let raw = s.raw();
+        for user in ["alice", "nobody"] {
+            for _ in 0..3 {
+                raw.login_start(user, "guess").await.unwrap();
+            }
+        }
+        let events = || async {
+            (
+                s.count("SELECT COUNT(*) FROM audit_events").await,
+                s.count("SELECT COUNT(*) FROM unknown_events").await,
+            )
+        };
+        let before = events().await;
+        for _ in 0..20 {
+            for user in ["alice", "nobody"] {
+                let r = raw.login_start(user, "guess").await.err();
+                assert_eq!(r, Some(ErrorCode::ACCOUNT_LOCKED));
+            }
+        }
+        let after = events().await;
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+        // The next lockout's first refusal is logged again.
+        s.advance(Duration::from_secs(61));
+        for user in ["alice", "nobody"] {
+            raw.login_start(user, "guess").await.unwrap();
+            assert_eq!(raw.login_start(user, "guess").await.err(), Some(ErrorCode::ACCOUNT_LOCKED));
+            assert_eq!(raw.login_start(user, "guess").await.err(), Some(ErrorCode::ACCOUNT_LOCKED));
+        }
+        let last = events().await;
+        assert_eq!((last.0 - after.0, last.1 - after.1), (2, 2));
+    }
+}
+
+on_every_backend! {
     async fn concurrent_logins_cannot_pass_the_limit(kind: Kind) {
         let Some(s) = Server::new(kind, three_guesses()).await else { return };
         s.register("alice", "right").await;

@@ -58,13 +58,20 @@ pub struct Counting {
     inner: Arc<dyn Backend>,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
+    /// Write transactions running now, and the most ever at once.
+    pub in_flight: AtomicU64,
+    pub most_in_flight: AtomicU64,
 }
 
 #[async_trait]
 impl Backend for Counting {
     async fn write(&self, durability: Durability, job: Job) -> Result<(), StorageError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.inner.write(durability, job).await
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let r = self.inner.write(durability, job).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 
     async fn read(&self, job: Job) -> Result<(), StorageError> {
@@ -74,6 +81,10 @@ impl Backend for Counting {
 
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn jobs_per_account(&self) -> Option<usize> {
+        self.inner.jobs_per_account()
     }
 }
 
@@ -111,6 +122,8 @@ impl Server {
             inner: backend,
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
         });
         let storage = Storage::new(counts.clone());
         let setup = ServerSetup::new(&mut OsRng);
@@ -183,6 +196,14 @@ impl Server {
                 let mut c = sqlx::PgConnection::connect(&schema.url()).await.unwrap();
                 sqlx::query(postgres).execute(&mut c).await.unwrap();
             }
+        }
+    }
+
+    /// The scratch database's URL, on Postgres.
+    pub fn postgres_url(&self) -> Option<String> {
+        match &self.scratch {
+            Scratch::Postgres(schema) => Some(schema.url()),
+            Scratch::Sqlite(_) => None,
         }
     }
 

@@ -111,6 +111,36 @@ on_every_backend! {
         assert!(matches!(phished.retrieve(&secret("after")).await, Err(ClientError::SessionEnded)));
         assert_eq!(mine.epoch(), 2);
         mine.list().await.unwrap();
+        // Mine was sealed again for the new epoch: an instance that never held it takes it
+        // in from the database.
+        mine.move_to(&connect(&s.instance(), LOCALHOST).await);
+        mine.list().await.unwrap();
+    }
+}
+
+on_every_backend! {
+    /// The session rows a password change deleted, put back afterwards by a database
+    /// writer, do not bring the sessions back: their keys are sealed for the old epoch.
+    async fn sessions_put_back_after_a_password_change_stay_ended(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "old").await;
+        let mine = s.login("alice", "old").await.unwrap();
+        let phished = s.login("alice", "old").await.unwrap();
+        phished.list().await.unwrap();
+        let copy = "CREATE TABLE saved_sessions AS SELECT * FROM sessions";
+        s.sql(copy, copy).await;
+        mine.change_password(&pw("old"), &pw("new")).await.unwrap();
+        let back = "INSERT INTO sessions SELECT * FROM saved_sessions \
+                    WHERE id NOT IN (SELECT id FROM sessions)";
+        s.sql(back, back).await;
+        // Marking the row as being of the new epoch does not help either.
+        let relabel = "UPDATE sessions SET epoch = (SELECT epoch FROM accounts)";
+        s.sql(relabel, relabel).await;
+        for instance in [s.core.clone(), s.instance()] {
+            phished.move_to(&connect(&instance, LOCALHOST).await);
+            assert!(matches!(phished.list().await, Err(ClientError::SessionEnded)));
+        }
+        mine.list().await.unwrap();
     }
 }
 
@@ -343,4 +373,40 @@ on_every_backend! {
         assert_eq!(code(r.op(&stage(2, 4)).await), ErrorCode::QUOTA);
         assert!(matches!(r.op(&stage(2, 3)).await, Ok(OpResponse::Staged(s)) if s.staged == 3));
     }
+}
+
+/// On Postgres, an operation of a session that waits for its account while a password
+/// change holds it (and ends the session) is refused when the change commits: it does not
+/// go on to act after its session was ended. (SQLite runs one transaction at a time.)
+#[tokio::test]
+async fn a_request_queued_behind_a_password_change_is_refused_once_its_session_ends() {
+    use sqlx::{Connection, Executor};
+    let Some(s) = Server::new(Kind::Postgres, Config::default()).await else {
+        return;
+    };
+    s.register("alice", "pw").await;
+    let y = s.raw().login("alice", "pw").await.unwrap();
+    let mut c = sqlx::PgConnection::connect(&s.postgres_url().unwrap())
+        .await
+        .unwrap();
+    // What a password change does, held open: the account locked, the other sessions
+    // deleted, not yet committed.
+    let mut change = c.begin().await.unwrap();
+    change
+        .execute("SELECT id FROM accounts FOR UPDATE")
+        .await
+        .unwrap();
+    let store = OpRequest::Store(keyserver_protocol::ops::Store {
+        name: secret("late"),
+        version: 1,
+        replace: false,
+        sealed: y.sealed("late", 1, b"written after the change"),
+    });
+    let queued = tokio::spawn(async move { y.op(&store).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!queued.is_finished(), "the store must wait for the account");
+    change.execute("DELETE FROM sessions").await.unwrap();
+    change.commit().await.unwrap();
+    assert_eq!(code(queued.await.unwrap()), ErrorCode::UNKNOWN_SESSION);
+    assert_eq!(s.count("SELECT COUNT(*) FROM secrets").await, 0);
 }

@@ -363,3 +363,41 @@ on_every_backend! {
         let _ = OpResponse::LoggedOut;
     }
 }
+
+/// On Postgres, a write job waiting for its account's lock holds a pooled connection: one
+/// account's many requests in flight must not hold them all (anyone can register an
+/// account), so an instance sends at most two of an account's jobs at once and keeps the
+/// rest waiting in memory. The other accounts' writes go on meanwhile.
+#[tokio::test]
+async fn one_accounts_many_requests_hold_at_most_two_database_connections() {
+    let Some(s) = Server::new(Kind::Postgres, Config::default()).await else {
+        return;
+    };
+    s.register("alice", "pw").await;
+    s.register("bob", "pw").await;
+    let a = s.raw().login("alice", "pw").await.unwrap();
+    let b = s.login("bob", "pw").await.unwrap();
+    s.counts.most_in_flight.store(0, Ordering::SeqCst);
+    let mut jobs = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let a = a.clone();
+        jobs.spawn(async move {
+            let name = format!("s{i}");
+            let op = OpRequest::Store(keyserver_protocol::ops::Store {
+                name: secret(&name),
+                version: 1,
+                replace: false,
+                sealed: a.sealed(&name, 1, b"x"),
+            });
+            a.op(&op).await
+        });
+    }
+    // Bob is served while Alice's requests queue.
+    b.store(&secret("bob's"), &pw("y"), false).await.unwrap();
+    while let Some(r) = jobs.join_next().await {
+        assert!(matches!(r.unwrap(), Ok(OpResponse::Stored(_))));
+    }
+    let most = s.counts.most_in_flight.load(Ordering::SeqCst);
+    // Alice's two, and Bob's one.
+    assert!(most <= 3, "{most} write transactions at once");
+}

@@ -280,6 +280,15 @@ impl ServerChannel {
         self.id
     }
 
+    /// The session's keys, to seal them again at rest (see [`crate::session::vault`]).
+    pub fn keys(&self) -> SessionKeys {
+        SessionKeys {
+            id: self.id,
+            c2s: self.c2s.clone(),
+            s2c: self.s2c.clone(),
+        }
+    }
+
     /// Opens a request and records its `seq` in `window`.
     ///
     /// The order matters: a `seq` is refused early if already used (or out of range), and

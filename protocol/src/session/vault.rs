@@ -3,11 +3,14 @@
 //! nothing.
 //!
 //! `blob = nonce (12) || ChaCha20-Poly1305(vault key, nonce, c2s key || s2c key, aad)` with
-//! `aad = "keyserver/2 session at rest" || session id (16) || account (i64 BE) ||
-//! user name length (u16 BE) || user name || created (i64 BE, Unix seconds)`.
+//! `aad = "keyserver/3 session at rest" || session id (16) || account (i64 BE) ||
+//! user name length (u16 BE) || user name || created (i64 BE, Unix seconds) ||
+//! account epoch (u64 BE)`.
 //! The associated data binds what the row says about the session: a database writer who
 //! points a session at another account or user, or moves its creation time (to extend its
-//! life), gets a blob that no longer opens. The nonce is random: the vault key seals one
+//! life), gets a blob that no longer opens. The epoch is the account's when the session
+//! was sealed (a password change or key rotation re-seals the session that made it): a
+//! session row that such a change deleted, put back afterwards, does not open. The nonce is random: the vault key seals one
 //! blob per login over the server's life, far below the 2^32 messages at which random
 //! 96-bit nonces start to risk a collision.
 
@@ -22,7 +25,7 @@ use crate::{
 };
 
 const NONCE_LEN: usize = 12;
-const LABEL: &[u8] = b"keyserver/2 session at rest";
+const LABEL: &[u8] = b"keyserver/3 session at rest";
 
 /// What a stored session says about itself, bound into its sealed keys.
 #[derive(Clone, Copy, Debug)]
@@ -33,11 +36,13 @@ pub struct Binding<'a> {
     pub user: &'a UserName,
     /// When it was opened (Unix seconds).
     pub created: i64,
+    /// The account's epoch the session lives in.
+    pub epoch: u64,
 }
 
 fn aad(id: SessionId, b: &Binding<'_>) -> Vec<u8> {
     let name = b.user.as_str().as_bytes();
-    let mut a = Vec::with_capacity(LABEL.len() + 16 + 8 + 2 + name.len() + 8);
+    let mut a = Vec::with_capacity(LABEL.len() + 16 + 8 + 2 + name.len() + 8 + 8);
     a.extend_from_slice(LABEL);
     a.extend_from_slice(&id.0);
     a.extend_from_slice(&b.account.to_be_bytes());
@@ -45,6 +50,7 @@ fn aad(id: SessionId, b: &Binding<'_>) -> Vec<u8> {
     a.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
     a.extend_from_slice(name);
     a.extend_from_slice(&b.created.to_be_bytes());
+    a.extend_from_slice(&b.epoch.to_be_bytes());
     a
 }
 
@@ -134,6 +140,7 @@ mod tests {
             account: 7,
             user: &alice,
             created: 1_700_000_000,
+            epoch: 3,
         };
         let blob = vault.seal(&mut rng, &k, &b);
         let back = vault.open(k.id, &b, &blob).unwrap();
@@ -147,7 +154,8 @@ mod tests {
         let other = SessionVault::new(Key32::from_bytes([2; 32]));
         assert!(other.open(k.id, &b, &blob).is_none());
         assert!(!blob.windows(32).any(|w| w == k.c2s.expose_secret()));
-        // A row pointed at another account or user, or made younger, does not open.
+        // A row pointed at another account or user, made younger, or from another epoch,
+        // does not open.
         let mallory = UserName::new("mallory").unwrap();
         for changed in [
             Binding { account: 8, ..b },
@@ -159,6 +167,7 @@ mod tests {
                 created: b.created + 3600,
                 ..b
             },
+            Binding { epoch: 4, ..b },
         ] {
             assert!(vault.open(k.id, &changed, &blob).is_none(), "{changed:?}");
         }

@@ -11,7 +11,7 @@ use keyserver_protocol::{
     ops::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted, Rekeyed},
 };
 
-use super::{Answer, once, read, refused};
+use super::{Answer, once, read, refused, sealed_for_epoch};
 use crate::{
     audit,
     clock::Now,
@@ -71,6 +71,8 @@ pub(super) async fn finish(
     );
     let ids = core.keys.credential_ids();
     let sealed_storage_key = op.sealed_storage_key.into_vec();
+    // This session goes on into the new epoch; every other one stays behind, and ends.
+    let resealed = sealed_for_epoch(core, session, op.epoch);
     let answer = once(core, session, req, now, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
@@ -87,6 +89,7 @@ pub(super) async fn finish(
             };
             tx.set_credentials(account, &credentials).await?;
             a.epoch = op.epoch;
+            tx.set_session_epoch(id.0, op.epoch, &resealed).await?;
             LockoutPolicy::succeeded(&mut a.guesses);
             // Every other session ends (a phished one stops reading now), and this one's
             // proof is used up.

@@ -3,8 +3,10 @@
 //! session and writes its storage decision once, over `storage::Tx`.
 //!
 //! Every operation's transaction first checks that its session still exists in the
-//! database ([`write`], [`read`], [`once`]): a logout, or a password change in another
-//! session, ends it on every instance at once, for every operation. Mutations run through
+//! database, in its account's current epoch ([`write`], [`read`], [`once`]): a logout, or a
+//! password change in another session, ends it on every instance at once, for every
+//! operation. In a write, the check locks the account first, so an operation waiting
+//! behind a password change sees the session as the change left it. Mutations run through
 //! [`once`]: applied at most once per request, whatever connection or instance it arrives
 //! on, and a retry gets the answer recorded the first time.
 
@@ -18,13 +20,14 @@ mod retrieve;
 mod rotate_key;
 mod store;
 
-use keyserver_protocol::{OpRequest, OpResponse};
+use keyserver_protocol::{OpRequest, OpResponse, session::vault::Binding};
+use rand::rngs::OsRng;
 use tracing::instrument;
 
 use super::{Core, ServerError, sessions::Session};
 use crate::{
     clock::Now,
-    storage::{BoxFuture, Durability, RequestId, StorageError, Tx},
+    storage::{BoxFuture, Durability, RequestId, SessionState, StorageError, Tx},
 };
 
 /// What an operation answers.
@@ -51,6 +54,28 @@ impl Live {
         self.reauthed_at
             .is_some_and(|at| at <= now && now.saturating_sub(at) < window)
     }
+}
+
+/// The session as its transaction found it: `None` if it ended (logged out, or left in an
+/// earlier epoch of its account by a password change or key rotation in another session).
+fn live(state: Option<SessionState>) -> Option<Live> {
+    state.filter(|s| s.epoch == s.account_epoch).map(|s| Live {
+        reauthed_at: s.reauthed_at,
+    })
+}
+
+/// `session`'s keys sealed for the account's `epoch`: a password change or key rotation
+/// takes the session that made it into the new epoch (every other session stays behind,
+/// and ends).
+pub(super) fn sealed_for_epoch(core: &Core, session: &Session, epoch: u64) -> Vec<u8> {
+    let binding = Binding {
+        account: session.account,
+        user: &session.user,
+        created: session.created().unix_secs(),
+        epoch,
+    };
+    core.vault
+        .seal(&mut OsRng, &session.channel.keys(), &binding)
 }
 
 /// Runs `op`, the request `req`, in `session`.
@@ -95,11 +120,12 @@ where
         + 'static,
 {
     let id = session.channel.id().0;
+    let _pass = core.gates.enter(session.account).await;
     core.storage
         .write(durability, move |tx| {
             Box::pin(async move {
-                match tx.session_reauth(id).await? {
-                    Some(reauthed_at) => f(&mut *tx, Live { reauthed_at }).await.map(Some),
+                match live(tx.session_state(id).await?) {
+                    Some(live) => f(&mut *tx, live).await.map(Some),
                     None => Ok(None),
                 }
             })
@@ -120,8 +146,8 @@ where
     core.storage
         .read(move |tx| {
             Box::pin(async move {
-                match tx.session_reauth(id).await? {
-                    Some(reauthed_at) => f(&mut *tx, Live { reauthed_at }).await.map(Some),
+                match live(tx.session_state(id).await?) {
+                    Some(live) => f(&mut *tx, live).await.map(Some),
                     None => Ok(None),
                 }
             })

@@ -11,7 +11,7 @@ use keyserver_protocol::{
     ops::{Rekeyed, RotateKeyFinish, RotateKeyStage, Staged},
 };
 
-use super::{Answer, once, refused};
+use super::{Answer, once, refused, sealed_for_epoch};
 use crate::{
     audit,
     clock::Now,
@@ -78,6 +78,8 @@ pub(super) async fn finish(
         core.config.reauth_window_secs,
     );
     let sealed_storage_key = op.sealed_storage_key.into_vec();
+    // This session goes on into the new epoch; every other one stays behind, and ends.
+    let resealed = sealed_for_epoch(core, session, op.epoch);
     let answer = once(core, session, req, now, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
@@ -112,6 +114,7 @@ pub(super) async fn finish(
             };
             tx.set_credentials(account, &credentials).await?;
             a.epoch = op.epoch;
+            tx.set_session_epoch(id.0, op.epoch, &resealed).await?;
             tx.delete_other_sessions(account, id.0).await?;
             tx.set_session_reauth(id.0, None).await?;
             tx.delete_staged(id.0).await?;
