@@ -9,7 +9,7 @@
 use keyserver_tests::{Server, file, random_bytes};
 
 #[test]
-fn register_store_retrieve_list_replace_delete_audit_and_change_password() {
+fn register_store_retrieve_list_replace_delete_audit_change_password_and_rotate_key() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     assert!(
@@ -235,6 +235,36 @@ fn register_store_retrieve_list_replace_delete_audit_and_change_password() {
             .iter()
             .any(|e| e["kind"] == "change_password")
     );
+
+    // rotate-key: every secret sealed again under a new storage key, all readable.
+    let out = c.with_password("new password", &["rotate-key", "--user", "alice"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for (name, data) in [("wallet", &big), ("big", &big)] {
+        assert_eq!(
+            c.with_password(
+                "new password",
+                &["retrieve", "--user", "alice", "--name", name]
+            )
+            .ok()
+            .stdout,
+            *data
+        );
+    }
+    let doc = c
+        .with_password("new password", &["audit", "--user", "alice", "--json"])
+        .ok()
+        .json();
+    assert_eq!(doc["chain_verified"], true);
+    assert!(
+        doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "rotate_key")
+    );
+    // A wrong password rotates nothing.
+    let out = c.with_password("wrong", &["rotate-key", "--user", "alice"]);
+    assert_eq!(out.code, 3, "{out:?}");
 }
 
 #[test]
