@@ -74,6 +74,12 @@ impl LockoutPolicy {
         !std::mem::replace(&mut g.lockout_logged, true)
     }
 
+    /// Wrong guesses left before the lockout starts (0: locked, or the next wrong guess
+    /// locks it again).
+    pub fn guesses_left(&self, g: &Guesses) -> u64 {
+        self.max_failed.saturating_sub(g.failed)
+    }
+
     /// Records a login that finished with the right password: the count starts again.
     pub fn succeeded(g: &mut Guesses) {
         g.failed = 0;

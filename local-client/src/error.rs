@@ -12,9 +12,13 @@ pub enum ClientError {
     /// common protocol. Do not retry; check `--ca` and `--server-name`.
     #[error("the server's TLS certificate could not be verified or TLS failed: {0}")]
     Tls(String),
-    /// Wrong user name or password. Deliberately no more precise than that.
-    #[error("authentication failed: wrong user name or password")]
-    AuthFailed,
+    /// Wrong user name or password. Deliberately no more precise than that: the guesses
+    /// left are counted the same way for a name that does not exist.
+    #[error("authentication failed: wrong user name or password{}", guesses_hint(*.guesses_left))]
+    AuthFailed {
+        /// Wrong guesses left before the account locks, if the server said.
+        guesses_left: Option<u64>,
+    },
     /// Too many failed logins; the account refuses logins for a while.
     #[error("the account is temporarily locked after too many failed logins{}", retry_hint(*.retry_after_secs))]
     Locked {
@@ -54,6 +58,14 @@ pub enum ClientError {
     InvalidInput(String),
 }
 
+fn guesses_hint(left: Option<u64>) -> String {
+    match left {
+        Some(1) => " (1 guess left)".into(),
+        Some(n) => format!(" ({n} guesses left)"),
+        None => String::new(),
+    }
+}
+
 fn retry_hint(secs: Option<u64>) -> String {
     secs.map(|s| format!("; try again in {s} s"))
         .unwrap_or_default()
@@ -62,7 +74,9 @@ fn retry_hint(secs: Option<u64>) -> String {
 impl From<ErrorReply> for ClientError {
     fn from(e: ErrorReply) -> Self {
         match e.code {
-            ErrorCode::AUTH_FAILED => Self::AuthFailed,
+            ErrorCode::AUTH_FAILED => Self::AuthFailed {
+                guesses_left: e.guesses_left,
+            },
             ErrorCode::ACCOUNT_LOCKED => Self::Locked {
                 retry_after_secs: e.retry_after_secs,
             },
@@ -82,7 +96,7 @@ impl From<ErrorReply> for ClientError {
 /// A handshake step that failed on this side.
 pub(crate) fn handshake_error(e: HandshakeError) -> ClientError {
     match e {
-        HandshakeError::AuthFailed => ClientError::AuthFailed,
+        HandshakeError::AuthFailed => ClientError::AuthFailed { guesses_left: None },
         HandshakeError::Malformed => {
             ClientError::Protocol("malformed OPAQUE message from the server")
         }

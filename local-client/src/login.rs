@@ -39,9 +39,16 @@ impl Connection {
         let fin = match finished {
             Ok(f) => f,
             Err(e) => {
-                // Tell the server now rather than at the handshake's expiry; best effort.
-                let _ = self.call(&Request::LoginAbort { handshake }).await;
-                return Err(handshake_error(e));
+                // Tell the server now rather than at the handshake's expiry (best effort);
+                // it answers how many guesses are left.
+                let guesses_left = match self.call(&Request::LoginAbort { handshake }).await {
+                    Ok(Response::LoginAborted { guesses_left }) => guesses_left,
+                    _ => None,
+                };
+                return Err(match handshake_error(e) {
+                    ClientError::AuthFailed { .. } => ClientError::AuthFailed { guesses_left },
+                    other => other,
+                });
             }
         };
         let Response::LoggedIn {

@@ -123,7 +123,11 @@ pub enum Response {
         lifetime_secs: u64,
     },
     /// Reply to `LoginAbort`.
-    LoginAborted,
+    LoginAborted {
+        /// Wrong guesses left before the account locks, if the login was still pending
+        /// (see [`crate::ErrorReply::guesses_left`]).
+        guesses_left: Option<u64>,
+    },
     /// Reply to `Sealed`.
     Sealed(SealedResponse),
     /// The request failed.
@@ -238,7 +242,9 @@ mod tests {
                 idle_timeout_secs: 1,
                 lifetime_secs: 2,
             },
-            Response::LoginAborted,
+            Response::LoginAborted {
+                guesses_left: Some(4),
+            },
             Response::Sealed(SealedResponse {
                 seq: 1,
                 body: bytes(&[0; 17]),
@@ -247,6 +253,7 @@ mod tests {
                 code: ErrorCode::ACCOUNT_LOCKED,
                 retry_after_secs: Some(30),
                 expected_version: None,
+                guesses_left: None,
             }),
         ];
         for r in rs {

@@ -96,6 +96,9 @@ pub struct ErrorReply {
     pub retry_after_secs: Option<u64>,
     /// For [`ErrorCode::VERSION_MISMATCH`]: the version the store must carry.
     pub expected_version: Option<u64>,
+    /// For [`ErrorCode::AUTH_FAILED`]: wrong guesses left before the account locks (the
+    /// same count for a name that does not exist, whose guesses are counted alike).
+    pub guesses_left: Option<u64>,
 }
 
 impl ErrorReply {
@@ -105,6 +108,7 @@ impl ErrorReply {
             code,
             retry_after_secs: None,
             expected_version: None,
+            guesses_left: None,
         }
     }
 }

@@ -112,7 +112,12 @@ fn responses() -> Vec<(&'static str, Response)> {
                 lifetime_secs: 43200,
             },
         ),
-        ("LoginAborted", Response::LoginAborted),
+        (
+            "LoginAborted",
+            Response::LoginAborted {
+                guesses_left: Some(9),
+            },
+        ),
         (
             "Sealed",
             Response::Sealed(SealedResponse {
@@ -126,6 +131,7 @@ fn responses() -> Vec<(&'static str, Response)> {
                 code: ErrorCode::ACCOUNT_LOCKED,
                 retry_after_secs: Some(120),
                 expected_version: None,
+                guesses_left: None,
             }),
         ),
     ]
@@ -207,6 +213,12 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
                 secrets: 1,
             }),
         ),
+        (
+            "ReauthAbort",
+            OpRequest::ReauthAbort(ops::ReauthAbort {
+                handshake: HandshakeId([6; 16]),
+            }),
+        ),
     ]
 }
 
@@ -270,6 +282,7 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
                 code: ErrorCode::VERSION_MISMATCH,
                 retry_after_secs: None,
                 expected_version: Some(3),
+                guesses_left: None,
             }),
         ),
         (
@@ -287,6 +300,12 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
         (
             "KeyRotated",
             OpResponse::KeyRotated(ops::Rekeyed { epoch: 4 }),
+        ),
+        (
+            "ReauthAborted",
+            OpResponse::ReauthAborted(ops::ReauthAborted {
+                guesses_left: Some(2),
+            }),
         ),
     ]
 }

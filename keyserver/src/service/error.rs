@@ -28,7 +28,10 @@ pub enum ServerError {
 
     /// Login failed: wrong password or unknown user, deliberately the same.
     #[error("authentication failed")]
-    AuthFailed,
+    AuthFailed {
+        /// Wrong guesses left before the lockout, once the failure is recorded.
+        guesses_left: Option<u64>,
+    },
     /// Registration of a name that is taken.
     #[error("user exists")]
     UserExists,
@@ -84,7 +87,7 @@ impl From<HandshakeError> for ServerError {
     fn from(e: HandshakeError) -> Self {
         match e {
             HandshakeError::Malformed => Self::Malformed,
-            HandshakeError::AuthFailed => Self::AuthFailed,
+            HandshakeError::AuthFailed => Self::AuthFailed { guesses_left: None },
             HandshakeError::BadKsfParams | HandshakeError::Internal => {
                 Self::Internal("OPAQUE failure on the server side")
             }
@@ -110,7 +113,10 @@ impl ServerError {
             Self::UnknownHandshake => code(ErrorCode::UNKNOWN_HANDSHAKE),
             Self::BadSeal => code(ErrorCode::BAD_SEAL),
             Self::Replayed => code(ErrorCode::REPLAYED),
-            Self::AuthFailed => code(ErrorCode::AUTH_FAILED),
+            Self::AuthFailed { guesses_left } => ErrorReply {
+                guesses_left: *guesses_left,
+                ..code(ErrorCode::AUTH_FAILED)
+            },
             Self::UserExists => code(ErrorCode::USER_EXISTS),
             Self::Locked { retry_after_secs } => ErrorReply {
                 retry_after_secs: Some(*retry_after_secs),

@@ -204,8 +204,10 @@ pub(super) async fn finish(
     };
     let keys = state.finish(&user, message.as_slice());
     let (Some(account), Ok(keys)) = (account.clone(), keys) else {
-        failed(core, failure_of(core, &user, account.as_ref()), now).await?;
-        return Err(ServerError::AuthFailed);
+        let left = failed(core, failure_of(core, &user, account.as_ref()), now).await?;
+        return Err(ServerError::AuthFailed {
+            guesses_left: Some(left),
+        });
     };
     // The session is recorded (keys sealed) with the login, so that any instance of a
     // fleet, or this one after a restart, can carry it on. One account cannot pile up
@@ -232,10 +234,11 @@ pub(super) async fn finish(
         .map_err(|_| ServerError::SlowDown {
             retry_after_secs: None,
         })?;
-    let (id, max, epoch) = (
+    let (id, max, epoch, policy) = (
         account.id,
         core.config.max_sessions_per_account,
         account.epoch,
+        core.policy,
     );
     let recorded = core
         .storage
@@ -248,7 +251,7 @@ pub(super) async fn finish(
                     let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
                     audit::append(tx, &mut a, event, secs).await?;
                     tx.save_account(&a).await?;
-                    return Ok(Opened::Stale);
+                    return Ok(Opened::Stale(policy.guesses_left(&a.guesses)));
                 }
                 let room = tx.count_sessions(id).await? < max;
                 if room {
@@ -267,7 +270,9 @@ pub(super) async fn finish(
         Ok(Opened::Full) => Some(ServerError::SlowDown {
             retry_after_secs: None,
         }),
-        Ok(Opened::Stale) => Some(ServerError::AuthFailed),
+        Ok(Opened::Stale(left)) => Some(ServerError::AuthFailed {
+            guesses_left: Some(left),
+        }),
         Err(e) => Some(e.into()),
     };
     if let Some(e) = refused {
@@ -291,8 +296,9 @@ enum Opened {
     Yes,
     /// Nothing: the account holds its most sessions.
     Full,
-    /// Nothing: the account's credentials changed since the login started.
-    Stale,
+    /// Nothing: the account's credentials changed since the login started; the guesses
+    /// left.
+    Stale(u64),
 }
 
 /// `LoginAbort`.
@@ -301,10 +307,11 @@ pub(super) async fn abort(
     handshake: HandshakeId,
     now: Now,
 ) -> Result<Response, ServerError> {
-    if let Some(Ok(p) | Err(p)) = core.handshakes.take(&handshake, now) {
-        abandon(core, p, now).await;
-    }
-    Ok(Response::LoginAborted)
+    let guesses_left = match core.handshakes.take(&handshake, now) {
+        Some(Ok(p) | Err(p)) => abandon(core, p, now).await,
+        None => None,
+    };
+    Ok(Response::LoginAborted { guesses_left })
 }
 
 /// Whose login failed.
@@ -326,28 +333,33 @@ fn failure_of(core: &Core, user: &UserName, account: Option<&LoginAccount>) -> F
 /// Records a failed login: a `login_failed` event for a real account (its guess was
 /// counted when it started), the same event in the stand-in chain of an unknown name, so
 /// that the two cannot be told apart by how long the server takes to answer
-/// (`keyserver-bench --enumeration` measures both).
-pub(super) async fn failed(core: &Core, who: Failure, now: Now) -> Result<(), StorageError> {
+/// (`keyserver-bench --enumeration` measures both). Returns the wrong guesses left before
+/// the lockout, counted alike for both.
+pub(super) async fn failed(core: &Core, who: Failure, now: Now) -> Result<u64, StorageError> {
     let secs = now.unix_secs();
     let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
-    core.storage
+    let guesses = core
+        .storage
         .write(Durability::Disk, move |tx| {
             Box::pin(async move {
                 match who {
                     Failure::Account(id) => {
                         let mut a = storage::account(tx, id).await?;
                         audit::append(tx, &mut a, event, secs).await?;
-                        tx.save_account(&a).await
+                        tx.save_account(&a).await?;
+                        Ok(a.guesses)
                     }
                     Failure::Unknown(name_key) => {
                         let mut u = tx.unknown_name(&name_key).await?;
                         audit::append_unknown(tx, &name_key, &mut u, event, secs).await?;
-                        tx.save_unknown_name(&name_key, &u).await
+                        tx.save_unknown_name(&name_key, &u).await?;
+                        Ok(u.guesses)
                     }
                 }
             })
         })
-        .await
+        .await?;
+    Ok(core.policy.guesses_left(&guesses))
 }
 
 /// Parks a handshake; records expired logins that had to make room.
@@ -378,14 +390,18 @@ pub(super) async fn take(core: &Core, id: &HandshakeId, now: Now) -> Result<Pend
 }
 
 /// Ends a handshake that will never finish: a login (or a reauth) is recorded as failed,
-/// its guess having been counted when it started.
-pub(super) async fn abandon(core: &Core, pending: Pending, now: Now) {
+/// its guess having been counted when it started. Returns the guesses left, for a login.
+pub(super) async fn abandon(core: &Core, pending: Pending, now: Now) -> Option<u64> {
     let who = match &pending {
-        Pending::Registration { .. } => return,
+        Pending::Registration { .. } => return None,
         Pending::Login { user, account, .. } => failure_of(core, user, account.as_ref()),
         Pending::Reauth { account, .. } => Failure::Account(account.id),
     };
-    if let Err(e) = failed(core, who, now).await {
-        warn!(error = %e, "could not record an abandoned login");
+    match failed(core, who, now).await {
+        Ok(left) => Some(left),
+        Err(e) => {
+            warn!(error = %e, "could not record an abandoned login");
+            None
+        }
     }
 }

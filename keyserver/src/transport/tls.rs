@@ -1,4 +1,4 @@
-//! TLS configuration shared by the transports: TLS 1.3 only, ALPN `keyserver/2` required,
+//! TLS configuration shared by the transports: TLS 1.3 only, ALPN `keyserver/3` required,
 //! ring as the only crypto provider.
 
 use std::sync::Arc;

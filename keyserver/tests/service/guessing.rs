@@ -38,7 +38,7 @@ on_every_backend! {
         let Some(s) = Server::new(kind, three_guesses()).await else { return };
         s.register("alice", "right").await;
         for _ in 0..3 {
-            assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed)));
+            assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed { .. })));
         }
         assert_eq!(guesses(&s, "alice").await.failed, 3);
         // Locked, even with the right password; a refused login does not move the count.
@@ -47,7 +47,7 @@ on_every_backend! {
         assert_eq!(guesses(&s, "alice").await.failed, 3);
         s.advance(Duration::from_secs(59));
         // The fourth failure doubles the lockout.
-        assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed)));
+        assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed { .. })));
         s.advance(Duration::from_secs(1));
         assert_eq!(locked_for(s.login("alice", "right").await), Some(119));
         s.advance(Duration::from_secs(119));
@@ -55,7 +55,7 @@ on_every_backend! {
         assert_eq!(guesses(&s, "alice").await.failed, 0);
         // The success reset the count: two more failures do not lock.
         for _ in 0..2 {
-            assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed)));
+            assert!(matches!(s.login("alice", "wrong").await, Err(ClientError::AuthFailed { .. })));
         }
         let session = s.login("alice", "right").await.unwrap();
         let report = session.audit().await.unwrap();
@@ -109,10 +109,11 @@ on_every_backend! {
             let (_, handshake, _) = raw.login_start(user, "guess").await.unwrap();
             let bad_ke3 = keyserver_protocol::codec::Bytes::new(vec![0x17; 64]).unwrap();
             let r = raw.send(&Request::LoginFinish { handshake, message: bad_ke3 }).await;
-            assert!(matches!(r, Response::Error(e) if e.code == ErrorCode::AUTH_FAILED));
+            assert!(matches!(r, Response::Error(e)
+                if e.code == ErrorCode::AUTH_FAILED && e.guesses_left == Some(2)));
             let (_, handshake, _) = raw.login_start(user, "guess").await.unwrap();
             let r = raw.send(&Request::LoginAbort { handshake }).await;
-            assert_eq!(r, Response::LoginAborted);
+            assert_eq!(r, Response::LoginAborted { guesses_left: Some(1) });
             raw.login_start(user, "guess").await.unwrap();
             assert_eq!(raw.login_start(user, "guess").await.err(), Some(ErrorCode::ACCOUNT_LOCKED));
         }
@@ -164,6 +165,38 @@ on_every_backend! {
         }
         let last = events().await;
         assert_eq!((last.0 - after.0, last.1 - after.1), (2, 2));
+    }
+}
+
+on_every_backend! {
+    /// A failed login says how many wrong guesses are left before the lockout, counted the
+    /// same way for a name that does not exist: the count tells the two apart no more than
+    /// the failure does. A reauth says it too.
+    async fn wrong_passwords_for_a_real_and_an_unknown_name_count_down_alike(kind: Kind) {
+        let Some(s) = Server::new(kind, three_guesses()).await else { return };
+        s.register("alice", "right").await;
+        let left = |r: Result<local_client::Session, ClientError>| match r {
+            Err(ClientError::AuthFailed { guesses_left }) => guesses_left,
+            other => panic!("{other:?}"),
+        };
+        for expected in [2, 1, 0] {
+            let real = left(s.login("alice", "wrong").await);
+            let unknown = left(s.login("nobody", "wrong").await);
+            assert_eq!((real, unknown), (Some(expected), Some(expected)));
+        }
+        assert!(locked_for(s.login("alice", "wrong").await).is_some());
+        assert!(locked_for(s.login("nobody", "wrong").await).is_some());
+        // In a session: a wrong reauth counts down the account's guesses too.
+        s.register("bob", "right").await;
+        let bob = s.login("bob", "right").await.unwrap();
+        for expected in [2, 1] {
+            match bob.reauth(&pw("wrong")).await {
+                Err(ClientError::AuthFailed { guesses_left }) => {
+                    assert_eq!(guesses_left, Some(expected));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
 

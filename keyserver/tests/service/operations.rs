@@ -47,7 +47,7 @@ on_every_backend! {
         );
         a.logout().await.unwrap();
         assert!(matches!(a.list().await, Err(ClientError::SessionEnded)));
-        assert!(matches!(s.login("alice", "pw").await, Err(ClientError::AuthFailed)));
+        assert!(matches!(s.login("alice", "pw").await, Err(ClientError::AuthFailed { .. })));
         let b = s.login("alice", "new").await.unwrap();
         assert_eq!(b.store(&secret("wallet"), &seed, false).await.unwrap(), 3);
     }

@@ -82,7 +82,7 @@ on_every_backend! {
         assert_eq!(change_by_hand(&a2, "newer").await, Err(ErrorCode::REAUTH_REQUIRED));
         // The new password logs in; the old one does not.
         assert!(s.login("alice", "new").await.is_ok());
-        assert!(matches!(s.login("alice", "old").await, Err(ClientError::AuthFailed)));
+        assert!(matches!(s.login("alice", "old").await, Err(ClientError::AuthFailed { .. })));
         // The wrong reauth counted as a failed login in the log.
         let report = s.login("alice", "new").await.unwrap().audit().await.unwrap();
         report.verification.unwrap();

@@ -137,7 +137,7 @@ struct Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match &e {
-            ClientError::AuthFailed => 3,
+            ClientError::AuthFailed { .. } => 3,
             ClientError::NotFound => 4,
             ClientError::Locked { .. } => 5,
             ClientError::Unreachable(_) | ClientError::Tls(_) => 6,

@@ -4,7 +4,7 @@
 use keyserver_protocol::{
     OpRequest, OpResponse, SecretBytes,
     handshake::login,
-    ops::{ReauthFinish, ReauthStart},
+    ops::{ReauthAbort, ReauthFinish, ReauthStart},
     seal::MasterKey,
 };
 use rand::rngs::OsRng;
@@ -34,8 +34,24 @@ impl Session {
         let finished =
             tokio::task::spawn_blocking(move || flow.finish(&mut OsRng, &pw, ke2.as_slice(), ksf))
                 .await
-                .map_err(|_| ClientError::Protocol("reauth task failed"))?
-                .map_err(handshake_error)?;
+                .map_err(|_| ClientError::Protocol("reauth task failed"))?;
+        let finished = match finished {
+            Ok(f) => f,
+            Err(e) => {
+                // Recorded as failed now; the answer says how many guesses are left.
+                let abort = OpRequest::ReauthAbort(ReauthAbort {
+                    handshake: started.handshake,
+                });
+                let guesses_left = match self.call(&abort).await {
+                    Ok(OpResponse::ReauthAborted(a)) => a.guesses_left,
+                    _ => None,
+                };
+                return Err(match handshake_error(e) {
+                    ClientError::AuthFailed { .. } => ClientError::AuthFailed { guesses_left },
+                    other => other,
+                });
+            }
+        };
         // The proof only: the session's keys stay those of the login.
         let master_key = finished.master_key;
         match self

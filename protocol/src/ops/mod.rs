@@ -25,7 +25,9 @@ pub use self::{
     change_password::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted, Rekeyed},
     delete::Delete,
     list::{List, ListPage, SecretEntry},
-    reauth::{ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated},
+    reauth::{
+        ReauthAbort, ReauthAborted, ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated,
+    },
     retrieve::{Retrieve, Secret},
     rotate_key::{RotateKeyFinish, RotateKeyStage, Staged, StagedSecret},
     store::{Store, Stored},
@@ -66,6 +68,8 @@ pub enum OpRequest {
     RotateKeyStage(RotateKeyStage),
     /// See [`rotate_key`].
     RotateKeyFinish(RotateKeyFinish),
+    /// See [`reauth`].
+    ReauthAbort(ReauthAbort),
 }
 
 /// A response inside a session.
@@ -97,6 +101,8 @@ pub enum OpResponse {
     Staged(Staged),
     /// Answers [`OpRequest::RotateKeyFinish`].
     KeyRotated(Rekeyed),
+    /// Answers [`OpRequest::ReauthAbort`].
+    ReauthAborted(ReauthAborted),
 }
 
 impl OpRequest {
@@ -148,6 +154,7 @@ impl OpRequest {
             Self::ReauthFinish(_) => "reauth_finish",
             Self::RotateKeyStage(_) => "rotate_key_stage",
             Self::RotateKeyFinish(_) => "rotate_key_finish",
+            Self::ReauthAbort(_) => "reauth_abort",
         }
     }
 }
@@ -182,6 +189,7 @@ mod tests {
             code: ErrorCode::VERSION_MISMATCH,
             retry_after_secs: None,
             expected_version: Some(4),
+            guesses_left: Some(2),
         });
         assert_eq!(OpResponse::decode(&e.encode()).unwrap(), e);
     }

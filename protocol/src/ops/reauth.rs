@@ -35,6 +35,21 @@ pub struct ReauthFinish {
     pub message: OpaqueBytes,
 }
 
+/// Ends a reauthentication whose KE2 did not open (a wrong password), so that it is recorded
+/// as failed now rather than when it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReauthAbort {
+    /// From [`ReauthStarted`].
+    pub handshake: HandshakeId,
+}
+
+/// The answer to [`ReauthAbort`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReauthAborted {
+    /// Wrong guesses left before the account locks, if the reauth was still pending.
+    pub guesses_left: Option<u64>,
+}
+
 /// The password was proven: one sensitive operation may follow within `valid_secs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reauthenticated {
@@ -64,6 +79,14 @@ mod tests {
         });
         assert_eq!(OpResponse::decode(&a.encode()).unwrap(), a);
         let a = OpResponse::Reauthenticated(Reauthenticated { valid_secs: 300 });
+        assert_eq!(OpResponse::decode(&a.encode()).unwrap(), a);
+        let r = OpRequest::ReauthAbort(ReauthAbort {
+            handshake: HandshakeId([6; 16]),
+        });
+        assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
+        let a = OpResponse::ReauthAborted(ReauthAborted {
+            guesses_left: Some(7),
+        });
         assert_eq!(OpResponse::decode(&a.encode()).unwrap(), a);
     }
 }

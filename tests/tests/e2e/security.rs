@@ -9,18 +9,27 @@
 use keyserver_tests::{Client, Server, file};
 
 #[test]
-fn a_wrong_password_and_an_unknown_user_look_the_same_and_the_audit_shows_the_failure() {
+fn a_wrong_password_and_an_unknown_user_look_the_same_count_down_alike_and_the_audit_shows_the_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     let c = server.client();
     c.with_password("right", &["register", "--user", "alice"])
         .ok();
-    let wrong = c.with_password("wrong", &["list", "--user", "alice"]);
-    let unknown = c.with_password("right", &["list", "--user", "nobody"]);
-    assert_eq!(wrong.code, 3, "{wrong:?}");
-    assert_eq!(unknown.code, 3, "{unknown:?}");
-    assert_eq!(wrong.stderr, unknown.stderr);
-    assert!(wrong.stdout.is_empty() && unknown.stdout.is_empty());
+    // Each failure says the same thing, with the same count of guesses left, for a real
+    // account and for a name that does not exist.
+    for left in ["9 guesses left", "8 guesses left"] {
+        let wrong = c.with_password("wrong", &["list", "--user", "alice"]);
+        let unknown = c.with_password("right", &["list", "--user", "nobody"]);
+        assert_eq!(wrong.code, 3, "{wrong:?}");
+        assert_eq!(unknown.code, 3, "{unknown:?}");
+        assert_eq!(wrong.stderr, unknown.stderr);
+        assert!(
+            wrong.stderr.contains("wrong user name or password") && wrong.stderr.contains(left),
+            "{}",
+            wrong.stderr
+        );
+        assert!(wrong.stdout.is_empty() && unknown.stdout.is_empty());
+    }
     let doc = c
         .with_password("right", &["audit", "--user", "alice", "--json"])
         .ok()

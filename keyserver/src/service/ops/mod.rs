@@ -102,6 +102,7 @@ pub(super) async fn run(
         OpRequest::ReauthFinish(op) => reauth::finish(core, session, req, op, now).await,
         OpRequest::RotateKeyStage(op) => rotate_key::stage(core, session, req, op, now).await,
         OpRequest::RotateKeyFinish(op) => rotate_key::finish(core, session, req, op, now).await,
+        OpRequest::ReauthAbort(op) => reauth::abort(core, session, op, now).await,
     };
     r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())))
 }

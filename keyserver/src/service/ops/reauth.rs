@@ -7,7 +7,7 @@ use keyserver_protocol::{
     OpResponse,
     audit_chain::{EventBody, EventKind, Outcome},
     handshake::login,
-    ops::{ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated},
+    ops::{ReauthAbort, ReauthAborted, ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated},
 };
 use rand::rngs::OsRng;
 
@@ -89,9 +89,12 @@ pub(super) async fn finish(
         account.epoch,
     );
     if !proven {
-        login_flow::failed(core, Failure::Account(account.id), now).await?;
-        return Ok(Answer::Fresh(refused(ServerError::AuthFailed)));
+        let left = login_flow::failed(core, Failure::Account(account.id), now).await?;
+        return Ok(Answer::Fresh(refused(ServerError::AuthFailed {
+            guesses_left: Some(left),
+        })));
     }
+    let policy = core.policy;
     once(core, session, req, now, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account.id).await?;
@@ -100,7 +103,9 @@ pub(super) async fn finish(
                 let event = EventBody::new(EventKind::LoginFailed, Outcome::Failed);
                 audit::append(tx, &mut a, event, secs).await?;
                 tx.save_account(&a).await?;
-                return Ok(refused(ServerError::AuthFailed));
+                return Ok(refused(ServerError::AuthFailed {
+                    guesses_left: Some(policy.guesses_left(&a.guesses)),
+                }));
             }
             LockoutPolicy::succeeded(&mut a.guesses);
             let event = EventBody::new(EventKind::LoginSucceeded, Outcome::Ok);
@@ -113,4 +118,30 @@ pub(super) async fn finish(
         })
     })
     .await
+}
+
+/// Ends a reauthentication whose KE2 did not open at the client (a wrong password): it is
+/// recorded as failed now, and the answer says how many wrong guesses are left.
+pub(super) async fn abort(
+    core: &Core,
+    session: &Session,
+    op: ReauthAbort,
+    now: Now,
+) -> Result<Answer, ServerError> {
+    let guesses_left = match core.handshakes.take(&op.handshake, now) {
+        Some(Ok(p) | Err(p)) => {
+            if !matches!(&p, Pending::Reauth { session: s, .. } if *s == session.channel.id()) {
+                // Not this session's reauth: ended all the same (its id was a secret of its
+                // own session), but nothing is said about it here.
+                login_flow::abandon(core, p, now).await;
+                None
+            } else {
+                login_flow::abandon(core, p, now).await
+            }
+        }
+        None => None,
+    };
+    Ok(Answer::Fresh(OpResponse::ReauthAborted(ReauthAborted {
+        guesses_left,
+    })))
 }
