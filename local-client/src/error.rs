@@ -47,6 +47,15 @@ pub enum ClientError {
     /// The session ended (expired, logged out, or the server restarted). Log in again.
     #[error("the session ended; log in again")]
     SessionEnded,
+    /// The server showed an older state than this client saw before (a database restored
+    /// from a copy, events deleted, an older version of a secret put back), or another
+    /// history than another device saw. Nothing was output. Contact the operator; `audit`
+    /// shows the details.
+    #[error("the server went back: {0}")]
+    Rollback(crate::state::Rollback),
+    /// The client's own state (the state directory) cannot be read or written.
+    #[error("{0}")]
+    State(String),
     /// The server refused the request for another reason.
     #[error("the server refused the request: {0}")]
     Server(ErrorCode),

@@ -39,14 +39,16 @@ mod login;
 mod ops;
 mod register;
 mod session;
+pub mod state;
 pub mod tcp;
 
 pub use config::ClientConfig;
 pub use connection::Connection;
 pub use error::ClientError;
 pub use link::{Connector, Link, LinkError};
-pub use ops::AuditReport;
+pub use ops::{AuditReport, PathCheck};
 pub use session::Session;
+pub use state::{AccountState, Rollback, ServerId, StateDir};
 
 /// Which transport a connection uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -81,6 +81,7 @@ impl Connection {
             channel,
             storage_key,
             epoch,
+            crate::state::ServerId::of(&fin.server_key),
         ))
     }
 }

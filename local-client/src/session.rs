@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use keyserver_protocol::{
-    ErrorCode, OpRequest, OpResponse, Request, Response, UserName, seal::StorageKey,
-    session::ClientChannel,
+    ErrorCode, OpRequest, OpResponse, Request, Response, UserName, audit_chain::AuditPosition,
+    ops::OpAnswer, seal::StorageKey, session::ClientChannel,
 };
 
-use crate::{ClientError, Connection};
+use crate::{
+    ClientError, Connection,
+    state::{AccountState, ServerId},
+};
 
 /// How often a request refused as a replay is tried again (see [`Session::call`]).
 const REPLAY_RETRIES: u32 = 6;
@@ -21,6 +24,17 @@ pub struct Session {
     pub(crate) user: UserName,
     channel: Arc<ClientChannel>,
     keys: Arc<std::sync::RwLock<AccountKeys>>,
+    server: ServerId,
+    checks: Arc<std::sync::Mutex<Checks>>,
+}
+
+/// What the session checks the server's answers against.
+#[derive(Debug, Default)]
+struct Checks {
+    /// What this client remembers of the account, updated with every answer.
+    state: AccountState,
+    /// The position remembered when the state was given ([`Session::remember`]).
+    remembered: Option<AuditPosition>,
 }
 
 /// What a session knows of its account's keys: the storage key, and the epoch it is sealed
@@ -47,7 +61,10 @@ impl Session {
         channel: ClientChannel,
         storage_key: StorageKey,
         epoch: u64,
+        server: ServerId,
     ) -> Self {
+        let mut state = AccountState::new();
+        state.epoch = epoch;
         Self {
             conn: Arc::new(std::sync::RwLock::new(conn)),
             user,
@@ -56,7 +73,76 @@ impl Session {
                 storage_key: Arc::new(storage_key),
                 epoch,
             })),
+            server,
+            checks: Arc::new(std::sync::Mutex::new(Checks {
+                state,
+                remembered: None,
+            })),
         }
+    }
+
+    fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
+        // Every critical section is a check and an assignment: a panic cannot leave the
+        // state half-written.
+        self.checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The server this session is on (from its long-term key, which the login
+    /// authenticated).
+    pub fn server_id(&self) -> ServerId {
+        self.server
+    }
+
+    /// Gives the session what this client remembers of the account from earlier runs (see
+    /// [`crate::state`]): from now on, every answer is checked against it, and it is kept
+    /// up to date. Fails with [`ClientError::Rollback`] if the login already showed an
+    /// older epoch.
+    pub fn remember(&self, mut state: AccountState) -> Result<(), ClientError> {
+        state
+            .saw_epoch(self.epoch())
+            .map_err(ClientError::Rollback)?;
+        let mut c = self.checks();
+        let seen = std::mem::take(&mut c.state);
+        state.merge(&seen).map_err(ClientError::Rollback)?;
+        c.remembered = state.pinned;
+        c.state = state;
+        Ok(())
+    }
+
+    /// What this client now knows of the account, to keep for the next run.
+    pub fn state(&self) -> AccountState {
+        self.checks().state.clone()
+    }
+
+    /// The audit position remembered when [`Self::remember`] was called (`None`: nothing
+    /// was, and the first position seen was trusted).
+    pub fn remembered_position(&self) -> Option<AuditPosition> {
+        self.checks().remembered
+    }
+
+    /// The newest audit position seen in this session (or remembered).
+    pub fn position(&self) -> Option<AuditPosition> {
+        self.checks().state.pinned
+    }
+
+    /// The newest version of `name` seen, to check an answer against.
+    pub(crate) fn newest_version(&self, name: &keyserver_protocol::SecretName) -> Option<u64> {
+        self.checks().state.newest_version(name)
+    }
+
+    /// Checks version `seen` of `name` (see [`AccountState::saw_version`]).
+    pub(crate) fn saw_version(
+        &self,
+        name: &keyserver_protocol::SecretName,
+        at_send: Option<u64>,
+        seen: u64,
+    ) -> Result<(), ClientError> {
+        self.checks()
+            .state
+            .saw_version(name, at_send, seen)
+            .map_err(ClientError::Rollback)
     }
 
     /// The account's storage key and epoch, as this session knows them.
@@ -70,6 +156,10 @@ impl Session {
     /// Replaces what this session knows of the account's keys (after a password change or
     /// a key rotation it made).
     pub(crate) fn set_keys(&self, keys: AccountKeys) {
+        let epoch = keys.epoch;
+        let mut c = self.checks();
+        c.state.epoch = c.state.epoch.max(epoch);
+        drop(c);
         *self
             .keys
             .write()
@@ -116,6 +206,9 @@ impl Session {
     /// sealed again under a new sequence number, a mutation is sent again after a pause
     /// until its recorded answer is there.
     pub async fn call(&self, op: &OpRequest) -> Result<OpResponse, ClientError> {
+        // The answer must not be behind what was seen before it was asked for (answers to
+        // requests sent concurrently may come back in any order).
+        let at_send = self.position();
         let body = op.encode();
         let seal = |body: &[u8]| {
             self.channel
@@ -161,9 +254,15 @@ impl Session {
             .channel
             .open_response(req.seq, &resp)
             .map_err(|_| ClientError::Integrity("the server's response did not authenticate"))?;
-        match OpResponse::decode(&plain)
-            .map_err(|_| ClientError::Protocol("undecodable response"))?
-        {
+        let answer =
+            OpAnswer::decode(&plain).map_err(|_| ClientError::Protocol("undecodable response"))?;
+        if let Some(seen) = answer.position {
+            self.checks()
+                .state
+                .saw_position(at_send, seen)
+                .map_err(ClientError::Rollback)?;
+        }
+        match answer.response {
             OpResponse::Error(e) => Err(e.into()),
             r => Ok(r),
         }

@@ -134,6 +134,9 @@ pub struct EventBody {
     pub secret: Option<SecretName>,
     /// How it ended.
     pub outcome: Outcome,
+    /// The secret's version it concerned: the one stored, read or deleted. A verified
+    /// chain thus shows which version of each secret is current.
+    pub version: Option<u64>,
 }
 
 impl EventBody {
@@ -143,6 +146,7 @@ impl EventBody {
             kind,
             secret: None,
             outcome,
+            version: None,
         }
     }
 
@@ -152,6 +156,37 @@ impl EventBody {
             kind,
             secret: Some(secret.clone()),
             outcome,
+            version: None,
+        }
+    }
+
+    /// This event, about version `version` of its secret.
+    #[must_use]
+    pub fn at_version(self, version: u64) -> Self {
+        Self {
+            version: Some(version),
+            ..self
+        }
+    }
+}
+
+/// Where an account's audit chain stands: its last event's seq and hash (seq 0 and the
+/// user's genesis hash before the first event). A client that saw a position refuses any
+/// later answer that is behind it, or that does not extend it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPosition {
+    /// The last event's seq.
+    pub seq: u64,
+    /// The last event's hash.
+    pub head: [u8; 32],
+}
+
+impl AuditPosition {
+    /// Before `user`'s first event.
+    pub fn start(user: &UserName) -> Self {
+        Self {
+            seq: 0,
+            head: genesis(user),
         }
     }
 }
@@ -193,6 +228,12 @@ pub fn link(prev: &[u8; 32], seq: u64, time: i64, body: &EventBody) -> [u8; 32] 
     h.update(u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
     h.update(name);
     h.update([body.outcome as u8]);
+    // Only when there is one: the events of chains written before versions were recorded
+    // keep their hashes. (Unambiguous: the name's length fixes where the outcome is, so a
+    // hash input with a version is 8 bytes longer than any without.)
+    if let Some(v) = body.version {
+        h.update(v.to_be_bytes());
+    }
     h.finalize().into()
 }
 
@@ -222,9 +263,23 @@ pub struct ChainVerifier {
 impl ChainVerifier {
     /// A verifier for `user`'s chain from its start.
     pub fn new(user: &UserName) -> Self {
+        Self::resume(AuditPosition::start(user))
+    }
+
+    /// A verifier for the events after `position` (a head verified earlier): they must
+    /// extend it.
+    pub fn resume(position: AuditPosition) -> Self {
         Self {
-            prev: genesis(user),
-            last_seq: 0,
+            prev: position.head,
+            last_seq: position.seq,
+        }
+    }
+
+    /// Where the events checked so far bring the chain.
+    pub fn position(&self) -> AuditPosition {
+        AuditPosition {
+            seq: self.last_seq,
+            head: self.prev,
         }
     }
 

@@ -49,6 +49,9 @@ pub fn op(data: &[u8]) {
     if let Ok(r) = OpResponse::decode(data) {
         assert_eq!(r.encode(), data);
     }
+    if let Ok(r) = crate::ops::OpAnswer::decode(data) {
+        assert_eq!(r.encode(), data);
+    }
 }
 
 fn setup() -> crate::ServerSetup {

@@ -226,7 +226,7 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
     let event = AuditEvent {
         seq: 7,
         time: 1_700_000_000,
-        body: EventBody::about(EventKind::Store, &name("wallet"), Outcome::Ok),
+        body: EventBody::about(EventKind::Store, &name("wallet"), Outcome::Ok).at_version(2),
         hash: [0xab; 32],
     };
     vec![
@@ -351,7 +351,38 @@ fn table() -> Table {
             .map(|(n, m)| (n, m.encode()))
             .collect(),
     );
+    put(
+        "op_answer",
+        op_answers()
+            .into_iter()
+            .map(|(n, m)| (n, m.encode()))
+            .collect(),
+    );
     t
+}
+
+/// What a sealed response carries: an answer with the account's audit position, and one
+/// without (an operation that did not read it).
+fn op_answers() -> Vec<(&'static str, ops::OpAnswer)> {
+    vec![
+        (
+            "WithPosition",
+            ops::OpAnswer {
+                position: Some(keyserver_protocol::audit_chain::AuditPosition {
+                    seq: 12,
+                    head: [0xcd; 32],
+                }),
+                response: OpResponse::Deleted,
+            },
+        ),
+        (
+            "WithoutPosition",
+            ops::OpAnswer {
+                position: None,
+                response: OpResponse::LoggedOut,
+            },
+        ),
+    ]
 }
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/messages.json");
@@ -403,6 +434,9 @@ fn every_vector_decodes_to_the_message_it_was_made_from() {
     }
     for (n, m) in op_responses() {
         assert_eq!(OpResponse::decode(&m.encode()).unwrap(), m, "{n}");
+    }
+    for (n, m) in op_answers() {
+        assert_eq!(ops::OpAnswer::decode(&m.encode()).unwrap(), m, "{n}");
     }
 }
 

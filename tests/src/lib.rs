@@ -233,6 +233,7 @@ impl Server {
             server: self.addr.clone(),
             ca: self.data_dir.join("ca.pem"),
             server_name: None,
+            state_dir: self.data_dir.with_extension("client-state"),
         }
     }
 }
@@ -277,6 +278,8 @@ pub struct Client {
     pub ca: PathBuf,
     /// `--server-name`, if not the default.
     pub server_name: Option<String>,
+    /// `--state-dir`: what this client (this "device") remembers of accounts.
+    pub state_dir: PathBuf,
 }
 
 impl Client {
@@ -298,6 +301,7 @@ impl Client {
         if let Some(n) = &self.server_name {
             cmd.args(["--server-name", n]);
         }
+        cmd.arg("--state-dir").arg(&self.state_dir);
         cmd.env_remove("KEYSERVER_PASSWORD")
             .env_remove("KEYSERVER_NEW_PASSWORD");
         if let Some(p) = password {
@@ -321,6 +325,14 @@ impl Client {
             code: out.status.code().unwrap_or(-1),
             stdout: out.stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The same client with its own state directory: another device.
+    pub fn device(&self, state_dir: &Path) -> Self {
+        Self {
+            state_dir: state_dir.to_path_buf(),
+            ..self.clone()
         }
     }
 
@@ -443,6 +455,33 @@ pub fn try_pg_exec(url: &str, sql: &str) -> Result<(), String> {
     })
     .join()
     .map_err(|_| "the Postgres thread failed".to_string())?
+}
+
+/// Runs one SQL statement on the SQLite database `db` while a server may be using it (it
+/// waits for the server's write lock).
+pub fn sqlite_exec(db: &Path, sql: &str) {
+    let (db, sql) = (db.to_path_buf(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+            let mut c = SqliteConnectOptions::new()
+                .filename(&db)
+                .busy_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.display()));
+            sqlx::query(&sql)
+                .execute(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    })
+    .join()
+    .expect("the SQLite thread failed");
 }
 
 /// Runs `keyserver init` into `dir`.

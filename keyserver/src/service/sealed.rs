@@ -13,6 +13,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use keyserver_protocol::{
     ErrorCode, OpRequest, OpResponse, Response, SealedRequest,
+    ops::OpAnswer,
     session::{ChannelError, ReplayError, SessionId, vault::Binding},
 };
 use rand::rngs::OsRng;
@@ -75,18 +76,22 @@ pub(super) async fn handle(
             return Err(ServerError::UnknownSession);
         }
     }
-    let answer = match OpRequest::decode(&plain) {
+    let (answer, position) = match OpRequest::decode(&plain) {
         Ok(op) => ops::run(core, &session, id, op, now).await,
-        Err(_) => Answer::Fresh(OpResponse::Error(ServerError::Malformed.reply())),
+        Err(_) => (
+            Answer::Fresh(OpResponse::Error(ServerError::Malformed.reply())),
+            None,
+        ),
     };
     let bytes = match answer {
-        Answer::Fresh(OpResponse::Error(e)) if e.code == ErrorCode::UNKNOWN_SESSION => {
-            // The operation found the session gone from the database (a logout or a
-            // password change on some instance): this instance forgets it too.
-            core.sessions.close(&req.session_id);
-            OpResponse::Error(e).encode()
+        Answer::Fresh(response) => {
+            if matches!(&response, OpResponse::Error(e) if e.code == ErrorCode::UNKNOWN_SESSION) {
+                // The operation found the session gone from the database (a logout or a
+                // password change on some instance): this instance forgets it too.
+                core.sessions.close(&req.session_id);
+            }
+            OpAnswer { position, response }.encode()
         }
-        Answer::Fresh(r) => r.encode(),
         Answer::Recorded(b) => b,
     };
     let sealed = session

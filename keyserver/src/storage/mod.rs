@@ -151,6 +151,7 @@ pub(crate) struct RawEvent {
     pub(crate) secret: Option<String>,
     pub(crate) outcome: i64,
     pub(crate) hash: Vec<u8>,
+    pub(crate) version: Option<i64>,
 }
 
 impl RawEvent {
@@ -169,6 +170,7 @@ impl RawEvent {
                     .ok()
                     .and_then(Outcome::from_code)
                     .ok_or_else(|| corrupt("outcome"))?,
+                version: self.version.map(u64_of).transpose()?,
             },
             hash: hash_of(&self.hash)?,
         })

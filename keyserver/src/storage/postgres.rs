@@ -258,8 +258,8 @@ impl Tx for PgTx {
         e: &AuditEvent,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash, \
+             version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(account)
         .bind(i64_of(e.seq)?)
@@ -268,6 +268,7 @@ impl Tx for PgTx {
         .bind(e.body.secret.as_ref().map(SecretName::as_str))
         .bind(e.body.outcome as i64)
         .bind(&e.hash[..])
+        .bind(e.body.version.map(i64_of).transpose()?)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -280,7 +281,7 @@ impl Tx for PgTx {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError> {
         let rows = sqlx::query(
-            "SELECT seq, time, kind, secret, outcome, hash FROM audit_events \
+            "SELECT seq, time, kind, secret, outcome, hash, version FROM audit_events \
              WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(account)
@@ -297,6 +298,7 @@ impl Tx for PgTx {
                     secret: r.try_get(3)?,
                     outcome: r.try_get(4)?,
                     hash: r.try_get(5)?,
+                    version: r.try_get(6)?,
                 }
                 .check()
             })

@@ -426,6 +426,7 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
         secret: r.get(3)?,
         outcome: r.get(4)?,
         hash: r.get(5)?,
+        version: r.get(6)?,
     })
 }
 
@@ -544,8 +545,8 @@ impl Tx for SqliteTx {
     ) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash, \
+                 version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 account,
@@ -555,6 +556,7 @@ impl Tx for SqliteTx {
                 e.body.secret.as_ref().map(SecretName::as_str),
                 e.body.outcome as i64,
                 &e.hash[..],
+                e.body.version.map(i64_of).transpose()?,
             ])?;
         Ok(())
     }
@@ -566,7 +568,7 @@ impl Tx for SqliteTx {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, time, kind, secret, outcome, hash FROM audit_events \
+            "SELECT seq, time, kind, secret, outcome, hash, version FROM audit_events \
              WHERE account_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt

@@ -448,10 +448,18 @@ impl RawSession {
 
     /// Sends a sealed request; the opened answer, or the envelope's error code.
     pub async fn send(&self, req: &SealedRequest) -> Result<OpResponse, ErrorCode> {
+        self.send_for_answer(req).await.map(|a| a.response)
+    }
+
+    /// Sends a sealed request; the opened answer with its audit position.
+    pub async fn send_for_answer(
+        &self,
+        req: &SealedRequest,
+    ) -> Result<keyserver_protocol::ops::OpAnswer, ErrorCode> {
         match self.raw.send(&Request::Sealed(req.clone())).await {
             Response::Sealed(resp) => {
                 let plain = self.channel.open_response(req.seq, &resp).unwrap();
-                Ok(OpResponse::decode(&plain).unwrap())
+                Ok(keyserver_protocol::ops::OpAnswer::decode(&plain).unwrap())
             }
             Response::Error(e) => Err(e.code),
             other => panic!("unexpected reply to a sealed request: {other:?}"),

@@ -179,3 +179,38 @@ on_every_backend! {
         assert_eq!(report.events.len(), 54);
     }
 }
+
+on_every_backend! {
+    /// Every answer that read the account carries its audit position after the operation's
+    /// own event, the position a client pins; a mutation sent again gets its first answer
+    /// with the position it had then.
+    async fn answers_carry_the_audit_position_after_their_own_event(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.raw().login("alice", "pw").await.unwrap();
+        let store = a.seal(&OpRequest::Store(Store {
+            name: secret("w"),
+            version: 1,
+            replace: false,
+            sealed: a.sealed("w", 1, b"x"),
+        }));
+        let first = a.send_for_answer(&store).await.unwrap();
+        let after_store = first.position.unwrap();
+        let list = a.seal(&OpRequest::List(List { after: None }));
+        let after_list = a.send_for_answer(&list).await.unwrap().position.unwrap();
+        assert_eq!(after_list.seq, after_store.seq + 1);
+        // The chain as the client reads it ends there, with those hashes.
+        let audit = a.seal(&OpRequest::Audit(keyserver_protocol::ops::Audit { after: 0 }));
+        let OpResponse::Audit(page) = a.send_for_answer(&audit).await.unwrap().response else {
+            panic!("not an audit page")
+        };
+        let at = |seq: u64| page.events.iter().find(|e| e.seq == seq).unwrap();
+        assert_eq!(at(after_store.seq).hash, after_store.head);
+        assert_eq!(at(after_list.seq).hash, after_list.head);
+        assert_eq!(at(after_store.seq).body.version, Some(1));
+        assert_eq!(page.events.last().unwrap().seq, after_list.seq);
+        // The store sent again: its first answer, position and all.
+        let again = a.send_for_answer(&store).await.unwrap();
+        assert_eq!(again, first);
+    }
+}

@@ -1,7 +1,8 @@
 //! `local-client`: the keyserver command-line client. See `local-client --help`.
 //!
 //! Exit codes: 0 success; 2 usage; 3 authentication failed; 4 no such secret; 5 account
-//! locked; 6 server unreachable or TLS/certificate failure; 7 name exists; 1 anything else.
+//! locked; 6 server unreachable or TLS/certificate failure; 7 name exists; 9 the server went
+//! back (its data is older than this client saw before); 1 anything else.
 
 use std::{
     io::{BufRead, IsTerminal, Read, Write},
@@ -12,7 +13,9 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyserver_protocol::{SecretBytes, SecretName, UserName, limits::MAX_SECRET};
-use local_client::{ClientConfig, ClientError, Connection, Session, Transport};
+use local_client::{
+    ClientConfig, ClientError, Connection, PathCheck, Session, StateDir, Transport,
+};
 use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]
@@ -60,6 +63,11 @@ struct Cli {
     /// one from the second). Without it: $KEYSERVER_PASSWORD, else a prompt.
     #[arg(long, global = true)]
     password_stdin: bool,
+    /// Where this client remembers what it saw of each account (audit position, versions),
+    /// to catch a server that goes back [default: $XDG_STATE_HOME/keyserver, else
+    /// ~/.local/state/keyserver].
+    #[arg(long, global = true, env = "KEYSERVER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,13 +150,20 @@ impl From<ClientError> for Failure {
             ClientError::Locked { .. } => 5,
             ClientError::Unreachable(_) | ClientError::Tls(_) => 6,
             ClientError::NameExists => 7,
+            ClientError::Rollback(_) => 9,
             ClientError::InvalidInput(_) => 2,
             _ => 1,
         };
-        Self {
-            code,
-            message: e.to_string(),
-        }
+        let message = match &e {
+            ClientError::Rollback(_) => format!(
+                "{e}.\nNothing was output and nothing was changed here. The server's data is older \
+                 than this client saw before, or differs from it: contact the server's operator \
+                 (run `local-client audit` for the log as the server shows it). This client's \
+                 memory of the account was kept as it was."
+            ),
+            _ => e.to_string(),
+        };
+        Self { code, message }
     }
 }
 
@@ -305,21 +320,17 @@ async fn connect(cli: &Cli) -> Result<Connection, Failure> {
     Ok(Connection::connect(&config).await?)
 }
 
-async fn login(
-    cli: &Cli,
-    pw: &Passwords,
-    user: &UserName,
-) -> Result<(Connection, Session), Failure> {
-    let (conn, session, _) = login_with(cli, pw, user).await?;
-    Ok((conn, session))
+/// A logged-in account, checked against what this client remembers of it.
+struct Account {
+    conn: Connection,
+    session: Session,
+    password: SecretBytes,
+    states: Option<StateDir>,
 }
 
-/// Logs in, and keeps the password (a password change and a key rotation prove it again).
-async fn login_with(
-    cli: &Cli,
-    pw: &Passwords,
-    user: &UserName,
-) -> Result<(Connection, Session, SecretBytes), Failure> {
+/// Logs in and gives the session what this client remembers of the account (the password
+/// is kept: a password change and a key rotation prove it again).
+async fn login(cli: &Cli, pw: &Passwords, user: &UserName) -> Result<Account, Failure> {
     let password = pw.get("KEYSERVER_PASSWORD", 0, &format!("Password for {user}: "))?;
     let conn = connect(cli).await?;
     let session = conn.login(user, &password).await?;
@@ -330,19 +341,67 @@ async fn login_with(
              name; run change-password to give it a key of its own"
         );
     }
-    Ok((conn, session, password))
+    let states = cli
+        .state_dir
+        .clone()
+        .or_else(local_client::state::default_state_dir)
+        .map(StateDir::new);
+    let account = Account {
+        conn,
+        session,
+        password,
+        states,
+    };
+    let remembered = match &account.states {
+        Some(states) => states.load(&account.session.server_id(), user),
+        None => {
+            eprintln!(
+                "local-client: warning: no state directory (set --state-dir or HOME): this \
+                 client remembers nothing of the account and cannot tell if the server goes back"
+            );
+            Ok(None)
+        }
+    };
+    let checked =
+        remembered.and_then(|state| state.map_or(Ok(()), |state| account.session.remember(state)));
+    if let Err(e) = checked {
+        account.logout().await;
+        return Err(e.into());
+    }
+    Ok(account)
 }
 
-/// Logs out and closes the connection. A failed logout is said (the session stays open on
-/// the server until it expires), though the command's own work is done.
-async fn finish(conn: Connection, session: Session) {
-    if let Err(e) = session.logout().await {
-        eprintln!(
-            "local-client: warning: logout failed ({e}); the session ends on its own when it \
-             expires"
-        );
+impl Account {
+    /// Checks the events since the remembered position, saves what this client now knows
+    /// of the account, and logs out. A server caught going back leaves the state as it was.
+    async fn finish(self) -> Result<PathCheck, Failure> {
+        let checked = self.session.check_recent_events().await;
+        let saved = match (&checked, &self.states) {
+            (Ok(_), Some(states)) => states
+                .save(
+                    &self.session.server_id(),
+                    self.session.user(),
+                    &self.session.state(),
+                )
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        self.logout().await;
+        saved?;
+        Ok(checked?)
     }
-    conn.shutdown().await;
+
+    /// Logs out and closes the connection. A failed logout is said (the session stays open
+    /// on the server until it expires), though the command's own work is done.
+    async fn logout(self) {
+        if let Err(e) = self.session.logout().await {
+            eprintln!(
+                "local-client: warning: logout failed ({e}); the session ends on its own when \
+                 it expires"
+            );
+        }
+        self.conn.shutdown().await;
+    }
 }
 
 fn rfc3339(t: i64) -> String {
@@ -405,27 +464,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let (user, name) = (user_name(user)?, secret_name(name)?);
             let secret = read_secret(file)?;
-            let (conn, session) = login(&cli, &pw, &user).await?;
-            let version = session.store(&name, &secret, *replace).await;
-            finish(conn, session).await;
-            eprintln!("stored {name} (version {})", version?);
+            let account = login(&cli, &pw, &user).await?;
+            let version = account.session.store(&name, &secret, *replace).await;
+            let checked = account.finish().await;
+            let version = version?;
+            checked?;
+            eprintln!("stored {name} (version {version})");
         }
         Cmd::Retrieve { user, name } => {
             let (user, name) = (user_name(user)?, secret_name(name)?);
-            let (conn, session) = login(&cli, &pw, &user).await?;
-            let r = session.retrieve(&name).await;
-            finish(conn, session).await;
+            let account = login(&cli, &pw, &user).await?;
+            let r = account.session.retrieve(&name).await;
+            let checked = account.finish().await;
+            // Nothing is written unless every check passed.
             let (secret, _) = r?;
+            checked?;
             out.write_all(secret.expose_secret())
                 .and_then(|()| out.flush())
                 .context("cannot write to stdout")?;
         }
         Cmd::List { user, json } => {
             let user = user_name(user)?;
-            let (conn, session) = login(&cli, &pw, &user).await?;
-            let r = session.list().await;
-            finish(conn, session).await;
+            let account = login(&cli, &pw, &user).await?;
+            let r = account.session.list().await;
+            let checked = account.finish().await;
             let entries = r?;
+            checked?;
             if *json {
                 let v: Vec<_> = entries
                     .iter()
@@ -449,18 +513,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Delete { user, name } => {
             let (user, name) = (user_name(user)?, secret_name(name)?);
-            let (conn, session) = login(&cli, &pw, &user).await?;
-            let r = session.delete(&name).await;
-            finish(conn, session).await;
+            let account = login(&cli, &pw, &user).await?;
+            let r = account.session.delete(&name).await;
+            let checked = account.finish().await;
             r?;
+            checked?;
             eprintln!("deleted {name}");
         }
         Cmd::Audit { user, json } => {
             let user = user_name(user)?;
-            let (conn, session) = login(&cli, &pw, &user).await?;
-            let r = session.audit().await;
-            finish(conn, session).await;
+            let account = login(&cli, &pw, &user).await?;
+            let r = account.session.audit().await;
+            let checked = account.finish().await;
             let report = r?;
+            checked?;
             let verified = report.verification.is_ok();
             if *json {
                 let events: Vec<_> = report
@@ -473,11 +539,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             "kind": e.body.kind.as_str(),
                             "secret": e.body.secret.as_ref().map(SecretName::as_str),
                             "outcome": e.body.outcome.as_str(),
+                            "version": e.body.version,
                             "hash": hex(&e.hash),
                         })
                     })
                     .collect();
-                let doc = serde_json::json!({"chain_verified": verified, "events": events});
+                let pinned = report
+                    .pinned
+                    .map(|p| serde_json::json!({"seq": p.seq, "head": hex(&p.head)}));
+                let doc = serde_json::json!({
+                    "chain_verified": verified,
+                    "pinned": pinned,
+                    "events": events,
+                });
                 writeln!(out, "{doc}").context("cannot write to stdout")?;
             } else {
                 for e in &report.events {
@@ -503,6 +577,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     Err(e) => writeln!(out, "chain NOT verified: {e}"),
                 }
                 .context("cannot write to stdout")?;
+                match report.pinned {
+                    Some(p) => writeln!(
+                        out,
+                        "it extends event {} ({}…), the newest this client had seen",
+                        p.seq,
+                        &hex(&p.head)[..16]
+                    ),
+                    None => writeln!(
+                        out,
+                        "this client had seen nothing of this account before: the history \
+                         above is trusted as first seen, and remembered from now on"
+                    ),
+                }
+                .context("cannot write to stdout")?;
             }
             if let Err(e) = report.verification {
                 return Err(Failure {
@@ -513,29 +601,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::ChangePassword { user } => {
             let user = user_name(user)?;
-            let (conn, session, current) = login_with(&cli, &pw, &user).await?;
+            let account = login(&cli, &pw, &user).await?;
             let new = pw.new_password(
                 "KEYSERVER_NEW_PASSWORD",
                 1,
                 &format!("New password for {user}: "),
             );
             let r = match new {
-                Ok(new) => session
-                    .change_password(&current, &new)
+                Ok(new) => account
+                    .session
+                    .change_password(&account.password, &new)
                     .await
                     .map_err(Failure::from),
                 Err(e) => Err(e),
             };
-            finish(conn, session).await;
+            let checked = account.finish().await;
             r?;
+            checked?;
             eprintln!("password changed for {user}; every other session of {user} has ended");
         }
         Cmd::RotateKey { user } => {
             let user = user_name(user)?;
-            let (conn, session, password) = login_with(&cli, &pw, &user).await?;
-            let r = session.rotate_key(&password).await;
-            finish(conn, session).await;
+            let account = login(&cli, &pw, &user).await?;
+            let r = account.session.rotate_key(&account.password).await;
+            let checked = account.finish().await;
             let n = r?;
+            checked?;
             eprintln!(
                 "storage key replaced for {user}: {n} secret(s) sealed again; every other \
                  session of {user} has ended"

@@ -16,6 +16,8 @@ impl Session {
     pub async fn list(&self) -> Result<Vec<SecretEntry>, ClientError> {
         let mut all: Vec<SecretEntry> = Vec::new();
         let mut after = None;
+        // Every entry is checked against the versions known when the listing started.
+        let known = self.state();
         loop {
             let op = OpRequest::List(List {
                 after: after.clone(),
@@ -25,6 +27,9 @@ impl Session {
             };
             if page.entries.len() > LIST_PAGE || (page.more && page.entries.is_empty()) {
                 return Err(ClientError::Protocol("bad list page"));
+            }
+            for e in &page.entries {
+                self.saw_version(&e.name, known.newest_version(&e.name), e.version)?;
             }
             after = page.entries.last().map(|e| e.name.clone());
             all.extend(page.entries);

@@ -12,4 +12,4 @@ mod retrieve;
 mod rotate_key;
 mod store;
 
-pub use audit::AuditReport;
+pub use audit::{AuditReport, PathCheck};

@@ -8,14 +8,19 @@ impl Session {
     /// Retrieves and opens the current version of `name`; returns it and its version.
     ///
     /// Errors: [`ClientError::NotFound`] (no such secret); [`ClientError::Integrity`] if
-    /// the server's ciphertext was altered, swapped or relabelled (nothing is returned:
-    /// contact the operator); [`ClientError::SessionEnded`] (log in again); transport
+    /// the server's ciphertext was altered, swapped or relabelled, and
+    /// [`ClientError::Rollback`] if it is older than a version this client stored or saw
+    /// (nothing is returned: contact the operator); [`ClientError::SessionEnded`] (log in again); transport
     /// errors (retry).
     pub async fn retrieve(&self, name: &SecretName) -> Result<(SecretBytes, u64), ClientError> {
         let op = OpRequest::Retrieve(Retrieve { name: name.clone() });
+        let at_send = self.newest_version(name);
         let OpResponse::Secret(s) = self.call(&op).await? else {
             return Err(ClientError::Protocol("unexpected reply to Retrieve"));
         };
+        // Not older than a version this client stored or saw: an older one put back would
+        // open (it was sealed for its own version), so only this check catches it.
+        self.saw_version(name, at_send, s.version)?;
         let secret = self
             .keys()
             .storage_key

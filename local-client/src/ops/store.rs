@@ -40,7 +40,10 @@ impl Session {
                 sealed,
             });
             match self.call(&op).await {
-                Ok(OpResponse::Stored(s)) => return Ok(s.version),
+                Ok(OpResponse::Stored(s)) => {
+                    self.saw_version(name, None, s.version)?;
+                    return Ok(s.version);
+                }
                 Ok(_) => return Err(ClientError::Protocol("unexpected reply to Store")),
                 Err(ClientError::VersionMismatch { expected }) if expected > 0 => {
                     version = expected;

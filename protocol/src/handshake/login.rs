@@ -61,6 +61,9 @@ pub struct LoginFinished {
     pub session: SessionKeys,
     /// The master key, which opens the sealed storage key.
     pub master_key: MasterKey,
+    /// The server's long-term public key, which OPAQUE authenticated: the same for every
+    /// instance of a fleet, so it names the server a client remembers things about.
+    pub server_key: [u8; 32],
 }
 
 /// Client, step 1 (KE1).
@@ -102,10 +105,17 @@ impl LoginFlow {
             .finish(rng, password.expose_secret(), response, params)?;
         let session_key = Zeroizing::new(r.session_key.to_vec());
         let export_key = Zeroizing::new(r.export_key.to_vec());
+        let server_key = r
+            .server_s_pk
+            .serialize()
+            .as_slice()
+            .try_into()
+            .map_err(|_| HandshakeError::Internal)?;
         Ok(LoginFinished {
             message: bytes(&r.message.serialize())?,
             session: SessionKeys::derive(&session_key),
             master_key: MasterKey::derive(&export_key),
+            server_key,
         })
     }
 }

@@ -42,14 +42,21 @@ mod tests {
         let ev = AuditEvent {
             seq: u64::MAX,
             time: i64::MIN,
-            body: EventBody::about(EventKind::Store, &long, Outcome::Refused),
+            body: EventBody::about(EventKind::Store, &long, Outcome::Refused).at_version(u64::MAX),
             hash: [0xff; 32],
         };
-        let page = OpResponse::Audit(AuditPage {
-            events: vec![ev; AUDIT_PAGE],
-            more: true,
-        });
-        assert!(page.encode().len() + 16 <= MAX_SEALED_BODY);
-        assert_eq!(OpResponse::decode(&page.encode()).unwrap(), page);
+        let page = crate::ops::OpAnswer {
+            position: Some(crate::audit_chain::AuditPosition {
+                seq: u64::MAX,
+                head: [0xff; 32],
+            }),
+            response: OpResponse::Audit(AuditPage {
+                events: vec![ev; AUDIT_PAGE],
+                more: true,
+            }),
+        };
+        let sealed = page.encode().len() + crate::session::channel::RESPONSE_OVERHEAD;
+        assert!(sealed <= MAX_SEALED_BODY);
+        assert_eq!(crate::ops::OpAnswer::decode(&page.encode()).unwrap(), page);
     }
 }

@@ -64,7 +64,15 @@ mod tests {
             ],
             more: true,
         });
-        assert!(page.encode().len() + 16 <= MAX_SEALED_BODY);
-        assert_eq!(OpResponse::decode(&page.encode()).unwrap(), page);
+        let page = crate::ops::OpAnswer {
+            position: Some(crate::audit_chain::AuditPosition {
+                seq: u64::MAX,
+                head: [0xff; 32],
+            }),
+            response: page,
+        };
+        let sealed = page.encode().len() + crate::session::channel::RESPONSE_OVERHEAD;
+        assert!(sealed <= MAX_SEALED_BODY);
+        assert_eq!(crate::ops::OpAnswer::decode(&page.encode()).unwrap(), page);
     }
 }

@@ -33,6 +33,7 @@ pub use self::{
     store::{Store, Stored},
 };
 use crate::{
+    audit_chain::AuditPosition,
     codec::{self, Bytes},
     error::{DecodeError, ErrorReply},
     limits::{MAX_SEALED_BODY, MAX_SEALED_SECRET},
@@ -160,6 +161,31 @@ impl OpRequest {
 }
 
 impl OpResponse {
+    /// Encodes for sealing.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes an opened response body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SEALED_BODY)
+    }
+}
+
+/// What a sealed response carries: the operation's answer, and where the account's audit
+/// chain stood when it was given (after the operation's own event, in the same
+/// transaction), if the operation read it. A client refuses a position behind one it saw
+/// before it sent the request: a server that went back (a database restored from a copy,
+/// events deleted) is caught at the next answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpAnswer {
+    /// The account's audit position.
+    pub position: Option<AuditPosition>,
+    /// The answer.
+    pub response: OpResponse,
+}
+
+impl OpAnswer {
     /// Encodes for sealing.
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)

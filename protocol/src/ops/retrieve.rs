@@ -42,4 +42,22 @@ mod tests {
         });
         assert_eq!(OpResponse::decode(&a.encode()).unwrap(), a);
     }
+
+    /// The largest secret, with its position, sealed for the client, fits in a sealed body.
+    #[test]
+    fn the_largest_secret_fits_in_a_sealed_answer() {
+        let a = crate::ops::OpAnswer {
+            position: Some(crate::audit_chain::AuditPosition {
+                seq: u64::MAX,
+                head: [0xff; 32],
+            }),
+            response: OpResponse::Secret(Secret {
+                version: u64::MAX,
+                created: i64::MIN,
+                sealed: Bytes::new(vec![2; crate::limits::MAX_SEALED_SECRET]).unwrap(),
+            }),
+        };
+        let sealed = a.encode().len() + crate::session::channel::RESPONSE_OVERHEAD;
+        assert!(sealed <= crate::limits::MAX_SEALED_BODY);
+    }
 }

@@ -142,8 +142,10 @@ async fn write_seed_corpora_from_real_traffic() {
         if let Response::Sealed(r) = Response::decode(&resp).unwrap() {
             let plain = channel.open_response(seq, &r).unwrap();
             write("op", &format!("response-{i}"), &plain);
-            if let Ok(keyserver_protocol::OpResponse::Audit(page)) =
-                keyserver_protocol::OpResponse::decode(&plain)
+            if let Ok(ops::OpAnswer {
+                response: keyserver_protocol::OpResponse::Audit(page),
+                ..
+            }) = ops::OpAnswer::decode(&plain)
             {
                 write(
                     "audit_chain",

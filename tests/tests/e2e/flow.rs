@@ -190,8 +190,15 @@ fn register_store_retrieve_list_replace_delete_audit_change_password_and_rotate_
         .with_password(pw, &["audit", "--user", "alice"])
         .ok()
         .text();
+    let lines: Vec<&str> = text.lines().collect();
     assert!(
-        text.lines().last().unwrap().starts_with("chain verified"),
+        lines[lines.len() - 2].starts_with("chain verified"),
+        "{text}"
+    );
+    // This client saw the account before (every command above): the chain is checked to
+    // extend what it saw.
+    assert!(
+        lines[lines.len() - 1].contains("the newest this client had seen"),
         "{text}"
     );
 

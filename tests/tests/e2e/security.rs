@@ -9,7 +9,8 @@
 use keyserver_tests::{Client, Server, file};
 
 #[test]
-fn a_wrong_password_and_an_unknown_user_look_the_same_count_down_alike_and_the_audit_shows_the_failure() {
+fn a_wrong_password_and_an_unknown_user_look_the_same_count_down_alike_and_the_audit_shows_the_failure()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
     let c = server.client();
@@ -123,9 +124,8 @@ fn a_server_certificate_from_another_ca_is_refused_with_exit_6() {
         .unwrap();
     assert!(st.status.success());
     let c = Client {
-        server: server.addr.clone(),
         ca: other.join("ca.pem"),
-        server_name: None,
+        ..server.client()
     };
     let out = c.with_password("pw", &["register", "--user", "alice"]);
     assert_eq!(out.code, 6, "{out:?}");

@@ -315,7 +315,9 @@ async fn quic_link(server: &Server) -> QuicLink {
 fn op_response(channel: &ClientChannel, seq: u64, bytes: &[u8]) -> OpResponse {
     match Response::decode(bytes).unwrap() {
         Response::Sealed(r) => {
-            OpResponse::decode(&channel.open_response(seq, &r).unwrap()).unwrap()
+            ops::OpAnswer::decode(&channel.open_response(seq, &r).unwrap())
+                .unwrap()
+                .response
         }
         other => panic!("{other:?}"),
     }

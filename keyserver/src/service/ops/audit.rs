@@ -6,18 +6,15 @@ use keyserver_protocol::{
     ops::{Audit, AuditPage},
 };
 
-use super::Answer;
-use crate::service::{Core, ServerError, sessions::Session};
+use super::{Answer, Call};
+use crate::service::ServerError;
 
 /// Handles `audit`.
-pub(super) async fn handle(
-    core: &Core,
-    session: &Session,
-    op: Audit,
-) -> Result<Answer, ServerError> {
+pub(super) async fn handle(call: &Call<'_>, op: Audit) -> Result<Answer, ServerError> {
+    let (_core, session) = (call.core, call.session);
     let account = session.account;
     // One more than a page tells whether more follow.
-    let mut events = super::read(core, session, move |tx, _| {
+    let mut events = super::read(call, move |tx, _| {
         Box::pin(async move { tx.events(account, op.after, AUDIT_PAGE + 1).await })
     })
     .await?;

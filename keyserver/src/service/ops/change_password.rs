@@ -11,29 +11,27 @@ use keyserver_protocol::{
     ops::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted, Rekeyed},
 };
 
-use super::{Answer, once, read, refused, sealed_for_epoch};
+use super::{Answer, Call, once, read, refused, sealed_for_epoch};
 use crate::{
     audit,
-    clock::Now,
     guess_limit::LockoutPolicy,
-    service::{Core, ServerError, sessions::Session},
-    storage::{self, Credentials, RequestId},
+    service::ServerError,
+    storage::{self, Credentials},
 };
 
 /// Step 1: the OPRF evaluation of the new password, under the next credential identifier.
 /// Stateless: both steps derive the identifier from the session and the account's epoch.
 pub(super) async fn start(
-    core: &Core,
-    session: &Session,
+    call: &Call<'_>,
     op: &ChangePasswordStart,
-    now: Now,
 ) -> Result<Answer, ServerError> {
+    let (core, session, now) = (call.core, call.session, call.now);
     let (account, secs, window) = (
         session.account,
         now.unix_secs(),
         core.config.reauth_window_secs,
     );
-    let (epoch, reauthed) = read(core, session, move |tx, live| {
+    let (epoch, reauthed) = read(call, move |tx, live| {
         Box::pin(async move {
             let a = storage::account(tx, account).await?;
             Ok((a.epoch, live.reauthed(secs, window)))
@@ -53,12 +51,10 @@ pub(super) async fn start(
 
 /// Step 2.
 pub(super) async fn finish(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
+    call: &Call<'_>,
     op: ChangePasswordFinish,
-    now: Now,
 ) -> Result<Answer, ServerError> {
+    let (core, session, _req, now) = (call.core, call.session, call.req, call.now);
     if op.sealed_storage_key.len() != MAX_SEALED_STORAGE_KEY {
         return Err(ServerError::Malformed);
     }
@@ -72,8 +68,8 @@ pub(super) async fn finish(
     let ids = core.keys.credential_ids();
     let sealed_storage_key = op.sealed_storage_key.into_vec();
     // This session goes on into the new epoch; every other one stays behind, and ends.
-    let resealed = sealed_for_epoch(core, session, op.epoch);
-    let answer = once(core, session, req, now, move |tx, live| {
+    let resealed = sealed_for_epoch(call, op.epoch);
+    let answer = once(call, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
                 return Ok(refused(ServerError::ReauthRequired));

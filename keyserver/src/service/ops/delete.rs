@@ -7,43 +7,39 @@ use keyserver_protocol::{
     ops::Delete,
 };
 
-use super::{Answer, once};
+use super::{Answer, Call, once};
 use crate::{
     audit,
-    clock::Now,
-    service::{Core, ServerError, sessions::Session},
-    storage::{self, RequestId, SecretRow},
+    service::ServerError,
+    storage::{self, SecretRow},
 };
 
 /// Handles `delete`.
-pub(super) async fn handle(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    op: Delete,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn handle(call: &Call<'_>, op: Delete) -> Result<Answer, ServerError> {
+    let (_core, session, _req, now) = (call.core, call.session, call.req, call.now);
     let (account, secs) = (session.account, now.unix_secs());
-    once(core, session, req, now, move |tx, _| {
+    once(call, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let live = tx
                 .secret(account, &op.name)
                 .await?
                 .filter(|r| r.sealed.is_some());
-            let outcome = match live {
+            let (outcome, version) = match live {
                 Some(row) => {
+                    let version = row.version;
                     let tombstone = SecretRow {
                         sealed: None,
                         ..row
                     };
                     tx.put_secret(account, &op.name, &tombstone).await?;
                     a.live_secrets = a.live_secrets.saturating_sub(1);
-                    Outcome::Ok
+                    (Outcome::Ok, Some(version))
                 }
-                None => Outcome::NotFound,
+                None => (Outcome::NotFound, None),
             };
-            let event = EventBody::about(EventKind::Delete, &op.name, outcome);
+            let mut event = EventBody::about(EventKind::Delete, &op.name, outcome);
+            event.version = version;
             audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;
             Ok(match outcome {

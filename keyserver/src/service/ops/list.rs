@@ -9,11 +9,10 @@ use keyserver_protocol::{
     seal::plaintext_len,
 };
 
-use super::Answer;
+use super::{Answer, Call};
 use crate::{
     audit,
-    clock::Now,
-    service::{Core, ServerError, sessions::Session},
+    service::ServerError,
     storage::{self, Durability, SecretListing},
 };
 
@@ -27,23 +26,19 @@ fn entry(l: SecretListing) -> SecretEntry {
 }
 
 /// Handles `list`.
-pub(super) async fn handle(
-    core: &Core,
-    session: &Session,
-    op: List,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn handle(call: &Call<'_>, op: List) -> Result<Answer, ServerError> {
+    let (_core, session, now) = (call.core, call.session, call.now);
     let (account, secs) = (session.account, now.unix_secs());
     // One more than a page tells whether more follow.
     let mut rows = match op.after {
         Some(after) => {
-            super::read(core, session, move |tx, _| {
+            super::read(call, move |tx, _| {
                 Box::pin(async move { tx.secrets(account, Some(&after), LIST_PAGE + 1).await })
             })
             .await?
         }
         None => {
-            super::write(core, session, Durability::Process, move |tx, _| {
+            super::write(call, Durability::Process, move |tx, _| {
                 Box::pin(async move {
                     let rows = tx.secrets(account, None, LIST_PAGE + 1).await?;
                     let mut a = storage::account(tx, account).await?;

@@ -6,23 +6,14 @@ use keyserver_protocol::{
     audit_chain::{EventBody, EventKind, Outcome},
 };
 
-use super::{Answer, once};
-use crate::{
-    audit,
-    clock::Now,
-    service::{Core, ServerError, sessions::Session},
-    storage::{self, RequestId},
-};
+use super::{Answer, Call, once};
+use crate::{audit, service::ServerError, storage};
 
 /// Handles `logout`.
-pub(super) async fn handle(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn handle(call: &Call<'_>) -> Result<Answer, ServerError> {
+    let (core, session, req, now) = (call.core, call.session, call.req, call.now);
     let (account, secs) = (session.account, now.unix_secs());
-    let answer = once(core, session, req, now, move |tx, _| {
+    let answer = once(call, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let event = EventBody::new(EventKind::Logout, Outcome::Ok);

@@ -20,14 +20,21 @@ mod retrieve;
 mod rotate_key;
 mod store;
 
-use keyserver_protocol::{OpRequest, OpResponse, session::vault::Binding};
+use std::sync::Mutex;
+
+use keyserver_protocol::{
+    OpRequest, OpResponse, UserName,
+    audit_chain::{AuditPosition, genesis},
+    ops::OpAnswer,
+    session::vault::Binding,
+};
 use rand::rngs::OsRng;
 use tracing::instrument;
 
 use super::{Core, ServerError, sessions::Session};
 use crate::{
     clock::Now,
-    storage::{BoxFuture, Durability, RequestId, SessionState, StorageError, Tx},
+    storage::{self, AccountId, BoxFuture, Durability, RequestId, SessionState, StorageError, Tx},
 };
 
 /// What an operation answers.
@@ -67,7 +74,8 @@ fn live(state: Option<SessionState>) -> Option<Live> {
 /// `session`'s keys sealed for the account's `epoch`: a password change or key rotation
 /// takes the session that made it into the new epoch (every other session stays behind,
 /// and ends).
-pub(super) fn sealed_for_epoch(core: &Core, session: &Session, epoch: u64) -> Vec<u8> {
+pub(super) fn sealed_for_epoch(call: &Call<'_>, epoch: u64) -> Vec<u8> {
+    let (core, session) = (call.core, call.session);
     let binding = Binding {
         account: session.account,
         user: &session.user,
@@ -78,7 +86,48 @@ pub(super) fn sealed_for_epoch(core: &Core, session: &Session, epoch: u64) -> Ve
         .seal(&mut OsRng, &session.channel.keys(), &binding)
 }
 
-/// Runs `op`, the request `req`, in `session`.
+/// One call of an operation in a session: what its handler needs, and the newest audit
+/// position its transactions found (after their own events), which the answer carries.
+pub(crate) struct Call<'a> {
+    pub(super) core: &'a Core,
+    pub(super) session: &'a Session,
+    pub(super) req: RequestId,
+    pub(super) now: Now,
+    position: Mutex<Option<AuditPosition>>,
+}
+
+impl<'a> Call<'a> {
+    fn new(core: &'a Core, session: &'a Session, req: RequestId, now: Now) -> Self {
+        Self {
+            core,
+            session,
+            req,
+            now,
+            position: Mutex::new(None),
+        }
+    }
+
+    /// Keeps the newest position seen.
+    fn saw(&self, p: AuditPosition) {
+        let mut slot = self
+            .position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none_or(|old| p.seq >= old.seq) {
+            *slot = Some(p);
+        }
+    }
+
+    fn position(&self) -> Option<AuditPosition> {
+        *self
+            .position
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs `op`, the request `req`, in `session`: its answer, sealed as it will be sent
+/// (with the account's audit position when the operation read it).
 #[instrument(skip_all, fields(op = op.kind()))]
 pub(super) async fn run(
     core: &Core,
@@ -86,31 +135,44 @@ pub(super) async fn run(
     req: RequestId,
     op: OpRequest,
     now: Now,
-) -> Answer {
+) -> (Answer, Option<AuditPosition>) {
+    let call = Call::new(core, session, req, now);
     let r = match op {
-        OpRequest::Store(op) => store::handle(core, session, req, op, now).await,
-        OpRequest::Retrieve(op) => retrieve::handle(core, session, op, now).await,
-        OpRequest::List(op) => list::handle(core, session, op, now).await,
-        OpRequest::Delete(op) => delete::handle(core, session, req, op, now).await,
-        OpRequest::Audit(op) => audit::handle(core, session, op).await,
-        OpRequest::ChangePasswordStart(op) => change_password::start(core, session, &op, now).await,
-        OpRequest::ChangePasswordFinish(op) => {
-            change_password::finish(core, session, req, op, now).await
-        }
-        OpRequest::Logout => logout::handle(core, session, req, now).await,
-        OpRequest::ReauthStart(op) => reauth::start(core, session, req, op, now).await,
-        OpRequest::ReauthFinish(op) => reauth::finish(core, session, req, op, now).await,
-        OpRequest::RotateKeyStage(op) => rotate_key::stage(core, session, req, op, now).await,
-        OpRequest::RotateKeyFinish(op) => rotate_key::finish(core, session, req, op, now).await,
-        OpRequest::ReauthAbort(op) => reauth::abort(core, session, op, now).await,
+        OpRequest::Store(op) => store::handle(&call, op).await,
+        OpRequest::Retrieve(op) => retrieve::handle(&call, op).await,
+        OpRequest::List(op) => list::handle(&call, op).await,
+        OpRequest::Delete(op) => delete::handle(&call, op).await,
+        OpRequest::Audit(op) => audit::handle(&call, op).await,
+        OpRequest::ChangePasswordStart(op) => change_password::start(&call, &op).await,
+        OpRequest::ChangePasswordFinish(op) => change_password::finish(&call, op).await,
+        OpRequest::Logout => logout::handle(&call).await,
+        OpRequest::ReauthStart(op) => reauth::start(&call, op).await,
+        OpRequest::ReauthFinish(op) => reauth::finish(&call, op).await,
+        OpRequest::RotateKeyStage(op) => rotate_key::stage(&call, op).await,
+        OpRequest::RotateKeyFinish(op) => rotate_key::finish(&call, op).await,
+        OpRequest::ReauthAbort(op) => reauth::abort(&call, op).await,
     };
-    r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())))
+    let answer = r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())));
+    (answer, call.position())
 }
 
-/// Runs `f` as one write transaction of `session`, if the session still exists.
+/// The account's audit position, read in the transaction `tx` (after its own event).
+async fn position_in(
+    tx: &mut dyn Tx,
+    account: AccountId,
+    user: &UserName,
+) -> Result<AuditPosition, StorageError> {
+    let a = storage::account(tx, account).await?;
+    Ok(AuditPosition {
+        seq: a.audit_seq,
+        head: a.audit_head.unwrap_or_else(|| genesis(user)),
+    })
+}
+
+/// Runs `f` as one write transaction of the call's session, if the session still exists,
+/// and notes the account's audit position after it.
 pub(super) async fn write<R, F>(
-    core: &Core,
-    session: &Session,
+    call: &Call<'_>,
     durability: Durability,
     f: F,
 ) -> Result<R, ServerError>
@@ -120,70 +182,92 @@ where
         + Send
         + 'static,
 {
+    let (core, session) = (call.core, call.session);
     let id = session.channel.id().0;
-    let _pass = core.gates.enter(session.account).await;
-    core.storage
+    let (account, user) = (session.account, session.user.clone());
+    let _pass = core.gates.enter(account).await;
+    let (r, position) = core
+        .storage
         .write(durability, move |tx| {
             Box::pin(async move {
                 match live(tx.session_state(id).await?) {
-                    Some(live) => f(&mut *tx, live).await.map(Some),
+                    Some(live) => {
+                        let r = f(&mut *tx, live).await?;
+                        Ok(Some((r, position_in(tx, account, &user).await?)))
+                    }
                     None => Ok(None),
                 }
             })
         })
         .await?
-        .ok_or(ServerError::UnknownSession)
+        .ok_or(ServerError::UnknownSession)?;
+    call.saw(position);
+    Ok(r)
 }
 
-/// Runs `f` as one read transaction of `session`, if the session still exists.
-pub(super) async fn read<R, F>(core: &Core, session: &Session, f: F) -> Result<R, ServerError>
+/// Runs `f` as one read transaction of the call's session, if the session still exists,
+/// and notes the account's audit position in it.
+pub(super) async fn read<R, F>(call: &Call<'_>, f: F) -> Result<R, ServerError>
 where
     R: Send + 'static,
     F: for<'t> FnOnce(&'t mut dyn Tx, Live) -> BoxFuture<'t, Result<R, StorageError>>
         + Send
         + 'static,
 {
+    let (core, session) = (call.core, call.session);
     let id = session.channel.id().0;
-    core.storage
+    let (account, user) = (session.account, session.user.clone());
+    let (r, position) = core
+        .storage
         .read(move |tx| {
             Box::pin(async move {
                 match live(tx.session_state(id).await?) {
-                    Some(live) => f(&mut *tx, live).await.map(Some),
+                    Some(live) => {
+                        let r = f(&mut *tx, live).await?;
+                        Ok(Some((r, position_in(tx, account, &user).await?)))
+                    }
                     None => Ok(None),
                 }
             })
         })
         .await?
-        .ok_or(ServerError::UnknownSession)
+        .ok_or(ServerError::UnknownSession)?;
+    call.saw(position);
+    Ok(r)
 }
 
-/// Runs the mutation `f` as request `req` of `session`, at most once: if `req` was
-/// applied before, its recorded answer; otherwise `f`'s answer, recorded in the same
-/// transaction as its changes, durably, before it is returned.
-pub(super) async fn once<F>(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    now: Now,
-    f: F,
-) -> Result<Answer, ServerError>
+/// Runs the mutation `f` as the call's request, at most once: if the request was applied
+/// before, its recorded answer; otherwise `f`'s answer, recorded (with the audit position
+/// after it) in the same transaction as its changes, durably, before it is returned.
+pub(super) async fn once<F>(call: &Call<'_>, f: F) -> Result<Answer, ServerError>
 where
     F: for<'t> FnOnce(&'t mut dyn Tx, Live) -> BoxFuture<'t, Result<OpResponse, StorageError>>
         + Send
         + 'static,
 {
-    let secs = now.unix_secs();
-    write(core, session, Durability::Disk, move |tx, live| {
+    let (req, secs) = (call.req, call.now.unix_secs());
+    let (account, user) = (call.session.account, call.session.user.clone());
+    let (answer, fresh) = write(call, Durability::Disk, move |tx, live| {
         Box::pin(async move {
             if let Some(recorded) = tx.recorded(req).await? {
-                return Ok(Answer::Recorded(recorded));
+                return Ok((Answer::Recorded(recorded), None));
             }
             let response = f(&mut *tx, live).await?;
-            tx.record(req, &response.encode(), secs).await?;
-            Ok(Answer::Fresh(response))
+            // The position the answer carries, whenever it is sent again.
+            let position = position_in(tx, account, &user).await?;
+            let sealed = OpAnswer {
+                position: Some(position),
+                response: response.clone(),
+            };
+            tx.record(req, &sealed.encode(), secs).await?;
+            Ok((Answer::Fresh(response), Some(position)))
         })
     })
-    .await
+    .await?;
+    if let Some(p) = fresh {
+        call.saw(p);
+    }
+    Ok(answer)
 }
 
 /// An error answered inside the session (recorded like any answer of a mutation).

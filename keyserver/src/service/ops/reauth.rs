@@ -11,28 +11,21 @@ use keyserver_protocol::{
 };
 use rand::rngs::OsRng;
 
-use super::{Answer, once, refused};
+use super::{Answer, Call, once, refused};
 use crate::{
     audit,
-    clock::Now,
     guess_limit::{LockoutPolicy, LoginGate},
     service::{
-        Core, ServerError,
+        ServerError,
         login::{self as login_flow, Failure, Whose},
         pending::Pending,
-        sessions::Session,
     },
-    storage::{self, RequestId},
+    storage,
 };
 
 /// Step 1: counts the guess and answers KE2.
-pub(super) async fn start(
-    core: &Core,
-    session: &Session,
-    _req: RequestId,
-    op: ReauthStart,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn start(call: &Call<'_>, op: ReauthStart) -> Result<Answer, ServerError> {
+    let (core, session, _req, now) = (call.core, call.session, call.req, call.now);
     login::parse_request(op.message.as_slice())?;
     let id = session.channel.id();
     let (found, gate) =
@@ -62,13 +55,8 @@ pub(super) async fn start(
 }
 
 /// Step 2: checks KE3; records the proof on the session.
-pub(super) async fn finish(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    op: ReauthFinish,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn finish(call: &Call<'_>, op: ReauthFinish) -> Result<Answer, ServerError> {
+    let (core, session, _req, now) = (call.core, call.session, call.req, call.now);
     let id = session.channel.id();
     let (account, state) = match login_flow::take(core, &op.handshake, now).await? {
         Pending::Reauth {
@@ -95,7 +83,7 @@ pub(super) async fn finish(
         })));
     }
     let policy = core.policy;
-    once(core, session, req, now, move |tx, _| {
+    once(call, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account.id).await?;
             if a.epoch != epoch {
@@ -122,12 +110,8 @@ pub(super) async fn finish(
 
 /// Ends a reauthentication whose KE2 did not open at the client (a wrong password): it is
 /// recorded as failed now, and the answer says how many wrong guesses are left.
-pub(super) async fn abort(
-    core: &Core,
-    session: &Session,
-    op: ReauthAbort,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn abort(call: &Call<'_>, op: ReauthAbort) -> Result<Answer, ServerError> {
+    let (core, session, now) = (call.core, call.session, call.now);
     let guesses_left = match core.handshakes.take(&op.handshake, now) {
         Some(Ok(p) | Err(p)) => {
             if !matches!(&p, Pending::Reauth { session: s, .. } if *s == session.channel.id()) {

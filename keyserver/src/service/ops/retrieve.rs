@@ -8,23 +8,18 @@ use keyserver_protocol::{
     ops::{Retrieve, Secret},
 };
 
-use super::Answer;
+use super::{Answer, Call};
 use crate::{
     audit,
-    clock::Now,
-    service::{Core, ServerError, sessions::Session},
+    service::ServerError,
     storage::{self, Durability},
 };
 
 /// Handles `retrieve`.
-pub(super) async fn handle(
-    core: &Core,
-    session: &Session,
-    op: Retrieve,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn handle(call: &Call<'_>, op: Retrieve) -> Result<Answer, ServerError> {
+    let (_core, session, now) = (call.core, call.session, call.now);
     let (account, secs) = (session.account, now.unix_secs());
-    let found = super::write(core, session, Durability::Process, move |tx, _| {
+    let found = super::write(call, Durability::Process, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let found = tx
@@ -36,7 +31,8 @@ pub(super) async fn handle(
             } else {
                 Outcome::NotFound
             };
-            let event = EventBody::about(EventKind::Retrieve, &op.name, outcome);
+            let mut event = EventBody::about(EventKind::Retrieve, &op.name, outcome);
+            event.version = found.as_ref().map(|f| f.0);
             audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;
             Ok(found)

@@ -11,22 +11,16 @@ use keyserver_protocol::{
     ops::{Rekeyed, RotateKeyFinish, RotateKeyStage, Staged},
 };
 
-use super::{Answer, once, refused, sealed_for_epoch};
+use super::{Answer, Call, once, refused, sealed_for_epoch};
 use crate::{
     audit,
-    clock::Now,
-    service::{Core, ServerError, sessions::Session},
-    storage::{self, Credentials, RequestId, StagedRow, StorageError},
+    service::ServerError,
+    storage::{self, Credentials, StagedRow, StorageError},
 };
 
 /// Stages secrets sealed under the new key.
-pub(super) async fn stage(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    op: RotateKeyStage,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn stage(call: &Call<'_>, op: RotateKeyStage) -> Result<Answer, ServerError> {
+    let (core, session, _req, now) = (call.core, call.session, call.req, call.now);
     let id = session.channel.id();
     let (account, secs, window) = (
         session.account,
@@ -34,7 +28,7 @@ pub(super) async fn stage(
         core.config.reauth_window_secs,
     );
     let max = core.config.max_secrets_per_account;
-    once(core, session, req, now, move |tx, live| {
+    once(call, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
                 return Ok(refused(ServerError::ReauthRequired));
@@ -61,13 +55,8 @@ pub(super) async fn stage(
 }
 
 /// Swaps the staged secrets and the new storage key in.
-pub(super) async fn finish(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    op: RotateKeyFinish,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn finish(call: &Call<'_>, op: RotateKeyFinish) -> Result<Answer, ServerError> {
+    let (core, session, _req, now) = (call.core, call.session, call.req, call.now);
     if op.sealed_storage_key.len() != MAX_SEALED_STORAGE_KEY {
         return Err(ServerError::Malformed);
     }
@@ -79,8 +68,8 @@ pub(super) async fn finish(
     );
     let sealed_storage_key = op.sealed_storage_key.into_vec();
     // This session goes on into the new epoch; every other one stays behind, and ends.
-    let resealed = sealed_for_epoch(core, session, op.epoch);
-    let answer = once(core, session, req, now, move |tx, live| {
+    let resealed = sealed_for_epoch(call, op.epoch);
+    let answer = once(call, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
                 return Ok(refused(ServerError::ReauthRequired));

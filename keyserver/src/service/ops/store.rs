@@ -7,12 +7,11 @@ use keyserver_protocol::{
     ops::{Store, Stored},
 };
 
-use super::{Answer, once};
+use super::{Answer, Call, once};
 use crate::{
     audit,
-    clock::Now,
-    service::{Core, ServerError, sessions::Session},
-    storage::{self, RequestId, SecretRow},
+    service::ServerError,
+    storage::{self, SecretRow},
 };
 
 /// What a store does.
@@ -60,19 +59,14 @@ pub(crate) fn decide(
 }
 
 /// Handles `store`.
-pub(super) async fn handle(
-    core: &Core,
-    session: &Session,
-    req: RequestId,
-    op: Store,
-    now: Now,
-) -> Result<Answer, ServerError> {
+pub(super) async fn handle(call: &Call<'_>, op: Store) -> Result<Answer, ServerError> {
+    let (core, session, _req, now) = (call.core, call.session, call.req, call.now);
     let (account, quota, secs) = (
         session.account,
         core.config.max_secrets_per_account,
         now.unix_secs(),
     );
-    once(core, session, req, now, move |tx, _| {
+    once(call, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let current = tx.secret(account, &op.name).await?;
@@ -109,16 +103,12 @@ pub(super) async fn handle(
                 }
             };
             let event = match outcome {
-                Ok(_) => Outcome::Ok,
-                Err(_) => Outcome::Refused,
+                Ok(_) => {
+                    EventBody::about(EventKind::Store, &op.name, Outcome::Ok).at_version(op.version)
+                }
+                Err(_) => EventBody::about(EventKind::Store, &op.name, Outcome::Refused),
             };
-            audit::append(
-                tx,
-                &mut a,
-                EventBody::about(EventKind::Store, &op.name, event),
-                secs,
-            )
-            .await?;
+            audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;
             Ok(outcome.map_or_else(OpResponse::Error, OpResponse::Stored))
         })
