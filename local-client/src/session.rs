@@ -35,6 +35,8 @@ struct Checks {
     state: AccountState,
     /// The position remembered when the state was given ([`Session::remember`]).
     remembered: Option<AuditPosition>,
+    /// The checkpoint the session started from, if it remembered nothing.
+    checkpoint: Option<keyserver_protocol::ops::StoredCheckpoint>,
 }
 
 /// What a session knows of its account's keys: the storage key, and the epoch it is sealed
@@ -77,6 +79,7 @@ impl Session {
             checks: Arc::new(std::sync::Mutex::new(Checks {
                 state,
                 remembered: None,
+                checkpoint: None,
             })),
         }
     }
@@ -120,6 +123,17 @@ impl Session {
     /// was, and the first position seen was trusted).
     pub fn remembered_position(&self) -> Option<AuditPosition> {
         self.checks().remembered
+    }
+
+    /// Notes that the remembered position came from checkpoint `c`.
+    pub(crate) fn started_from(&self, c: keyserver_protocol::ops::StoredCheckpoint) {
+        self.checks().checkpoint = Some(c);
+    }
+
+    /// The checkpoint this session started from, if it remembered nothing of the account
+    /// ([`Self::start_from_checkpoint`]).
+    pub fn started_from_checkpoint(&self) -> Option<keyserver_protocol::ops::StoredCheckpoint> {
+        self.checks().checkpoint
     }
 
     /// The newest audit position seen in this session (or remembered).

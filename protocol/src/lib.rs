@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod audit_chain;
+pub mod checkpoint;
 pub mod codec;
 pub mod envelope;
 pub mod error;

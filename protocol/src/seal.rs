@@ -110,6 +110,16 @@ impl StorageKey {
         Self(Key32::from_bytes(*k))
     }
 
+    /// A key for another purpose, derived from this one with HKDF-SHA256 (empty salt,
+    /// `label` as info): what is derived from the storage key changes with it.
+    pub(crate) fn derive(&self, label: &[u8]) -> Key32 {
+        let hk = Hkdf::<Sha256>::new(None, self.0.expose_secret());
+        let mut okm = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32; expand cannot fail.
+        let _ = hk.expand(label, okm.as_mut());
+        Key32::from_bytes(*okm)
+    }
+
     /// Seals a secret. `version` is the version this blob will be stored as.
     pub fn seal_secret<R: RngCore + CryptoRng>(
         &self,

@@ -219,6 +219,13 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
                 handshake: HandshakeId([6; 16]),
             }),
         ),
+        (
+            "SaveCheckpoint",
+            OpRequest::SaveCheckpoint(ops::SaveCheckpoint {
+                checkpoint: checkpoint(),
+            }),
+        ),
+        ("Checkpoints", OpRequest::Checkpoints),
     ]
 }
 
@@ -307,6 +314,16 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
                 guesses_left: Some(2),
             }),
         ),
+        ("CheckpointSaved", OpResponse::CheckpointSaved),
+        (
+            "Checkpoints",
+            OpResponse::Checkpoints(ops::CheckpointList {
+                checkpoints: vec![ops::StoredCheckpoint {
+                    checkpoint: checkpoint(),
+                    time: 1_700_000_000,
+                }],
+            }),
+        ),
     ]
 }
 
@@ -359,6 +376,16 @@ fn table() -> Table {
             .collect(),
     );
     t
+}
+
+fn checkpoint() -> keyserver_protocol::checkpoint::Checkpoint {
+    keyserver_protocol::checkpoint::Checkpoint {
+        position: keyserver_protocol::audit_chain::AuditPosition {
+            seq: 40,
+            head: [0x5a; 32],
+        },
+        mac: [0x6b; 32],
+    }
 }
 
 /// What a sealed response carries: an answer with the account's audit position, and one

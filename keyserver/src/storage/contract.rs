@@ -671,3 +671,64 @@ on_every_backend! {
         assert_eq!(purged, 2);
     }
 }
+
+on_every_backend! {
+    /// Checkpoints: kept once per position, listed newest first, pruned to the newest,
+    /// dropped all at once; an event's hash by its seq.
+    async fn checkpoints_are_kept_listed_newest_first_pruned_and_dropped(s: Storage) {
+        let a = new_account(&s, "alice").await.id;
+        let b = new_account(&s, "bob").await.id;
+        let cp = |seq: u64, mac: u8| keyserver_protocol::ops::StoredCheckpoint {
+            checkpoint: keyserver_protocol::checkpoint::Checkpoint {
+                position: keyserver_protocol::audit_chain::AuditPosition {
+                    seq,
+                    head: [u8::try_from(seq).unwrap(); 32],
+                },
+                mac: [mac; 32],
+            },
+            time: i64::try_from(seq).unwrap(),
+        };
+        write(&s, move |tx| {
+            Box::pin(async move {
+                for seq in 1..=10 {
+                    tx.put_checkpoint(a, &cp(seq, 1)).await?;
+                }
+                // The same position again is kept as it was.
+                tx.put_checkpoint(a, &cp(10, 2)).await?;
+                tx.put_checkpoint(b, &cp(3, 1)).await?;
+                tx.prune_checkpoints(a, 8).await
+            })
+        })
+        .await;
+        let listed = write(&s, move |tx| Box::pin(async move { tx.checkpoints(a, 100).await })).await;
+        let seqs: Vec<u64> = listed.iter().map(|c| c.checkpoint.position.seq).collect();
+        assert_eq!(seqs, (3..=10).rev().collect::<Vec<_>>());
+        assert_eq!(listed[0], cp(10, 1));
+        let two = write(&s, move |tx| Box::pin(async move { tx.checkpoints(a, 2).await })).await;
+        assert_eq!(two.len(), 2);
+        write(&s, move |tx| Box::pin(async move { tx.delete_checkpoints(a).await })).await;
+        let (left_a, left_b) = write(&s, move |tx| {
+            Box::pin(async move { Ok((tx.checkpoints(a, 100).await?, tx.checkpoints(b, 100).await?)) })
+        })
+        .await;
+        assert!(left_a.is_empty());
+        assert_eq!(left_b, vec![cp(3, 1)]);
+        // Events by seq.
+        let (first, none) = write(&s, move |tx| {
+            Box::pin(async move {
+                let mut acct = crate::storage::account(tx, a).await?;
+                crate::audit::append(tx, &mut acct, EventBody::new(EventKind::List, Outcome::Ok), 1)
+                    .await?;
+                tx.save_account(&acct).await?;
+                Ok((
+                    (tx.event_hash(a, 1).await?, acct.audit_head),
+                    tx.event_hash(a, 99).await?,
+                ))
+            })
+        })
+        .await;
+        assert_eq!(first.0, first.1);
+        assert!(first.0.is_some());
+        assert_eq!(none, None);
+    }
+}

@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use keyserver_protocol::{
     SecretName, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
+    ops::StoredCheckpoint,
 };
 
 /// A boxed future that can move between threads.
@@ -96,6 +97,25 @@ pub(crate) fn secret_name_of(s: String) -> Result<SecretName, StorageError> {
 pub(crate) fn hash_of(b: &[u8]) -> Result<[u8; 32], StorageError> {
     b.try_into()
         .map_err(|_| StorageError::Corrupt("stored hash is not 32 bytes".into()))
+}
+
+/// A stored checkpoint, its values checked.
+pub(crate) fn checkpoint_of(
+    seq: i64,
+    head: &[u8],
+    mac: &[u8],
+    time: i64,
+) -> Result<StoredCheckpoint, StorageError> {
+    Ok(StoredCheckpoint {
+        checkpoint: keyserver_protocol::checkpoint::Checkpoint {
+            position: keyserver_protocol::audit_chain::AuditPosition {
+                seq: u64_of(seq)?,
+                head: hash_of(head)?,
+            },
+            mac: hash_of(mac)?,
+        },
+        time,
+    })
 }
 
 /// An account row as a database returns it, before its values are checked.
@@ -527,6 +547,37 @@ pub trait Tx: Send {
 
     /// Deletes staged secrets whose session no longer exists; how many.
     async fn purge_staged(&mut self) -> Result<u64, StorageError>;
+
+    /// The hash of `account`'s event `seq`, if it has one.
+    async fn event_hash(
+        &mut self,
+        account: AccountId,
+        seq: u64,
+    ) -> Result<Option<[u8; 32]>, StorageError>;
+
+    /// Keeps a checkpoint of `account` (one of a seq it has already: kept as it was).
+    async fn put_checkpoint(
+        &mut self,
+        account: AccountId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StorageError>;
+
+    /// `account`'s newest checkpoints, newest first, at most `limit`.
+    async fn checkpoints(
+        &mut self,
+        account: AccountId,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StorageError>;
+
+    /// Deletes all but `account`'s `keep` newest checkpoints.
+    async fn prune_checkpoints(
+        &mut self,
+        account: AccountId,
+        keep: usize,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes every checkpoint of `account` (its storage key changed).
+    async fn delete_checkpoints(&mut self, account: AccountId) -> Result<(), StorageError>;
 
     /// The row of an unknown name (named by its key); empty if it has none. Locked in a
     /// write job, even when it did not exist yet.

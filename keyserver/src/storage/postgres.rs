@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyserver_protocol::{SecretName, UserName, audit_chain::AuditEvent};
+use keyserver_protocol::{SecretName, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
 use sqlx::{
     PgPool, Postgres, Row, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
@@ -24,8 +24,8 @@ use sqlx::{
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
     RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
-    StorageError, StoredSession, Tx, UnknownRow, account_columns, hash_of, i64_of, limit_of,
-    secret_name_of, u64_of, user_of,
+    StorageError, StoredSession, Tx, UnknownRow, account_columns, checkpoint_of, hash_of, i64_of,
+    limit_of, secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -661,6 +661,84 @@ impl Tx for PgTx {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    async fn event_hash(
+        &mut self,
+        account: AccountId,
+        seq: u64,
+    ) -> Result<Option<[u8; 32]>, StorageError> {
+        let h: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT hash FROM audit_events WHERE account_id = $1 AND seq = $2")
+                .bind(account)
+                .bind(i64_of(seq)?)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        h.as_deref().map(hash_of).transpose()
+    }
+
+    async fn put_checkpoint(
+        &mut self,
+        account: AccountId,
+        c: &StoredCheckpoint,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (account_id, seq, head, mac, created) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, seq) DO NOTHING",
+        )
+        .bind(account)
+        .bind(i64_of(c.checkpoint.position.seq)?)
+        .bind(&c.checkpoint.position.head[..])
+        .bind(&c.checkpoint.mac[..])
+        .bind(c.time)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(
+        &mut self,
+        account: AccountId,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, head, mac, created FROM checkpoints WHERE account_id = $1 \
+             ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(account)
+        .bind(limit_of(limit))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (head, mac): (Vec<u8>, Vec<u8>) = (r.try_get(1)?, r.try_get(2)?);
+                checkpoint_of(r.try_get(0)?, &head, &mac, r.try_get(3)?)
+            })
+            .collect()
+    }
+
+    async fn prune_checkpoints(
+        &mut self,
+        account: AccountId,
+        keep: usize,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "DELETE FROM checkpoints WHERE account_id = $1 AND seq NOT IN \
+             (SELECT seq FROM checkpoints WHERE account_id = $1 ORDER BY seq DESC LIMIT $2)",
+        )
+        .bind(account)
+        .bind(limit_of(keep))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_checkpoints(&mut self, account: AccountId) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM checkpoints WHERE account_id = $1")
+            .bind(account)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     async fn unknown_name(&mut self, name_key: &[u8; 32]) -> Result<UnknownRow, StorageError> {

@@ -28,7 +28,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use keyserver_protocol::{SecretName, UserName, audit_chain::AuditEvent};
+use keyserver_protocol::{SecretName, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -36,8 +36,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
     RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
-    StorageError, StoredSession, Tx, UnknownRow, account_columns, hash_of, i64_of, limit_of,
-    secret_name_of, u64_of, user_of,
+    StorageError, StoredSession, Tx, UnknownRow, account_columns, checkpoint_of, hash_of, i64_of,
+    limit_of, secret_name_of, u64_of, user_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -931,6 +931,84 @@ impl Tx for SqliteTx {
             )?
             .execute([])?;
         Ok(n as u64)
+    }
+
+    async fn event_hash(
+        &mut self,
+        account: AccountId,
+        seq: u64,
+    ) -> Result<Option<[u8; 32]>, StorageError> {
+        let h: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT hash FROM audit_events WHERE account_id = ?1 AND seq = ?2")?
+            .query_row(params![account, i64_of(seq)?], |r| r.get(0))
+            .optional()?;
+        h.as_deref().map(hash_of).transpose()
+    }
+
+    async fn put_checkpoint(
+        &mut self,
+        account: AccountId,
+        c: &StoredCheckpoint,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO checkpoints (account_id, seq, head, mac, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account_id, seq) DO NOTHING",
+            )?
+            .execute(params![
+                account,
+                i64_of(c.checkpoint.position.seq)?,
+                &c.checkpoint.position.head[..],
+                &c.checkpoint.mac[..],
+                c.time,
+            ])?;
+        Ok(())
+    }
+
+    async fn checkpoints(
+        &mut self,
+        account: AccountId,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StorageError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, head, mac, created FROM checkpoints WHERE account_id = ?1 \
+             ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![account, limit_of(limit)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(seq, head, mac, time)| checkpoint_of(seq, &head, &mac, time))
+            .collect()
+    }
+
+    async fn prune_checkpoints(
+        &mut self,
+        account: AccountId,
+        keep: usize,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM checkpoints WHERE account_id = ?1 AND seq NOT IN \
+                 (SELECT seq FROM checkpoints WHERE account_id = ?1 ORDER BY seq DESC LIMIT ?2)",
+            )?
+            .execute(params![account, limit_of(keep)])?;
+        Ok(())
+    }
+
+    async fn delete_checkpoints(&mut self, account: AccountId) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached("DELETE FROM checkpoints WHERE account_id = ?1")?
+            .execute(params![account])?;
+        Ok(())
     }
 
     async fn unknown_name(&mut self, name_key: &[u8; 32]) -> Result<UnknownRow, StorageError> {

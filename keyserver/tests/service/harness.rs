@@ -223,6 +223,24 @@ impl Server {
         }
     }
 
+    /// The hash of the one account's audit event `seq`, read directly.
+    pub async fn count_hash(&self, seq: u64) -> [u8; 32] {
+        use sqlx::Connection;
+        let sql = format!("SELECT hash FROM audit_events WHERE seq = {seq}");
+        let h: Vec<u8> = match &self.scratch {
+            Scratch::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.path().join("keyserver.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+            }
+            Scratch::Postgres(schema) => {
+                let mut c = sqlx::PgConnection::connect(&schema.url()).await.unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+            }
+        };
+        h.try_into().unwrap()
+    }
+
     /// Moves time forward.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);

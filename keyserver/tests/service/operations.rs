@@ -214,3 +214,51 @@ on_every_backend! {
         assert_eq!(again, first);
     }
 }
+
+on_every_backend! {
+    /// A checkpoint is kept only for a position of the account's chain, the newest eight
+    /// are kept, and a key rotation drops them (they were made under the old key). The
+    /// client passes over checkpoints that do not verify under its key.
+    async fn checkpoints_are_kept_for_real_positions_and_dropped_with_the_key(kind: Kind) {
+        let Some(s) = Server::new(kind, Config::default()).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        a.list().await.unwrap();
+        let real = a.position().unwrap();
+        a.save_checkpoint(real).await.unwrap();
+        let newest = a.newest_checkpoint().await.unwrap().unwrap();
+        assert_eq!(newest.checkpoint.position, real);
+        // A position that is not in the chain is refused.
+        let made_up = keyserver_protocol::audit_chain::AuditPosition { head: [7; 32], ..real };
+        assert!(matches!(
+            a.save_checkpoint(made_up).await,
+            Err(ClientError::Server(ErrorCode::MALFORMED))
+        ));
+        // A checkpoint whose MAC is not this account's key's is passed over.
+        let raw = s.raw().login("alice", "pw").await.unwrap();
+        raw.op(&OpRequest::List(List { after: None })).await.unwrap();
+        let later = a.position().map_or(0, |p| p.seq) + 3;
+        let forged = OpRequest::SaveCheckpoint(keyserver_protocol::ops::SaveCheckpoint {
+            checkpoint: keyserver_protocol::checkpoint::Checkpoint {
+                position: keyserver_protocol::audit_chain::AuditPosition {
+                    seq: later,
+                    head: s.count_hash(later).await,
+                },
+                mac: [0; 32],
+            },
+        });
+        assert_eq!(raw.op(&forged).await, Ok(OpResponse::CheckpointSaved));
+        assert_eq!(a.newest_checkpoint().await.unwrap().unwrap().checkpoint.position, real);
+        // Only the newest eight are kept.
+        for _ in 0..9 {
+            a.list().await.unwrap();
+            a.save_checkpoint(a.position().unwrap()).await.unwrap();
+        }
+        let kept = s.count("SELECT COUNT(*) FROM checkpoints").await;
+        assert_eq!(kept, 8);
+        // A key rotation drops them all.
+        a.rotate_key(&pw("pw")).await.unwrap();
+        assert_eq!(s.count("SELECT COUNT(*) FROM checkpoints").await, 0);
+        assert!(a.newest_checkpoint().await.unwrap().is_none());
+    }
+}

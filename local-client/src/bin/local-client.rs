@@ -12,7 +12,9 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keyserver_protocol::{SecretBytes, SecretName, UserName, limits::MAX_SECRET};
+use keyserver_protocol::{
+    SecretBytes, SecretName, UserName, audit_chain::AuditPosition, limits::MAX_SECRET,
+};
 use local_client::{
     ClientConfig, ClientError, Connection, PathCheck, Session, StateDir, Transport,
 };
@@ -362,13 +364,35 @@ async fn login(cli: &Cli, pw: &Passwords, user: &UserName) -> Result<Account, Fa
             Ok(None)
         }
     };
-    let checked =
-        remembered.and_then(|state| state.map_or(Ok(()), |state| account.session.remember(state)));
+    let checked = match remembered {
+        Ok(Some(state)) => account.session.remember(state),
+        // Nothing remembered (a new device): start from the newest checkpoint another
+        // device of the account left, if any, rather than trust the server blindly.
+        Ok(None) => account.session.start_from_checkpoint().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
     if let Err(e) = checked {
         account.logout().await;
         return Err(e.into());
     }
     Ok(account)
+}
+
+/// After a verified audit: leaves a checkpoint of the chain's end for the account's other
+/// devices; returns it.
+async fn leave_checkpoint(
+    session: &Session,
+    report: &local_client::AuditReport,
+) -> Result<Option<AuditPosition>, ClientError> {
+    let Some(last) = report.events.last().filter(|_| report.verification.is_ok()) else {
+        return Ok(None);
+    };
+    let end = AuditPosition {
+        seq: last.seq,
+        head: last.hash,
+    };
+    session.save_checkpoint(end).await?;
+    Ok(Some(end))
 }
 
 impl Account {
@@ -523,9 +547,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Audit { user, json } => {
             let user = user_name(user)?;
             let account = login(&cli, &pw, &user).await?;
-            let r = account.session.audit().await;
+            let session = &account.session;
+            let r = async {
+                let report = session.audit().await?;
+                // The newest checkpoint a new device would start from, before this one.
+                let before = session.newest_checkpoint().await?;
+                let left = leave_checkpoint(session, &report).await?;
+                Ok::<_, ClientError>((report, before, left))
+            }
+            .await;
+            let from_checkpoint = account.session.started_from_checkpoint();
             let checked = account.finish().await;
-            let report = r?;
+            let (report, before, left) = r?;
             checked?;
             let verified = report.verification.is_ok();
             if *json {
@@ -544,12 +577,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         })
                     })
                     .collect();
-                let pinned = report
-                    .pinned
-                    .map(|p| serde_json::json!({"seq": p.seq, "head": hex(&p.head)}));
+                let position =
+                    |p: AuditPosition| serde_json::json!({"seq": p.seq, "head": hex(&p.head)});
                 let doc = serde_json::json!({
                     "chain_verified": verified,
-                    "pinned": pinned,
+                    "pinned": report.pinned.map(position),
+                    "pinned_from": match (report.pinned, from_checkpoint) {
+                        (None, _) => serde_json::Value::Null,
+                        (Some(_), Some(_)) => "checkpoint".into(),
+                        (Some(_), None) => "state".into(),
+                    },
+                    "checkpoint": before.map(|c| serde_json::json!({
+                        "seq": c.checkpoint.position.seq,
+                        "head": hex(&c.checkpoint.position.head),
+                        "time": rfc3339(c.time),
+                    })),
+                    "checkpoint_left": left.map(position),
                     "events": events,
                 });
                 writeln!(out, "{doc}").context("cannot write to stdout")?;
@@ -577,20 +620,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     Err(e) => writeln!(out, "chain NOT verified: {e}"),
                 }
                 .context("cannot write to stdout")?;
-                match report.pinned {
-                    Some(p) => writeln!(
+                match (report.pinned, from_checkpoint) {
+                    (Some(p), Some(c)) => writeln!(
+                        out,
+                        "it extends event {} ({}…), from the checkpoint another device of \
+                         this account left at {}",
+                        p.seq,
+                        &hex(&p.head)[..16],
+                        rfc3339(c.time)
+                    ),
+                    (Some(p), None) => writeln!(
                         out,
                         "it extends event {} ({}…), the newest this client had seen",
                         p.seq,
                         &hex(&p.head)[..16]
                     ),
-                    None => writeln!(
+                    (None, _) => writeln!(
                         out,
-                        "this client had seen nothing of this account before: the history \
-                         above is trusted as first seen, and remembered from now on"
+                        "this client had seen nothing of this account before and found no \
+                         checkpoint: the history above is trusted as first seen, and \
+                         remembered from now on"
                     ),
                 }
                 .context("cannot write to stdout")?;
+                if let Some(p) = left {
+                    writeln!(
+                        out,
+                        "checkpoint left at event {} for the account's other devices",
+                        p.seq
+                    )
+                    .context("cannot write to stdout")?;
+                }
             }
             if let Err(e) = report.verification {
                 return Err(Failure {
@@ -623,7 +683,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::RotateKey { user } => {
             let user = user_name(user)?;
             let account = login(&cli, &pw, &user).await?;
-            let r = account.session.rotate_key(&account.password).await;
+            let session = &account.session;
+            let r = async {
+                let n = session.rotate_key(&account.password).await?;
+                // Checkpoints made under the old key no longer verify: leave a new one.
+                let report = session.audit().await?;
+                leave_checkpoint(session, &report).await?;
+                Ok::<_, ClientError>(n)
+            }
+            .await;
             let checked = account.finish().await;
             let n = r?;
             checked?;

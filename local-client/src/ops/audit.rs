@@ -17,8 +17,9 @@ pub struct AuditReport {
     pub events: Vec<AuditEvent>,
     /// `Ok` if every event hashes to its stored hash and seqs run from 1 without gaps.
     pub verification: Result<(), ChainError>,
-    /// The newest position this client had seen before, through which the chain was
-    /// checked to pass; `None` if it had seen none (the chain was trusted as first seen).
+    /// The position this client remembered from earlier runs (or a checkpoint), through
+    /// which the chain was checked to pass; `None` if it remembered none (the chain was
+    /// trusted as first seen).
     pub pinned: Option<AuditPosition>,
 }
 
@@ -111,7 +112,8 @@ impl Session {
     /// in again); [`ClientError::Protocol`] for pages that do not follow each other;
     /// transport errors (retry).
     pub async fn audit(&self) -> Result<AuditReport, ClientError> {
-        let pinned = self.position();
+        // The chain must pass through every position seen, in earlier runs and in this one.
+        let newest = self.position();
         let mut events: Vec<AuditEvent> = Vec::new();
         let mut verifier = ChainVerifier::new(&self.user);
         let mut verification = Ok(());
@@ -129,12 +131,12 @@ impl Session {
             }
         }
         if verification.is_ok() {
-            pass_through(self, &events, pinned)?;
+            pass_through(self, &events, newest)?;
         }
         Ok(AuditReport {
             events,
             verification,
-            pinned,
+            pinned: self.remembered_position(),
         })
     }
 

@@ -4,6 +4,7 @@
 
 mod audit;
 mod change_password;
+mod checkpoint;
 mod delete;
 mod list;
 mod logout;

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod change_password;
+pub mod checkpoint;
 pub mod delete;
 pub mod list;
 pub mod logout;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     audit::{Audit, AuditPage},
     change_password::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted, Rekeyed},
+    checkpoint::{CheckpointList, SaveCheckpoint, StoredCheckpoint},
     delete::Delete,
     list::{List, ListPage, SecretEntry},
     reauth::{
@@ -71,6 +73,10 @@ pub enum OpRequest {
     RotateKeyFinish(RotateKeyFinish),
     /// See [`reauth`].
     ReauthAbort(ReauthAbort),
+    /// See [`checkpoint`].
+    SaveCheckpoint(SaveCheckpoint),
+    /// See [`checkpoint`]: the account's newest checkpoints.
+    Checkpoints,
 }
 
 /// A response inside a session.
@@ -104,6 +110,10 @@ pub enum OpResponse {
     KeyRotated(Rekeyed),
     /// Answers [`OpRequest::ReauthAbort`].
     ReauthAborted(ReauthAborted),
+    /// Answers [`OpRequest::SaveCheckpoint`].
+    CheckpointSaved,
+    /// Answers [`OpRequest::Checkpoints`].
+    Checkpoints(CheckpointList),
 }
 
 impl OpRequest {
@@ -131,6 +141,7 @@ impl OpRequest {
                 | Self::ReauthFinish(_)
                 | Self::RotateKeyStage(_)
                 | Self::RotateKeyFinish(_)
+                | Self::SaveCheckpoint(_)
         )
     }
 
@@ -156,6 +167,8 @@ impl OpRequest {
             Self::RotateKeyStage(_) => "rotate_key_stage",
             Self::RotateKeyFinish(_) => "rotate_key_finish",
             Self::ReauthAbort(_) => "reauth_abort",
+            Self::SaveCheckpoint(_) => "save_checkpoint",
+            Self::Checkpoints => "checkpoints",
         }
     }
 }

@@ -190,17 +190,12 @@ fn register_store_retrieve_list_replace_delete_audit_change_password_and_rotate_
         .with_password(pw, &["audit", "--user", "alice"])
         .ok()
         .text();
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(
-        lines[lines.len() - 2].starts_with("chain verified"),
-        "{text}"
-    );
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    assert!(tail[2].starts_with("chain verified"), "{text}");
     // This client saw the account before (every command above): the chain is checked to
-    // extend what it saw.
-    assert!(
-        lines[lines.len() - 1].contains("the newest this client had seen"),
-        "{text}"
-    );
+    // extend what it saw, and a checkpoint is left for other devices.
+    assert!(tail[1].contains("the newest this client had seen"), "{text}");
+    assert!(tail[0].starts_with("checkpoint left at event"), "{text}");
 
     // change-password: old refused, new works, secrets intact.
     let out = c.run(

@@ -212,6 +212,7 @@ fn two_devices_each_see_the_chain_advance_and_verify_it() {
         .ok()
         .text();
     assert!(first.contains("trusted as first seen"), "{first}");
+    assert!(first.contains("checkpoint left at event"), "{first}");
     store(&laptop, tmp.path(), "wallet", b"two", true);
     store(&laptop, tmp.path(), "wallet", b"three", true);
     let doc = phone
@@ -225,4 +226,49 @@ fn two_devices_each_see_the_chain_advance_and_verify_it() {
         .unwrap();
     assert!(pinned < last, "{doc}");
     assert_eq!(retrieve(&phone, "wallet").ok().stdout, b"three");
+}
+
+/// A checkpoint one device left lets a new device, which remembers nothing, catch a server
+/// that went back behind it. (A server that withholds its checkpoints leaves a new device
+/// trusting what it sees.)
+#[test]
+fn a_checkpoint_lets_a_new_device_catch_a_server_that_went_back_behind_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Db::Sqlite(data.join("keyserver.db"));
+    let server = db.start(&data);
+    let laptop = server.client().device(&tmp.path().join("laptop"));
+    laptop
+        .with_password("pw", &["register", "--user", "alice"])
+        .ok();
+    store(&laptop, tmp.path(), "wallet", b"w", false);
+    let doc = laptop
+        .with_password("pw", &["audit", "--user", "alice", "--json"])
+        .ok()
+        .json();
+    let left = doc["checkpoint_left"]["seq"].as_u64().unwrap();
+    // A new device starts from it.
+    let phone = server.client().device(&tmp.path().join("phone"));
+    let doc = phone
+        .with_password("pw", &["audit", "--user", "alice", "--json"])
+        .ok()
+        .json();
+    assert_eq!(doc["pinned_from"], "checkpoint", "{doc}");
+    assert_eq!(doc["checkpoint"]["seq"].as_u64(), Some(left), "{doc}");
+    // The chain cut back behind the checkpoint, the head moved to match.
+    db.exec(&format!(
+        "DELETE FROM audit_events WHERE seq > {}",
+        left - 3
+    ));
+    db.exec(&format!(
+        "UPDATE accounts SET audit_seq = {0}, \
+         audit_head = (SELECT hash FROM audit_events WHERE seq = {0})",
+        left - 3
+    ));
+    let tablet = server.client().device(&tmp.path().join("tablet"));
+    went_back(&tablet.with_password("pw", &["list", "--user", "alice"]));
+    // Without checkpoints a new device has nothing to go by.
+    db.exec("DELETE FROM checkpoints");
+    let watch = server.client().device(&tmp.path().join("watch"));
+    watch.with_password("pw", &["list", "--user", "alice"]).ok();
 }

@@ -12,6 +12,7 @@
 
 mod audit;
 mod change_password;
+mod checkpoint;
 mod delete;
 mod list;
 mod logout;
@@ -151,6 +152,8 @@ pub(super) async fn run(
         OpRequest::RotateKeyStage(op) => rotate_key::stage(&call, op).await,
         OpRequest::RotateKeyFinish(op) => rotate_key::finish(&call, op).await,
         OpRequest::ReauthAbort(op) => reauth::abort(&call, op).await,
+        OpRequest::SaveCheckpoint(op) => checkpoint::save(&call, op).await,
+        OpRequest::Checkpoints => checkpoint::list(&call).await,
     };
     let answer = r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())));
     (answer, call.position())

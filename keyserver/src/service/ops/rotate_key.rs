@@ -107,6 +107,8 @@ pub(super) async fn finish(call: &Call<'_>, op: RotateKeyFinish) -> Result<Answe
             tx.delete_other_sessions(account, id.0).await?;
             tx.set_session_reauth(id.0, None).await?;
             tx.delete_staged(id.0).await?;
+            // Made with the old key's checkpoint key: they no longer verify.
+            tx.delete_checkpoints(account).await?;
             let event = EventBody::new(EventKind::RotateKey, Outcome::Ok);
             audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;
