@@ -46,7 +46,7 @@ pub use config::ClientConfig;
 pub use connection::Connection;
 pub use error::ClientError;
 pub use link::{Connector, Link, LinkError};
-pub use ops::{AuditReport, PathCheck};
+pub use ops::{AuditReport, Listed, PathCheck};
 pub use session::Session;
 pub use state::{AccountState, Rollback, ServerId, StateDir};
 

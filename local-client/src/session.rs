@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use keyserver_protocol::{
-    ErrorCode, OpRequest, OpResponse, Request, Response, UserName, audit_chain::AuditPosition,
-    ops::OpAnswer, seal::StorageKey, session::ClientChannel,
+    ErrorCode, NameTag, OpRequest, OpResponse, Request, Response, UserName,
+    audit_chain::AuditPosition, ops::OpAnswer, seal::StorageKey, session::ClientChannel,
 };
 
 use crate::{
@@ -106,6 +106,7 @@ impl Session {
         state
             .saw_epoch(self.epoch())
             .map_err(ClientError::Rollback)?;
+        state.tags_under(self.keys().storage_key.tag_key_id());
         let mut c = self.checks();
         let seen = std::mem::take(&mut c.state);
         state.merge(&seen).map_err(ClientError::Rollback)?;
@@ -141,22 +142,39 @@ impl Session {
         self.checks().state.pinned
     }
 
-    /// The newest version of `name` seen, to check an answer against.
-    pub(crate) fn newest_version(&self, name: &keyserver_protocol::SecretName) -> Option<u64> {
-        self.checks().state.newest_version(name)
+    /// The tag the server knows `name` by, under the current storage key.
+    pub(crate) fn tag(&self, name: &keyserver_protocol::SecretName) -> NameTag {
+        self.keys().storage_key.name_tag(name)
     }
 
-    /// Checks version `seen` of `name` (see [`AccountState::saw_version`]).
+    /// The newest version of the secret tagged `tag` seen, to check an answer against.
+    pub(crate) fn newest_version(&self, tag: &NameTag) -> Option<u64> {
+        self.checks().state.newest_version(tag)
+    }
+
+    /// Checks version `seen` of `name`, tagged `tag` (see [`AccountState::saw_version`]).
     pub(crate) fn saw_version(
         &self,
         name: &keyserver_protocol::SecretName,
+        tag: &NameTag,
         at_send: Option<u64>,
         seen: u64,
     ) -> Result<(), ClientError> {
         self.checks()
             .state
-            .saw_version(name, at_send, seen)
+            .saw_version(name, tag, at_send, seen)
             .map_err(ClientError::Rollback)
+    }
+
+    /// Remembers version `seen` of the secret tagged `tag`, known from the verified audit
+    /// chain (the store events carry their version).
+    pub(crate) fn saw_stored(&self, tag: &NameTag, seen: u64) {
+        self.checks().state.remember_version(tag, seen);
+    }
+
+    /// Moves the remembered versions to new tags (a key rotation made here).
+    pub(crate) fn retag(&self, moves: &[(NameTag, NameTag)], id: [u8; 16]) {
+        self.checks().state.retag(moves, id);
     }
 
     /// The account's storage key and epoch, as this session knows them.

@@ -22,9 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use hmac::{Hmac, Mac};
-use keyserver_protocol::{SecretName, UserName, audit_chain::AuditPosition};
-use rand::RngCore;
+use keyserver_protocol::{NameTag, SecretName, UserName, audit_chain::AuditPosition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -88,8 +86,8 @@ pub enum Rollback {
     },
     /// A secret's version is older than one this client stored or saw.
     Version {
-        /// The secret.
-        name: SecretName,
+        /// The secret's name (or its tag, for one known only from the audit log).
+        name: String,
         /// The newest version seen.
         newest: u64,
         /// The version the server gave now.
@@ -157,11 +155,12 @@ pub struct AccountState {
     pub pinned: Option<AuditPosition>,
     /// The newest epoch seen.
     pub epoch: u64,
-    /// Per secret, the newest version stored or seen, under a keyed hash of its name (the
-    /// file lists no names).
-    versions: BTreeMap<[u8; 32], u64>,
-    /// The key of those hashes, drawn when the state was made.
-    names_key: [u8; 32],
+    /// Per secret, the newest version stored or seen, by the secret's name tag (what the
+    /// server knows it by: the file lists no names).
+    versions: BTreeMap<NameTag, u64>,
+    /// Which tag key those tags are under (`StorageKey::tag_key_id`): a key rotation
+    /// changes every tag.
+    tags_of: Option<[u8; 16]>,
 }
 
 impl std::fmt::Debug for AccountState {
@@ -188,7 +187,7 @@ struct StateFile {
     user: String,
     audit: Option<PositionFile>,
     epoch: u64,
-    names_key: String,
+    tags_of: Option<String>,
     versions: BTreeMap<String, u64>,
 }
 
@@ -211,26 +210,39 @@ fn hex32(s: &str) -> Result<[u8; 32], ClientError> {
 impl AccountState {
     /// Nothing seen yet.
     pub fn new() -> Self {
-        let mut names_key = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut names_key);
         Self {
             pinned: None,
             epoch: 0,
             versions: BTreeMap::new(),
-            names_key,
+            tags_of: None,
         }
     }
 
-    fn key_of(&self, name: &SecretName) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.names_key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(name.as_str().as_bytes());
-        mac.finalize().into_bytes().into()
+    /// Takes the versions as being under tag key `id`: if they were under another (the
+    /// storage key was rotated elsewhere), they are forgotten, since no tag they name is in
+    /// use any more.
+    pub fn tags_under(&mut self, id: [u8; 16]) {
+        if self.tags_of != Some(id) {
+            self.versions.clear();
+            self.tags_of = Some(id);
+        }
     }
 
-    /// The newest version of `name` stored or seen.
-    pub fn newest_version(&self, name: &SecretName) -> Option<u64> {
-        self.versions.get(&self.key_of(name)).copied()
+    /// Moves every remembered version to its secret's new tag (a key rotation this client
+    /// made), under tag key `id`.
+    pub fn retag(&mut self, moves: &[(NameTag, NameTag)], id: [u8; 16]) {
+        let old = std::mem::take(&mut self.versions);
+        for (from, to) in moves {
+            if let Some(v) = old.get(from) {
+                self.versions.insert(*to, *v);
+            }
+        }
+        self.tags_of = Some(id);
+    }
+
+    /// The newest version of the secret tagged `tag` stored or seen.
+    pub fn newest_version(&self, tag: &NameTag) -> Option<u64> {
+        self.versions.get(tag).copied()
     }
 
     /// Checks version `seen` of `name`, from an answer to a request sent when the newest
@@ -240,20 +252,27 @@ impl AccountState {
     pub fn saw_version(
         &mut self,
         name: &SecretName,
+        tag: &NameTag,
         at_send: Option<u64>,
         seen: u64,
     ) -> Result<(), Rollback> {
         if let Some(newest) = at_send.filter(|n| seen < *n) {
             return Err(Rollback::Version {
-                name: name.clone(),
+                name: name.to_string(),
                 newest,
                 seen,
             });
         }
-        let key = self.key_of(name);
-        let newest = self.versions.entry(key).or_insert(seen);
+        let newest = self.versions.entry(*tag).or_insert(seen);
         *newest = (*newest).max(seen);
         Ok(())
+    }
+
+    /// Remembers version `seen` of the secret tagged `tag`, if newer (a version known from
+    /// the verified audit chain: another device stored it).
+    pub fn remember_version(&mut self, tag: &NameTag, seen: u64) {
+        let newest = self.versions.entry(*tag).or_insert(seen);
+        *newest = (*newest).max(seen);
     }
 
     /// Checks audit position `seen`, from an answer to a request sent when the newest
@@ -299,7 +318,7 @@ impl AccountState {
             self.saw_position(None, p)?;
         }
         self.epoch = self.epoch.max(other.epoch);
-        if other.names_key == self.names_key {
+        if other.tags_of == self.tags_of {
             for (k, v) in &other.versions {
                 let e = self.versions.entry(*k).or_insert(*v);
                 *e = (*e).max(*v);
@@ -318,11 +337,11 @@ impl AccountState {
                 head: hex::encode(p.head),
             }),
             epoch: self.epoch,
-            names_key: hex::encode(self.names_key),
+            tags_of: self.tags_of.map(hex::encode),
             versions: self
                 .versions
                 .iter()
-                .map(|(k, v)| (hex::encode(k), *v))
+                .map(|(k, v)| (hex::encode(k.0), *v))
                 .collect(),
         };
         serde_json::to_string_pretty(&f).unwrap_or_else(|_| unreachable!("plain data"))
@@ -352,13 +371,22 @@ impl AccountState {
         let versions = f
             .versions
             .iter()
-            .map(|(k, v)| Ok((hex32(k)?, *v)))
+            .map(|(k, v)| Ok((NameTag(hex32(k)?), *v)))
             .collect::<Result<_, ClientError>>()?;
+        let tags_of = f
+            .tags_of
+            .map(|t| {
+                hex::decode(t)
+                    .ok()
+                    .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                    .ok_or_else(|| bad("tags_of is not 16 bytes of hex"))
+            })
+            .transpose()?;
         Ok(Self {
             pinned,
             epoch: f.epoch,
             versions,
-            names_key: hex32(&f.names_key)?,
+            tags_of,
         })
     }
 }
@@ -516,10 +544,11 @@ mod tests {
     fn versions_and_epochs_never_go_back() {
         let mut s = AccountState::new();
         let w = SecretName::new("wallet").unwrap();
-        s.saw_version(&w, None, 3).unwrap();
-        s.saw_version(&w, Some(3), 3).unwrap();
+        let t = NameTag([1; 32]);
+        s.saw_version(&w, &t, None, 3).unwrap();
+        s.saw_version(&w, &t, Some(3), 3).unwrap();
         assert!(matches!(
-            s.saw_version(&w, s.newest_version(&w), 2),
+            s.saw_version(&w, &t, s.newest_version(&t), 2),
             Err(Rollback::Version {
                 newest: 3,
                 seen: 2,
@@ -527,10 +556,17 @@ mod tests {
             })
         ));
         // An answer to a request sent before version 3 was seen may be older.
-        s.saw_version(&w, Some(1), 2).unwrap();
-        assert_eq!(s.newest_version(&w), Some(3));
-        s.saw_version(&SecretName::new("other").unwrap(), None, 1)
-            .unwrap();
+        s.saw_version(&w, &t, Some(1), 2).unwrap();
+        assert_eq!(s.newest_version(&t), Some(3));
+        // Under another tag key (a rotation elsewhere) the versions are forgotten; a
+        // rotation made here moves them to the new tags.
+        s.tags_under([1; 16]);
+        assert_eq!(s.newest_version(&t), None);
+        s.saw_version(&w, &t, None, 3).unwrap();
+        let moved = NameTag([2; 32]);
+        s.retag(&[(t, moved)], [2; 16]);
+        assert_eq!(s.newest_version(&moved), Some(3));
+        assert_eq!(s.newest_version(&t), None);
         s.saw_epoch(2).unwrap();
         assert!(s.saw_epoch(1).is_err());
     }
@@ -540,8 +576,13 @@ mod tests {
         let alice = UserName::new("alice").unwrap();
         let mut s = AccountState::new();
         s.saw_position(None, pos(9, 7)).unwrap();
-        s.saw_version(&SecretName::new("wallet-main").unwrap(), None, 4)
-            .unwrap();
+        s.saw_version(
+            &SecretName::new("wallet-main").unwrap(),
+            &NameTag([3; 32]),
+            None,
+            4,
+        )
+        .unwrap();
         s.saw_epoch(3).unwrap();
         let json = s.to_json(&alice);
         assert!(!json.contains("wallet"));
@@ -567,12 +608,12 @@ mod tests {
         let mut second = first.clone();
         second.pinned = Some(pos(8, 5));
         second
-            .saw_version(&SecretName::new("w").unwrap(), None, 2)
+            .saw_version(&SecretName::new("w").unwrap(), &NameTag([4; 32]), None, 2)
             .unwrap();
         let saved = dir.save(&server, &alice, &second).unwrap();
         assert_eq!(saved.pinned, Some(pos(10, 1)));
         let back = dir.load(&server, &alice).unwrap().unwrap();
-        assert_eq!(back.newest_version(&SecretName::new("w").unwrap()), Some(2));
+        assert_eq!(back.newest_version(&NameTag([4; 32])), Some(2));
         let file = dir.file(&server, &alice);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&file), 0o600);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::names::{SecretName, UserName};
+use crate::names::{NameTag, UserName};
 
 const GENESIS_LABEL: &[u8] = b"keyserver/1 audit genesis";
 const EVENT_LABEL: &[u8] = b"keyserver/1 audit";
@@ -130,8 +130,8 @@ impl Outcome {
 pub struct EventBody {
     /// What happened.
     pub kind: EventKind,
-    /// The secret it concerned, if any.
-    pub secret: Option<SecretName>,
+    /// The secret it concerned, if any, by its name tag (the client knows the name).
+    pub secret: Option<NameTag>,
     /// How it ended.
     pub outcome: Outcome,
     /// The secret's version it concerned: the one stored, read or deleted. A verified
@@ -151,10 +151,10 @@ impl EventBody {
     }
 
     /// An event about a secret.
-    pub fn about(kind: EventKind, secret: &SecretName, outcome: Outcome) -> Self {
+    pub fn about(kind: EventKind, secret: &NameTag, outcome: Outcome) -> Self {
         Self {
             kind,
-            secret: Some(secret.clone()),
+            secret: Some(*secret),
             outcome,
             version: None,
         }
@@ -220,11 +220,8 @@ pub fn link(prev: &[u8; 32], seq: u64, time: i64, body: &EventBody) -> [u8; 32] 
     h.update(seq.to_be_bytes());
     h.update(time.to_be_bytes());
     h.update([body.kind as u8]);
-    let name = body
-        .secret
-        .as_ref()
-        .map_or(&[][..], |n| n.as_str().as_bytes());
-    // Secret names are at most 128 bytes.
+    let name = body.secret.as_ref().map_or(&[][..], |t| &t.0[..]);
+    // A name tag is 32 bytes (a secret name was at most 128 before names were sealed).
     h.update(u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
     h.update(name);
     h.update([body.outcome as u8]);
@@ -322,9 +319,10 @@ mod tests {
                 let body = if seq % 2 == 0 {
                     EventBody::about(
                         EventKind::Store,
-                        &SecretName::new(format!("s{seq}")).unwrap(),
+                        &NameTag([u8::try_from(seq % 251).unwrap(); 32]),
                         Outcome::Ok,
                     )
+                    .at_version(seq)
                 } else {
                     EventBody::new(EventKind::LoginSucceeded, Outcome::Ok)
                 };

@@ -42,7 +42,7 @@ pub mod suite;
 
 pub use envelope::{HandshakeId, Request, Response, SealedRequest, SealedResponse};
 pub use error::{DecodeError, ErrorCode, ErrorReply};
-pub use names::{SecretName, UserName};
+pub use names::{NameTag, SecretName, UserName};
 pub use ops::{OpRequest, OpResponse};
 pub use secret::SecretBytes;
 

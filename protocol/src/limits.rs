@@ -17,6 +17,8 @@ pub const SEAL_OVERHEAD: usize = 1 + 24 + 16;
 pub const MAX_SEALED_SECRET: usize = MAX_SECRET + SEAL_OVERHEAD;
 /// Largest sealed storage key (it is always exactly this size; the bound is for parsers).
 pub const MAX_SEALED_STORAGE_KEY: usize = 32 + SEAL_OVERHEAD;
+/// Largest sealed secret name: the longest name, sealed.
+pub const MAX_SEALED_NAME: usize = MAX_SECRET_NAME + SEAL_OVERHEAD;
 /// Largest OPAQUE message carried in an envelope. The largest, `CredentialResponse`, is
 /// 320 bytes for our suite; opaque-ke checks the exact length when it parses.
 pub const MAX_OPAQUE_MESSAGE: usize = 512;

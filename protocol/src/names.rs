@@ -118,3 +118,23 @@ mod tests {
         assert_eq!(decode::<SecretName>(&good, 1000).unwrap().as_str(), "ok");
     }
 }
+
+/// A secret's name as the server knows it: an HMAC of the name under a key derived from
+/// the account's storage key ([`crate::seal::StorageKey::name_tag`]). The server looks
+/// secrets up by it and cannot read or guess the name from it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NameTag(pub [u8; 32]);
+
+impl std::fmt::Debug for NameTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "NameTag({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// A secret's name sealed by the client ([`crate::seal::StorageKey::seal_name`]), which
+/// the server keeps beside its tag so that `list` can give names back.
+pub type SealedName = crate::codec::Bytes<{ crate::limits::MAX_SEALED_NAME }>;

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     limits::MAX_SECRET,
-    names::{SecretName, UserName},
+    names::{NameTag, SecretName, UserName},
     secret::{Key32, SecretBytes},
 };
 
@@ -38,6 +38,11 @@ const _: () = assert!(SEAL_OVERHEAD == 1 + NONCE_LEN + TAG_LEN);
 pub const MASTER_KEY_LABEL: &[u8] = b"keyserver/1 master key";
 const STORAGE_KEY_AAD: &[u8] = b"keyserver/1 storage key";
 const SECRET_AAD: &[u8] = b"keyserver/1 secret";
+/// HKDF label of the key that tags secret names.
+pub const NAME_TAG_KEY_LABEL: &[u8] = b"keyserver/3 name tags";
+/// HKDF label of the key that seals secret names.
+pub const NAME_KEY_LABEL: &[u8] = b"keyserver/3 names";
+const NAME_AAD: &[u8] = b"keyserver/3 name";
 
 /// A sealed blob that did not open. One variant for every cause, so that it is no oracle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +125,66 @@ impl StorageKey {
         Key32::from_bytes(*okm)
     }
 
+    /// The tag the server knows `name` by: HMAC-SHA256 under a key derived from this storage
+    /// key, so the server (which never has the key) can neither read nor guess the name.
+    pub fn name_tag(&self, name: &SecretName) -> NameTag {
+        use hmac::{Hmac, Mac};
+        let k = self.derive(NAME_TAG_KEY_LABEL);
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(k.expose_secret())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        m.update(name.as_str().as_bytes());
+        NameTag(m.finalize().into_bytes().into())
+    }
+
+    /// Names the key that [`Self::name_tag`] uses, without revealing it: a client that
+    /// remembers versions by tag can tell when the tags changed (a key rotation).
+    pub fn tag_key_id(&self) -> [u8; 16] {
+        use hmac::{Hmac, Mac};
+        let k = self.derive(NAME_TAG_KEY_LABEL);
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(k.expose_secret())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        m.update(b"keyserver/3 tag key id");
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&m.finalize().into_bytes()[..16]);
+        id
+    }
+
+    /// Seals `name` for the server to keep beside its tag (so that `list` gives it back);
+    /// the user and the tag are associated data.
+    pub fn seal_name<R: RngCore + CryptoRng>(
+        &self,
+        rng: &mut R,
+        user: &UserName,
+        name: &SecretName,
+    ) -> Vec<u8> {
+        let k = self.derive(NAME_KEY_LABEL);
+        let aad = name_aad(user, &self.name_tag(name));
+        seal(rng, &k, &aad, name.as_str().as_bytes())
+    }
+
+    /// Opens a sealed name kept under `tag`: it must open for this user and tag, and be the
+    /// name the tag is of (so a server cannot show one secret under another's name).
+    pub fn open_name(
+        &self,
+        user: &UserName,
+        tag: &NameTag,
+        sealed: &[u8],
+    ) -> Result<SecretName, SealError> {
+        let k = self.derive(NAME_KEY_LABEL);
+        let plain = open(&k, &name_aad(user, tag), sealed)?;
+        let name = std::str::from_utf8(&plain)
+            .ok()
+            .and_then(|s| SecretName::new(s).ok())
+            .ok_or(SealError::Integrity)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &self.name_tag(&name).0[..],
+            &tag.0[..],
+        )) {
+            return Err(SealError::Integrity);
+        }
+        Ok(name)
+    }
+
     /// Seals a secret. `version` is the version this blob will be stored as.
     pub fn seal_secret<R: RngCore + CryptoRng>(
         &self,
@@ -153,6 +218,14 @@ impl StorageKey {
 /// Plaintext length of a sealed blob of `sealed_len` bytes (what `list` reports as size).
 pub fn plaintext_len(sealed_len: usize) -> usize {
     sealed_len.saturating_sub(SEAL_OVERHEAD)
+}
+
+fn name_aad(user: &UserName, tag: &NameTag) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(128);
+    push_field(&mut aad, NAME_AAD);
+    push_field(&mut aad, user.as_str().as_bytes());
+    aad.extend_from_slice(&tag.0);
+    aad
 }
 
 fn push_field(out: &mut Vec<u8>, field: &[u8]) {
@@ -278,6 +351,43 @@ mod tests {
         for n in 0..sealed.len() {
             assert!(sk.open_secret(&user, &name, 1, &sealed[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn a_name_is_tagged_and_sealed_so_that_only_the_key_holder_reads_it() {
+        let (mut rng, user, name, sk) = fixture();
+        let tag = sk.name_tag(&name);
+        // The same name, the same tag (the server looks secrets up by it); another key,
+        // another tag.
+        assert_eq!(tag, sk.name_tag(&name));
+        assert_ne!(tag, StorageKey::generate(&mut rng).name_tag(&name));
+        let other = SecretName::new("other").unwrap();
+        assert_ne!(tag, sk.name_tag(&other));
+        let sealed = sk.seal_name(&mut rng, &user, &name);
+        assert!(
+            !sealed
+                .windows(name.as_str().len())
+                .any(|w| w == name.as_str().as_bytes())
+        );
+        assert_eq!(sk.open_name(&user, &tag, &sealed).unwrap(), name);
+        // Not under another tag (one secret shown under another's name), user or key.
+        assert!(sk.open_name(&user, &sk.name_tag(&other), &sealed).is_err());
+        let bob = UserName::new("bob").unwrap();
+        assert!(sk.open_name(&bob, &tag, &sealed).is_err());
+        assert!(
+            StorageKey::generate(&mut rng)
+                .open_name(&user, &tag, &sealed)
+                .is_err()
+        );
+        // A name sealed under the tag of another name does not open as either.
+        let k = sk.derive(NAME_KEY_LABEL);
+        let lie = seal(
+            &mut rng,
+            &k,
+            &name_aad(&user, &tag),
+            other.as_str().as_bytes(),
+        );
+        assert!(sk.open_name(&user, &tag, &lie).is_err());
     }
 
     #[test]

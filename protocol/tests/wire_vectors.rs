@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 
 use keyserver_protocol::{
-    ErrorCode, ErrorReply, HandshakeId, OpRequest, OpResponse, Request, Response, SealedRequest,
-    SealedResponse, SecretName, UserName,
+    ErrorCode, ErrorReply, HandshakeId, NameTag, OpRequest, OpResponse, Request, Response,
+    SealedRequest, SealedResponse, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
     codec::Bytes,
     ops::{self, SecretEntry},
@@ -34,8 +34,8 @@ fn user() -> UserName {
     UserName::new("alice").unwrap()
 }
 
-fn name(s: &str) -> SecretName {
-    SecretName::new(s).unwrap()
+fn tag(b: u8) -> NameTag {
+    NameTag([b; 32])
 }
 
 fn requests() -> Vec<(&'static str, Request)> {
@@ -142,7 +142,8 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
         (
             "Store",
             OpRequest::Store(ops::Store {
-                name: name("wallet"),
+                tag: tag(0x11),
+                sealed_name: bytes(0x12, 47),
                 version: 2,
                 replace: true,
                 sealed: bytes(1, 60),
@@ -150,22 +151,16 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
         ),
         (
             "Retrieve",
-            OpRequest::Retrieve(ops::Retrieve {
-                name: name("wallet"),
-            }),
+            OpRequest::Retrieve(ops::Retrieve { tag: tag(0x11) }),
         ),
         (
             "List",
             OpRequest::List(ops::List {
-                after: Some(name("a")),
+                after: Some(tag(0x13)),
+                deleted: true,
             }),
         ),
-        (
-            "Delete",
-            OpRequest::Delete(ops::Delete {
-                name: name("wallet"),
-            }),
-        ),
+        ("Delete", OpRequest::Delete(ops::Delete { tag: tag(0x11) })),
         ("Audit", OpRequest::Audit(ops::Audit { after: 129 })),
         (
             "ChangePasswordStart",
@@ -199,9 +194,11 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
             "RotateKeyStage",
             OpRequest::RotateKeyStage(ops::RotateKeyStage {
                 secrets: vec![ops::StagedSecret {
-                    name: name("wallet"),
+                    tag: tag(0x11),
+                    new_tag: tag(0x14),
+                    sealed_name: bytes(0x15, 47),
                     version: 2,
-                    sealed: bytes(8, 60),
+                    sealed: Some(bytes(8, 60)),
                 }],
             }),
         ),
@@ -233,7 +230,7 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
     let event = AuditEvent {
         seq: 7,
         time: 1_700_000_000,
-        body: EventBody::about(EventKind::Store, &name("wallet"), Outcome::Ok).at_version(2),
+        body: EventBody::about(EventKind::Store, &tag(0x11), Outcome::Ok).at_version(2),
         hash: [0xab; 32],
     };
     vec![
@@ -256,10 +253,12 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
             "List",
             OpResponse::List(ops::ListPage {
                 entries: vec![SecretEntry {
-                    name: name("wallet"),
+                    tag: tag(0x11),
+                    sealed_name: bytes(0x12, 47),
                     version: 2,
                     size: 19,
                     created: 1_700_000_000,
+                    deleted: false,
                 }],
                 more: false,
             }),

@@ -457,6 +457,44 @@ pub fn try_pg_exec(url: &str, sql: &str) -> Result<(), String> {
     .map_err(|_| "the Postgres thread failed".to_string())?
 }
 
+/// Every row of every table of the schema `url` names, as text (`bytea` in hex): what an
+/// operator reading the database sees.
+pub fn pg_dump_text(url: &str) -> String {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.expect("Postgres");
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::TEXT FROM information_schema.tables \
+                 WHERE table_schema = current_schema()",
+            )
+            .fetch_all(&mut c)
+            .await
+            .expect("the tables");
+            let mut out = String::new();
+            for t in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT row_to_json(t)::TEXT FROM \"{t}\" t"))
+                        .fetch_all(&mut c)
+                        .await
+                        .expect("the rows");
+                for r in rows {
+                    out.push_str(&r);
+                    out.push('\n');
+                }
+            }
+            out
+        })
+    })
+    .join()
+    .expect("the Postgres thread failed")
+}
+
 /// Runs one SQL statement on the SQLite database `db` while a server may be using it (it
 /// waits for the server's write lock).
 pub fn sqlite_exec(db: &Path, sql: &str) {

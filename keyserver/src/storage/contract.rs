@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use keyserver_protocol::{
-    SecretName, UserName,
+    NameTag, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
 };
 
@@ -72,8 +72,8 @@ fn user(n: &str) -> UserName {
     UserName::new(n).unwrap()
 }
 
-fn name(n: &str) -> SecretName {
-    SecretName::new(n).unwrap()
+fn tag(b: u8) -> NameTag {
+    NameTag([b; 32])
 }
 
 /// Runs one write job.
@@ -108,7 +108,7 @@ fn event(seq: u64) -> AuditEvent {
     AuditEvent {
         seq,
         time: 1000 + i64::try_from(seq).unwrap(),
-        body: EventBody::about(EventKind::Store, &name("s"), Outcome::Ok),
+        body: EventBody::about(EventKind::Store, &tag(7), Outcome::Ok).at_version(seq),
         hash: [u8::try_from(seq % 256).unwrap(); 32],
     }
 }
@@ -236,65 +236,57 @@ on_every_backend! {
 }
 
 on_every_backend! {
-    async fn secrets_keep_their_row_when_deleted_and_list_live_ones_in_byte_order(s: Storage) {
+    async fn secrets_keep_their_row_when_deleted_and_list_in_tag_byte_order(s: Storage) {
         let a = new_account(&s, "alice").await.id;
         let b = new_account(&s, "bob").await.id;
-        // Byte order, not a locale's: "Z" < "a" < "é".
-        let names = ["é", "a", "Z", "b", "gone"];
+        let tags = [0x10u8, 0x01, 0xf0, 0x20];
+        let row = |version, sealed: Option<Vec<u8>>, n: u8| SecretRow {
+            sealed_name: vec![n; 50],
+            version,
+            sealed,
+            created: 5,
+        };
         write(&s, move |tx| {
             Box::pin(async move {
-                for (i, n) in names.iter().enumerate() {
-                    let row = SecretRow {
-                        version: 1,
-                        sealed: Some(vec![0; 41 + i]),
-                        created: 5,
-                    };
-                    tx.put_secret(a, &name(n), &row).await?;
+                for (i, t) in tags.iter().enumerate() {
+                    tx.put_secret(a, &tag(*t), &row(1, Some(vec![0; 41 + i]), *t)).await?;
                 }
-                let gone = SecretRow {
-                    version: 4,
-                    sealed: None,
-                    created: 6,
-                };
-                tx.put_secret(a, &name("gone"), &gone).await?;
-                let theirs = SecretRow {
-                    version: 1,
-                    sealed: Some(vec![1]),
-                    created: 5,
-                };
-                tx.put_secret(b, &name("a"), &theirs).await
+                tx.put_secret(a, &tag(0x30), &row(4, None, 0x30)).await?;
+                tx.put_secret(b, &tag(0x01), &row(1, Some(vec![1]), 0x01)).await
             })
         })
         .await;
-        let (gone, missing, first, second) = s
+        let (gone, missing, first, second, all, rows) = s
             .read(move |tx| {
                 Box::pin(async move {
                     Ok((
-                        tx.secret(a, &name("gone")).await?,
-                        tx.secret(a, &name("missing")).await?,
-                        tx.secrets(a, None, 2).await?,
-                        tx.secrets(a, Some(&name("a")), 10).await?,
+                        tx.secret(a, &tag(0x30)).await?,
+                        tx.secret(a, &tag(0x99)).await?,
+                        tx.secrets(a, None, 2, false).await?,
+                        tx.secrets(a, Some(&tag(0x10)), 10, false).await?,
+                        tx.secrets(a, None, 10, true).await?,
+                        tx.count_secret_rows(a).await?,
                     ))
                 })
             })
             .await
             .unwrap();
-        assert_eq!(
-            gone,
-            Some(SecretRow {
-                version: 4,
-                sealed: None,
-                created: 6
-            })
-        );
+        assert_eq!(gone, Some(row(4, None, 0x30)));
         assert!(missing.is_none());
         let listed = |v: &[super::super::SecretListing]| {
             v.iter()
-                .map(|l| (l.name.as_str().to_string(), l.sealed_len))
+                .map(|l| (l.tag.0[0], l.sealed_len, l.sealed_name[0]))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(listed(&first), [("Z".into(), 43), ("a".into(), 42)]);
-        assert_eq!(listed(&second), [("b".into(), 44), ("é".into(), 41)]);
+        assert_eq!(listed(&first), [(0x01, Some(42), 0x01), (0x10, Some(41), 0x10)]);
+        assert_eq!(listed(&second), [(0x20, Some(44), 0x20), (0xf0, Some(43), 0xf0)]);
+        // With the deleted ones: in order, the deleted one without a size.
+        let all: Vec<(u8, Option<u64>)> = all.iter().map(|l| (l.tag.0[0], l.sealed_len)).collect();
+        assert_eq!(
+            all,
+            [(0x01, Some(42)), (0x10, Some(41)), (0x20, Some(44)), (0x30, None), (0xf0, Some(43))]
+        );
+        assert_eq!(rows, 5);
     }
 }
 
@@ -446,11 +438,12 @@ on_every_backend! {
                 s.write(Durability::Disk, move |tx| {
                     Box::pin(async move {
                         let row = SecretRow {
+                            sealed_name: vec![i],
                             version: 1,
                             sealed: Some(vec![i]),
                             created: 1,
                         };
-                        tx.put_secret(a, &name(&format!("s{i}")), &row).await?;
+                        tx.put_secret(a, &tag(i), &row).await?;
                         if i % 2 == 1 {
                             return Err(StorageError::Unavailable("this job fails".into()));
                         }
@@ -464,13 +457,11 @@ on_every_backend! {
             assert_eq!(j.await.unwrap().is_ok(), i % 2 == 0, "job {i}");
         }
         let listed = s
-            .read(move |tx| Box::pin(async move { tx.secrets(a, None, 100).await }))
+            .read(move |tx| Box::pin(async move { tx.secrets(a, None, 100, true).await }))
             .await
             .unwrap();
-        let mut got: Vec<_> = listed.iter().map(|l| l.name.as_str().to_string()).collect();
-        got.sort();
-        let mut want: Vec<_> = (0..40).step_by(2).map(|i| format!("s{i}")).collect();
-        want.sort();
+        let got: Vec<u8> = listed.iter().map(|l| l.tag.0[0]).collect();
+        let want: Vec<u8> = (0..40).step_by(2).collect();
         assert_eq!(got, want);
     }
 }
@@ -597,28 +588,33 @@ on_every_backend! {
                     epoch: 1,
                 })
                 .await?;
-                for (n, v, live) in [("x", 1, true), ("y", 3, true), ("gone", 2, false)] {
+                for (t, v, live) in [(1u8, 1, true), (2, 3, true), (3, 2, false)] {
                     let row = SecretRow {
+                        sealed_name: vec![t],
                         version: v,
                         sealed: live.then(|| b"old".to_vec()),
                         created: 1,
                     };
-                    tx.put_secret(a, &name(n), &row).await?;
+                    tx.put_secret(a, &tag(t), &row).await?;
                 }
                 Ok(())
             })
         })
         .await;
-        let stage = |n: &'static str, v: u64| {
+        // Tag t moves to tag t + 100; a live secret gets a new ciphertext, a deleted one none.
+        let staged = |t: u8, v: u64, live: bool| super::super::StagedRow {
+            tag: tag(t),
+            new_tag: tag(t + 100),
+            sealed_name: vec![t + 100],
+            version: v,
+            sealed: live.then(|| vec![b'n', t]),
+        };
+        let stage = |t: u8, v: u64, live: bool| {
             let s = s.clone();
             async move {
                 write(&s, move |tx| {
                     Box::pin(async move {
-                        let row = super::super::StagedRow {
-                            name: name(n),
-                            version: v,
-                            sealed: format!("new {n}").into_bytes(),
-                        };
+                        let row = staged(t, v, live);
                         tx.stage_secret(sid, a, &row).await?;
                         Ok((tx.staged_count(sid).await?, tx.staged_mismatches(sid, a).await?))
                     })
@@ -626,40 +622,35 @@ on_every_backend! {
                 .await
             }
         };
-        // x staged, y missing: one mismatch.
-        assert_eq!(stage("x", 1).await, (1, 1));
-        // y at a stale version: still a mismatch each way.
-        assert_eq!(stage("y", 2).await, (2, 2));
-        // y staged again at its version replaces the stale one: none left.
-        assert_eq!(stage("y", 3).await, (2, 0));
-        // A deleted secret staged is a mismatch too.
-        assert_eq!(stage("gone", 2).await, (3, 1));
-        let applied = write(&s, move |tx| {
-            Box::pin(async move {
-                tx.delete_staged(sid).await?;
-                for (n, v) in [("x", 1), ("y", 3)] {
-                    let row = super::super::StagedRow {
-                        name: name(n),
-                        version: v,
-                        sealed: format!("new {n}").into_bytes(),
-                    };
-                    tx.stage_secret(sid, a, &row).await?;
-                }
-                tx.apply_staged(sid, a).await
-            })
-        })
-        .await;
-        assert_eq!(applied, 2);
-        let (x, gone) = s
+        // 1 staged, 2 and 3 missing: two mismatches.
+        assert_eq!(stage(1, 1, true).await, (1, 2));
+        // 2 at a stale version: still a mismatch each way.
+        assert_eq!(stage(2, 2, true).await, (2, 3));
+        // 2 staged again at its version replaces the stale one.
+        assert_eq!(stage(2, 3, true).await, (2, 1));
+        // The deleted one staged as live is a mismatch; as deleted, none left.
+        assert_eq!(stage(3, 2, true).await, (3, 2));
+        assert_eq!(stage(3, 2, false).await, (3, 0));
+        let applied = write(&s, move |tx| Box::pin(async move { tx.apply_staged(sid, a).await }))
+            .await;
+        assert_eq!(applied, 3);
+        let (one, old, gone) = s
             .read(move |tx| {
                 Box::pin(async move {
-                    Ok((tx.secret(a, &name("x")).await?, tx.secret(a, &name("gone")).await?))
+                    Ok((
+                        tx.secret(a, &tag(101)).await?,
+                        tx.secret(a, &tag(1)).await?,
+                        tx.secret(a, &tag(103)).await?,
+                    ))
                 })
             })
             .await
             .unwrap();
-        assert_eq!(x.unwrap().sealed.as_deref(), Some(&b"new x"[..]));
-        assert_eq!(gone.unwrap().sealed, None);
+        let one = one.unwrap();
+        assert_eq!((one.sealed.as_deref(), one.sealed_name, one.version), (Some(&b"n\x01"[..]), vec![101], 1));
+        assert!(old.is_none());
+        let gone = gone.unwrap();
+        assert_eq!((gone.sealed, gone.version), (None, 2));
         // Staged rows outlive nothing: once their session is gone, a purge takes them.
         let purged = write(&s, move |tx| {
             Box::pin(async move {
@@ -668,7 +659,7 @@ on_every_backend! {
             })
         })
         .await;
-        assert_eq!(purged, 2);
+        assert_eq!(purged, 3);
     }
 }
 
@@ -731,4 +722,78 @@ on_every_backend! {
         assert!(first.0.is_some());
         assert_eq!(none, None);
     }
+}
+
+/// A database that holds secrets stored under protocol 2 (secret names in clear) is refused
+/// by the migration to sealed names, with a message that says why, and nothing is changed.
+#[tokio::test]
+async fn a_database_with_protocol_2_secrets_is_refused_by_the_sealed_names_migration() {
+    use std::borrow::Cow;
+
+    use sqlx::migrate::Migrator;
+    let before = |all: &Migrator| Migrator {
+        migrations: Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version < 12)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    let insert = |blob: fn(&str) -> String| {
+        [
+            format!(
+                "INSERT INTO accounts (id, user_name, record, sealed_storage_key, audit_head, \
+                 credential_id, created_at) VALUES (1, 'alice', {}, {}, {}, {}, 1)",
+                blob("72"),
+                blob("6b"),
+                blob("68"),
+                blob("63")
+            ),
+            format!(
+                "INSERT INTO secrets (account_id, name, version, sealed, created_at) \
+                 VALUES (1, 'wallet', 1, {}, 1)",
+                blob("73")
+            ),
+        ]
+    };
+    // SQLite.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+        let mut c = SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        before(&super::sqlite::MIGRATOR).run(&mut c).await.unwrap();
+        for q in insert(|h| format!("X'{h}'")) {
+            sqlx::query(&q).execute(&mut c).await.unwrap();
+        }
+    }
+    let e = SqliteBackend::open(&db).await.unwrap_err().to_string();
+    assert!(e.contains("protocol 2"), "{e}");
+    // Postgres.
+    let Some(schema) = keyserver_tests::PgSchema::create() else {
+        return;
+    };
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&schema.url()).await.unwrap();
+        before(&super::postgres::MIGRATOR)
+            .run(&mut c)
+            .await
+            .unwrap();
+        for q in insert(|h| format!("'\\x{h}'::BYTEA")) {
+            sqlx::query(&q).execute(&mut c).await.unwrap();
+        }
+    }
+    let e = PostgresBackend::connect(&schema.url())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("protocol 2"), "{e}");
 }

@@ -38,7 +38,7 @@ use std::{
 
 use async_trait::async_trait;
 use keyserver_protocol::{
-    SecretName, UserName,
+    NameTag, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
     ops::StoredCheckpoint,
 };
@@ -88,9 +88,9 @@ pub(crate) fn user_of(s: String) -> Result<UserName, StorageError> {
     UserName::new(s).map_err(|e| StorageError::Corrupt(format!("stored user name: {e}")))
 }
 
-/// A stored secret name, checked again on the way out.
-pub(crate) fn secret_name_of(s: String) -> Result<SecretName, StorageError> {
-    SecretName::new(s).map_err(|e| StorageError::Corrupt(format!("stored secret name: {e}")))
+/// A stored name tag.
+pub(crate) fn tag_of(b: &[u8]) -> Result<NameTag, StorageError> {
+    hash_of(b).map(NameTag)
 }
 
 /// A stored 32-byte hash.
@@ -168,7 +168,7 @@ pub(crate) struct RawEvent {
     pub(crate) seq: i64,
     pub(crate) time: i64,
     pub(crate) kind: i64,
-    pub(crate) secret: Option<String>,
+    pub(crate) secret: Option<Vec<u8>>,
     pub(crate) outcome: i64,
     pub(crate) hash: Vec<u8>,
     pub(crate) version: Option<i64>,
@@ -185,7 +185,7 @@ impl RawEvent {
                     .ok()
                     .and_then(EventKind::from_code)
                     .ok_or_else(|| corrupt("kind"))?,
-                secret: self.secret.map(secret_name_of).transpose()?,
+                secret: self.secret.map(|t| hash_of(&t).map(NameTag)).transpose()?,
                 outcome: u8::try_from(self.outcome)
                     .ok()
                     .and_then(Outcome::from_code)
@@ -290,6 +290,8 @@ pub struct NewAccount<'a> {
 /// counter survives and a name stored again never reuses a version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretRow {
+    /// Its name, sealed by the client.
+    pub sealed_name: Vec<u8>,
     /// Its current (or last) version.
     pub version: u64,
     /// The sealed blob; `None` once deleted.
@@ -298,15 +300,17 @@ pub struct SecretRow {
     pub created: i64,
 }
 
-/// A live secret as `list` reads it.
+/// A secret as `list` reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretListing {
-    /// Its name.
-    pub name: SecretName,
+    /// Its name tag.
+    pub tag: NameTag,
+    /// Its name, sealed by the client.
+    pub sealed_name: Vec<u8>,
     /// Its version.
     pub version: u64,
-    /// Bytes of its sealed blob.
-    pub sealed_len: u64,
+    /// Bytes of its sealed blob; `None` if it was deleted.
+    pub sealed_len: Option<u64>,
     /// When the version was stored.
     pub created: i64,
 }
@@ -358,12 +362,16 @@ pub struct SessionState {
 /// A secret sealed under a new storage key by a key rotation in progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StagedRow {
-    /// Its name.
-    pub name: SecretName,
+    /// Its name tag now.
+    pub tag: NameTag,
+    /// Its name tag under the new storage key.
+    pub new_tag: NameTag,
+    /// Its name sealed under the new storage key.
+    pub sealed_name: Vec<u8>,
     /// The version it was sealed for (its current version).
     pub version: u64,
-    /// The new ciphertext.
-    pub sealed: Vec<u8>,
+    /// The new ciphertext; `None` for a deleted secret.
+    pub sealed: Option<Vec<u8>>,
 }
 
 /// Names one sealed request. A mutation records its encoded response under this id in the
@@ -427,28 +435,33 @@ pub trait Tx: Send {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError>;
 
-    /// The row of secret `name`, live or deleted.
+    /// The row of the secret tagged `tag`, live or deleted.
     async fn secret(
         &mut self,
         account: AccountId,
-        name: &SecretName,
+        tag: &NameTag,
     ) -> Result<Option<SecretRow>, StorageError>;
 
-    /// Inserts or replaces the row of secret `name`.
+    /// Inserts or replaces the row of the secret tagged `tag`.
     async fn put_secret(
         &mut self,
         account: AccountId,
-        name: &SecretName,
+        tag: &NameTag,
         row: &SecretRow,
     ) -> Result<(), StorageError>;
 
-    /// At most `limit` live secrets with a name after `after`, in name order (bytewise).
+    /// At most `limit` secrets with a tag after `after`, in tag order (bytewise): the live
+    /// ones, and the deleted ones too if `deleted`.
     async fn secrets(
         &mut self,
         account: AccountId,
-        after: Option<&SecretName>,
+        after: Option<&NameTag>,
         limit: usize,
+        deleted: bool,
     ) -> Result<Vec<SecretListing>, StorageError>;
+
+    /// How many secret rows `account` has, live and deleted.
+    async fn count_secret_rows(&mut self, account: AccountId) -> Result<u64, StorageError>;
 
     /// The response recorded for `req`, if any.
     async fn recorded(&mut self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError>;
@@ -526,16 +539,16 @@ pub trait Tx: Send {
     /// How many secrets session `session` has staged.
     async fn staged_count(&mut self, session: [u8; 16]) -> Result<u64, StorageError>;
 
-    /// How many of `account`'s live secrets have no staged row of the same name and version
-    /// in `session`, plus how many staged rows have no such live secret.
+    /// How many of `account`'s secrets (live and deleted) have no staged row of the same tag,
+    /// version and liveness in `session`, plus how many staged rows have no such secret.
     async fn staged_mismatches(
         &mut self,
         session: [u8; 16],
         account: AccountId,
     ) -> Result<u64, StorageError>;
 
-    /// Replaces the ciphertext of each of `account`'s live secrets by the one `session`
-    /// staged for it; how many.
+    /// Replaces the tag, sealed name and ciphertext of each of `account`'s secrets by the
+    /// ones `session` staged for it; how many.
     async fn apply_staged(
         &mut self,
         session: [u8; 16],

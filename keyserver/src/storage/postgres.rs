@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyserver_protocol::{SecretName, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
+use keyserver_protocol::{NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
 use sqlx::{
     PgPool, Postgres, Row, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
@@ -25,10 +25,10 @@ use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
     RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
     StorageError, StoredSession, Tx, UnknownRow, account_columns, checkpoint_of, hash_of, i64_of,
-    limit_of, secret_name_of, u64_of, user_of,
+    limit_of, tag_of, u64_of, user_of,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Connections for write jobs.
 pub const WRITE_POOL: u32 = 16;
@@ -265,7 +265,7 @@ impl Tx for PgTx {
         .bind(i64_of(e.seq)?)
         .bind(e.time)
         .bind(e.body.kind as i64)
-        .bind(e.body.secret.as_ref().map(SecretName::as_str))
+        .bind(e.body.secret.as_ref().map(|t| &t.0[..]))
         .bind(e.body.outcome as i64)
         .bind(&e.hash[..])
         .bind(e.body.version.map(i64_of).transpose()?)
@@ -308,20 +308,22 @@ impl Tx for PgTx {
     async fn secret(
         &mut self,
         account: AccountId,
-        name: &SecretName,
+        tag: &NameTag,
     ) -> Result<Option<SecretRow>, StorageError> {
         let row = sqlx::query(
-            "SELECT version, sealed, created_at FROM secrets WHERE account_id = $1 AND name = $2",
+            "SELECT sealed_name, version, sealed, created_at FROM secrets \
+             WHERE account_id = $1 AND tag = $2",
         )
         .bind(account)
-        .bind(name.as_str())
+        .bind(&tag.0[..])
         .fetch_optional(&mut *self.tx)
         .await?;
         row.map(|r| {
             Ok(SecretRow {
-                version: u64_of(r.try_get(0)?)?,
-                sealed: r.try_get(1)?,
-                created: r.try_get(2)?,
+                sealed_name: r.try_get(0)?,
+                version: u64_of(r.try_get(1)?)?,
+                sealed: r.try_get(2)?,
+                created: r.try_get(3)?,
             })
         })
         .transpose()
@@ -330,17 +332,19 @@ impl Tx for PgTx {
     async fn put_secret(
         &mut self,
         account: AccountId,
-        name: &SecretName,
+        tag: &NameTag,
         row: &SecretRow,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO secrets (account_id, name, version, sealed, created_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, \
-             sealed = excluded.sealed, created_at = excluded.created_at",
+            "INSERT INTO secrets (account_id, tag, sealed_name, version, sealed, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account_id, tag) DO UPDATE SET sealed_name = excluded.sealed_name, \
+             version = excluded.version, sealed = excluded.sealed, \
+             created_at = excluded.created_at",
         )
         .bind(account)
-        .bind(name.as_str())
+        .bind(&tag.0[..])
+        .bind(&row.sealed_name)
         .bind(i64_of(row.version)?)
         .bind(row.sealed.as_deref())
         .bind(row.created)
@@ -352,28 +356,42 @@ impl Tx for PgTx {
     async fn secrets(
         &mut self,
         account: AccountId,
-        after: Option<&SecretName>,
+        after: Option<&NameTag>,
         limit: usize,
+        deleted: bool,
     ) -> Result<Vec<SecretListing>, StorageError> {
         let rows = sqlx::query(
-            "SELECT name, version, octet_length(sealed)::BIGINT, created_at FROM secrets \
-             WHERE account_id = $1 AND sealed IS NOT NULL AND name > $2 ORDER BY name LIMIT $3",
+            "SELECT tag, sealed_name, version, length(sealed)::BIGINT, created_at FROM secrets \
+             WHERE account_id = $1 AND (sealed IS NOT NULL OR $4) AND tag > $2 \
+             ORDER BY tag LIMIT $3",
         )
         .bind(account)
-        .bind(after.map_or("", SecretName::as_str))
+        .bind(after.map_or(&[][..], |t| &t.0[..]))
         .bind(limit_of(limit))
+        .bind(deleted)
         .fetch_all(&mut *self.tx)
         .await?;
         rows.iter()
             .map(|r| {
+                let tag: Vec<u8> = r.try_get(0)?;
+                let len: Option<i64> = r.try_get(3)?;
                 Ok(SecretListing {
-                    name: secret_name_of(r.try_get(0)?)?,
-                    version: u64_of(r.try_get(1)?)?,
-                    sealed_len: u64_of(r.try_get(2)?)?,
-                    created: r.try_get(3)?,
+                    tag: tag_of(&tag)?,
+                    sealed_name: r.try_get(1)?,
+                    version: u64_of(r.try_get(2)?)?,
+                    sealed_len: len.map(u64_of).transpose()?,
+                    created: r.try_get(4)?,
                 })
             })
             .collect()
+    }
+
+    async fn count_secret_rows(&mut self, account: AccountId) -> Result<u64, StorageError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        u64_of(n)
     }
 
     async fn recorded(&mut self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError> {
@@ -538,15 +556,19 @@ impl Tx for PgTx {
         row: &StagedRow,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO staged_secrets (session_id, account_id, name, version, sealed) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id, name) DO UPDATE SET \
-             version = excluded.version, sealed = excluded.sealed",
+            "INSERT INTO staged_secrets (session_id, account_id, tag, new_tag, sealed_name, \
+             version, sealed) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (session_id, tag) DO UPDATE SET new_tag = excluded.new_tag, \
+             sealed_name = excluded.sealed_name, version = excluded.version, \
+             sealed = excluded.sealed",
         )
         .bind(&session[..])
         .bind(account)
-        .bind(row.name.as_str())
+        .bind(&row.tag.0[..])
+        .bind(&row.new_tag.0[..])
+        .bind(&row.sealed_name)
         .bind(i64_of(row.version)?)
-        .bind(&row.sealed)
+        .bind(row.sealed.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -568,12 +590,14 @@ impl Tx for PgTx {
     ) -> Result<u64, StorageError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT \
-             (SELECT COUNT(*) FROM secrets s WHERE s.account_id = $2 AND s.sealed IS NOT NULL \
+             (SELECT COUNT(*) FROM secrets s WHERE s.account_id = $2 \
               AND NOT EXISTS (SELECT 1 FROM staged_secrets t WHERE t.session_id = $1 \
-              AND t.name = s.name AND t.version = s.version)) + \
+              AND t.tag = s.tag AND t.version = s.version \
+              AND (t.sealed IS NULL) = (s.sealed IS NULL))) + \
              (SELECT COUNT(*) FROM staged_secrets t WHERE t.session_id = $1 \
               AND NOT EXISTS (SELECT 1 FROM secrets s WHERE s.account_id = $2 \
-              AND s.sealed IS NOT NULL AND s.name = t.name AND s.version = t.version))",
+              AND s.tag = t.tag AND s.version = t.version \
+              AND (t.sealed IS NULL) = (s.sealed IS NULL)))",
         )
         .bind(&session[..])
         .bind(account)
@@ -588,9 +612,10 @@ impl Tx for PgTx {
         account: AccountId,
     ) -> Result<u64, StorageError> {
         Ok(sqlx::query(
-            "UPDATE secrets s SET sealed = t.sealed FROM staged_secrets t \
-             WHERE t.session_id = $1 AND s.account_id = $2 AND s.sealed IS NOT NULL \
-             AND t.name = s.name AND t.version = s.version",
+            "UPDATE secrets s SET tag = t.new_tag, sealed_name = t.sealed_name, \
+             sealed = t.sealed FROM staged_secrets t \
+             WHERE t.session_id = $1 AND s.account_id = $2 \
+             AND t.tag = s.tag AND t.version = s.version",
         )
         .bind(&session[..])
         .bind(account)

@@ -28,7 +28,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use keyserver_protocol::{SecretName, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
+use keyserver_protocol::{NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -37,10 +37,10 @@ use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
     RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
     StorageError, StoredSession, Tx, UnknownRow, account_columns, checkpoint_of, hash_of, i64_of,
-    limit_of, secret_name_of, u64_of, user_of,
+    limit_of, tag_of, u64_of, user_of,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Most jobs committed together.
 pub const MAX_BATCH: usize = 1024;
@@ -553,7 +553,7 @@ impl Tx for SqliteTx {
                 i64_of(e.seq)?,
                 e.time,
                 e.body.kind as i64,
-                e.body.secret.as_ref().map(SecretName::as_str),
+                e.body.secret.as_ref().map(|t| &t.0[..]),
                 e.body.outcome as i64,
                 &e.hash[..],
                 e.body.version.map(i64_of).transpose()?,
@@ -580,20 +580,21 @@ impl Tx for SqliteTx {
     async fn secret(
         &mut self,
         account: AccountId,
-        name: &SecretName,
+        tag: &NameTag,
     ) -> Result<Option<SecretRow>, StorageError> {
-        let row: Option<(i64, Option<Vec<u8>>, i64)> = self
+        let row: Option<(Vec<u8>, i64, Option<Vec<u8>>, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT version, sealed, created_at FROM secrets \
-                 WHERE account_id = ?1 AND name = ?2",
+                "SELECT sealed_name, version, sealed, created_at FROM secrets \
+                 WHERE account_id = ?1 AND tag = ?2",
             )?
-            .query_row(params![account, name.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            .query_row(params![account, &tag.0[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        row.map(|(version, sealed, created)| {
+        row.map(|(sealed_name, version, sealed, created)| {
             Ok(SecretRow {
+                sealed_name,
                 version: u64_of(version)?,
                 sealed,
                 created,
@@ -605,19 +606,21 @@ impl Tx for SqliteTx {
     async fn put_secret(
         &mut self,
         account: AccountId,
-        name: &SecretName,
+        tag: &NameTag,
         row: &SecretRow,
     ) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO secrets (account_id, name, version, sealed, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, \
-                 sealed = excluded.sealed, created_at = excluded.created_at",
+                "INSERT INTO secrets (account_id, tag, sealed_name, version, sealed, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (account_id, tag) DO UPDATE SET sealed_name = excluded.sealed_name, \
+                 version = excluded.version, sealed = excluded.sealed, \
+                 created_at = excluded.created_at",
             )?
             .execute(params![
                 account,
-                name.as_str(),
+                &tag.0[..],
+                row.sealed_name,
                 i64_of(row.version)?,
                 row.sealed,
                 row.created
@@ -628,40 +631,53 @@ impl Tx for SqliteTx {
     async fn secrets(
         &mut self,
         account: AccountId,
-        after: Option<&SecretName>,
+        after: Option<&NameTag>,
         limit: usize,
+        deleted: bool,
     ) -> Result<Vec<SecretListing>, StorageError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT name, version, length(sealed), created_at FROM secrets \
-             WHERE account_id = ?1 AND sealed IS NOT NULL AND name > ?2 ORDER BY name LIMIT ?3",
+            "SELECT tag, sealed_name, version, length(sealed), created_at FROM secrets \
+             WHERE account_id = ?1 AND (sealed IS NOT NULL OR ?4) AND tag > ?2 \
+             ORDER BY tag LIMIT ?3",
         )?;
         let rows = stmt
             .query_map(
                 params![
                     account,
-                    after.map_or("", SecretName::as_str),
-                    limit_of(limit)
+                    after.map_or(&[][..], |t| &t.0[..]),
+                    limit_of(limit),
+                    deleted
                 ],
                 |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, i64>(4)?,
                     ))
                 },
             )?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(name, version, len, created)| {
+            .map(|(tag, sealed_name, version, len, created)| {
                 Ok(SecretListing {
-                    name: secret_name_of(name)?,
+                    tag: tag_of(&tag)?,
+                    sealed_name,
                     version: u64_of(version)?,
-                    sealed_len: u64_of(len)?,
+                    sealed_len: len.map(u64_of).transpose()?,
                     created,
                 })
             })
             .collect()
+    }
+
+    async fn count_secret_rows(&mut self, account: AccountId) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM secrets WHERE account_id = ?1")?
+            .query_row(params![account], |r| r.get(0))?;
+        u64_of(n)
     }
 
     async fn recorded(&mut self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError> {
@@ -855,14 +871,18 @@ impl Tx for SqliteTx {
     ) -> Result<(), StorageError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO staged_secrets (session_id, account_id, name, version, sealed) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (session_id, name) DO UPDATE SET \
-                 version = excluded.version, sealed = excluded.sealed",
+                "INSERT INTO staged_secrets (session_id, account_id, tag, new_tag, sealed_name, \
+                 version, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (session_id, tag) DO UPDATE SET new_tag = excluded.new_tag, \
+                 sealed_name = excluded.sealed_name, version = excluded.version, \
+                 sealed = excluded.sealed",
             )?
             .execute(params![
                 &session[..],
                 account,
-                row.name.as_str(),
+                &row.tag.0[..],
+                &row.new_tag.0[..],
+                row.sealed_name,
                 i64_of(row.version)?,
                 row.sealed
             ])?;
@@ -886,12 +906,14 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached(
                 "SELECT \
-                 (SELECT COUNT(*) FROM secrets s WHERE s.account_id = ?2 AND s.sealed IS NOT NULL \
+                 (SELECT COUNT(*) FROM secrets s WHERE s.account_id = ?2 \
                   AND NOT EXISTS (SELECT 1 FROM staged_secrets t WHERE t.session_id = ?1 \
-                  AND t.name = s.name AND t.version = s.version)) + \
+                  AND t.tag = s.tag AND t.version = s.version \
+                  AND (t.sealed IS NULL) = (s.sealed IS NULL))) + \
                  (SELECT COUNT(*) FROM staged_secrets t WHERE t.session_id = ?1 \
                   AND NOT EXISTS (SELECT 1 FROM secrets s WHERE s.account_id = ?2 \
-                  AND s.sealed IS NOT NULL AND s.name = t.name AND s.version = t.version))",
+                  AND s.tag = t.tag AND s.version = t.version \
+                  AND (t.sealed IS NULL) = (s.sealed IS NULL)))",
             )?
             .query_row(params![&session[..], account], |r| r.get(0))?;
         u64_of(n)
@@ -905,11 +927,10 @@ impl Tx for SqliteTx {
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE secrets SET sealed = (SELECT t.sealed FROM staged_secrets t \
-                 WHERE t.session_id = ?1 AND t.name = secrets.name AND t.version = secrets.version) \
-                 WHERE account_id = ?2 AND sealed IS NOT NULL AND EXISTS (SELECT 1 FROM \
-                 staged_secrets t WHERE t.session_id = ?1 AND t.name = secrets.name \
-                 AND t.version = secrets.version)",
+                "UPDATE secrets SET tag = t.new_tag, sealed_name = t.sealed_name, \
+                 sealed = t.sealed FROM staged_secrets t \
+                 WHERE t.session_id = ?1 AND secrets.account_id = ?2 \
+                 AND t.tag = secrets.tag AND t.version = secrets.version",
             )?
             .execute(params![&session[..], account])?;
         Ok(n as u64)
@@ -1162,8 +1183,9 @@ mod tests {
         for i in 0..64u64 {
             s.write(Durability::Disk, move |tx| {
                 Box::pin(async move {
-                    let name = SecretName::new(format!("s{i}")).unwrap();
+                    let name = NameTag([u8::try_from(i).unwrap(); 32]);
                     let row = SecretRow {
+                        sealed_name: vec![1; 60],
                         version: 1,
                         sealed: Some(vec![7u8; 4096]),
                         created: 2,

@@ -522,6 +522,76 @@ impl RawSession {
     }
 
     /// Seals `data` as secret `name`, version `version`.
+    /// The tag the server knows `name` by.
+    pub fn tag(&self, name: &str) -> keyserver_protocol::NameTag {
+        self.storage_key.name_tag(&secret(name))
+    }
+
+    /// `name` sealed for the server.
+    pub fn sealed_name(&self, name: &str) -> keyserver_protocol::names::SealedName {
+        Bytes::new(
+            self.storage_key
+                .seal_name(&mut OsRng, &self.user, &secret(name)),
+        )
+        .unwrap()
+    }
+
+    /// A store of `data` as version `version` of `name`.
+    pub fn store_op(&self, name: &str, version: u64, data: &[u8], replace: bool) -> OpRequest {
+        OpRequest::Store(keyserver_protocol::ops::Store {
+            tag: self.tag(name),
+            sealed_name: self.sealed_name(name),
+            version,
+            replace,
+            sealed: self.sealed(name, version, data),
+        })
+    }
+
+    /// A retrieve of `name`.
+    pub fn retrieve_op(&self, name: &str) -> OpRequest {
+        OpRequest::Retrieve(keyserver_protocol::ops::Retrieve {
+            tag: self.tag(name),
+        })
+    }
+
+    /// A delete of `name`.
+    pub fn delete_op(&self, name: &str) -> OpRequest {
+        OpRequest::Delete(keyserver_protocol::ops::Delete {
+            tag: self.tag(name),
+        })
+    }
+
+    /// `name` (at `version`, holding `data`, or deleted) staged for a rotation to `new_key`.
+    pub fn staged(
+        &self,
+        new_key: &StorageKey,
+        name: &str,
+        version: u64,
+        data: Option<&[u8]>,
+    ) -> keyserver_protocol::ops::StagedSecret {
+        let n = secret(name);
+        keyserver_protocol::ops::StagedSecret {
+            tag: self.tag(name),
+            new_tag: new_key.name_tag(&n),
+            sealed_name: Bytes::new(new_key.seal_name(&mut OsRng, &self.user, &n)).unwrap(),
+            version,
+            sealed: data.map(|d| {
+                Bytes::new(
+                    new_key
+                        .seal_secret(
+                            &mut OsRng,
+                            &self.user,
+                            &n,
+                            version,
+                            &SecretBytes::new(d.to_vec()),
+                        )
+                        .unwrap(),
+                )
+                .unwrap()
+            }),
+        }
+    }
+
     pub fn sealed(
         &self,
         name: &str,
@@ -566,4 +636,12 @@ macro_rules! on_every_backend {
             }
         }
     };
+}
+
+/// The first page of the live secrets.
+pub fn list_op() -> OpRequest {
+    OpRequest::List(keyserver_protocol::ops::List {
+        after: None,
+        deleted: false,
+    })
 }

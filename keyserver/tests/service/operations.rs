@@ -1,11 +1,7 @@
 //! Every operation inside a session, through the client library and by hand.
 
 use keyserver::config::Config;
-use keyserver_protocol::{
-    ErrorCode, OpRequest, OpResponse, SecretBytes,
-    audit_chain::EventKind,
-    ops::{Delete, List, Retrieve, Store},
-};
+use keyserver_protocol::{ErrorCode, OpRequest, OpResponse, SecretBytes, audit_chain::EventKind};
 use local_client::ClientError;
 
 use crate::{harness::*, on_every_backend};
@@ -61,7 +57,7 @@ on_every_backend! {
         s.register("alice", "pw").await;
         let a = s.raw().login("alice", "pw").await.unwrap();
         let store = |version, replace, data: &[u8]| {
-            OpRequest::Store(Store { name: secret("wallet"), version, replace, sealed: a.sealed("wallet", version, data) })
+            a.store_op("wallet", version, data, replace)
         };
         let code = |r: Result<OpResponse, ErrorCode>| match r.unwrap() {
             OpResponse::Error(e) => (e.code, e.expected_version),
@@ -72,10 +68,10 @@ on_every_backend! {
         assert_eq!(code(a.op(&store(2, false, b"c2")).await), (ErrorCode::NAME_EXISTS, None));
         assert_eq!(code(a.op(&store(1, true, b"c2")).await), (ErrorCode::VERSION_MISMATCH, Some(2)));
         assert!(matches!(a.op(&store(2, true, b"c2")).await, Ok(OpResponse::Stored(x)) if x.version == 2));
-        let get = OpRequest::Retrieve(Retrieve { name: secret("wallet") });
+        let get = a.retrieve_op("wallet");
         let Ok(OpResponse::Secret(got)) = a.op(&get).await else { panic!() };
         assert_eq!(got.version, 2);
-        let del = OpRequest::Delete(Delete { name: secret("wallet") });
+        let del = a.delete_op("wallet");
         assert_eq!(a.op(&del).await, Ok(OpResponse::Deleted));
         assert_eq!(code(a.op(&del).await), (ErrorCode::NOT_FOUND, None));
         assert_eq!(code(a.op(&get).await), (ErrorCode::NOT_FOUND, None));
@@ -121,7 +117,7 @@ on_every_backend! {
         assert!(listed.iter().all(|e| e.size == 9 && e.version == 1));
         // By hand: the first page says more follow.
         let raw = s.raw().login("alice", "pw").await.unwrap();
-        let Ok(OpResponse::List(page)) = raw.op(&OpRequest::List(List { after: None })).await else { panic!() };
+        let Ok(OpResponse::List(page)) = raw.op(&list_op()).await else { panic!() };
         assert_eq!((page.entries.len(), page.more), (keyserver_protocol::limits::LIST_PAGE, true));
     }
 }
@@ -188,15 +184,10 @@ on_every_backend! {
         let Some(s) = Server::new(kind, Config::default()).await else { return };
         s.register("alice", "pw").await;
         let a = s.raw().login("alice", "pw").await.unwrap();
-        let store = a.seal(&OpRequest::Store(Store {
-            name: secret("w"),
-            version: 1,
-            replace: false,
-            sealed: a.sealed("w", 1, b"x"),
-        }));
+        let store = a.seal(&a.store_op("w", 1, b"x", false));
         let first = a.send_for_answer(&store).await.unwrap();
         let after_store = first.position.unwrap();
-        let list = a.seal(&OpRequest::List(List { after: None }));
+        let list = a.seal(&list_op());
         let after_list = a.send_for_answer(&list).await.unwrap().position.unwrap();
         assert_eq!(after_list.seq, after_store.seq + 1);
         // The chain as the client reads it ends there, with those hashes.
@@ -236,7 +227,7 @@ on_every_backend! {
         ));
         // A checkpoint whose MAC is not this account's key's is passed over.
         let raw = s.raw().login("alice", "pw").await.unwrap();
-        raw.op(&OpRequest::List(List { after: None })).await.unwrap();
+        raw.op(&list_op()).await.unwrap();
         let later = a.position().map_or(0, |p| p.seq) + 3;
         let forged = OpRequest::SaveCheckpoint(keyserver_protocol::ops::SaveCheckpoint {
             checkpoint: keyserver_protocol::checkpoint::Checkpoint {

@@ -4,11 +4,7 @@ use std::time::Duration;
 
 use keyserver::config::Config;
 use keyserver_protocol::{
-    ErrorCode, OpRequest, OpResponse,
-    codec::Bytes,
-    limits::REPLAY_WINDOW,
-    ops::{Delete, List, Retrieve, Store},
-    session::SessionId,
+    ErrorCode, OpRequest, OpResponse, codec::Bytes, limits::REPLAY_WINDOW, session::SessionId,
 };
 
 use crate::{harness::*, on_every_backend};
@@ -20,12 +16,7 @@ on_every_backend! {
         let Some(s) = Server::new(kind, Config::default()).await else { return };
         s.register("alice", "pw").await;
         let a = s.raw().login("alice", "pw").await.unwrap();
-        let store = a.seal(&OpRequest::Store(Store {
-            name: secret("wallet"),
-            version: 1,
-            replace: false,
-            sealed: a.sealed("wallet", 1, b"c1"),
-        }));
+        let store = a.seal(&a.store_op("wallet", 1, b"c1", false));
         let first = a.send(&store).await.unwrap();
         assert!(matches!(first, OpResponse::Stored(ref x) if x.version == 1), "{first:?}");
         s.advance(Duration::from_secs(5));
@@ -35,23 +26,13 @@ on_every_backend! {
         let moved = RawSession { raw: other, ..a };
         assert_eq!(moved.send(&store).await.unwrap(), first);
         let a = moved;
-        let del = a.seal(&OpRequest::Delete(Delete { name: secret("wallet") }));
+        let del = a.seal(&a.delete_op("wallet"));
         assert_eq!(a.send(&del).await.unwrap(), OpResponse::Deleted);
         assert_eq!(a.send(&del).await.unwrap(), OpResponse::Deleted);
         // A refusal is recorded as such: the name exists now, and stays refused on a resend.
-        let v2 = a.seal(&OpRequest::Store(Store {
-            name: secret("wallet"),
-            version: 2,
-            replace: false,
-            sealed: a.sealed("wallet", 2, b"c2"),
-        }));
+        let v2 = a.seal(&a.store_op("wallet", 2, b"c2", false));
         assert!(matches!(a.send(&v2).await.unwrap(), OpResponse::Stored(_)));
-        let refused = a.seal(&OpRequest::Store(Store {
-            name: secret("wallet"),
-            version: 3,
-            replace: false,
-            sealed: a.sealed("wallet", 3, b"c3"),
-        }));
+        let refused = a.seal(&a.store_op("wallet", 3, b"c3", false));
         let r1 = a.send(&refused).await.unwrap();
         assert!(matches!(&r1, OpResponse::Error(e) if e.code == ErrorCode::NAME_EXISTS), "{r1:?}");
         assert_eq!(a.send(&refused).await.unwrap(), r1);
@@ -70,7 +51,7 @@ on_every_backend! {
         s.register("alice", "pw").await;
         let raw = s.raw();
         let a = raw.login("alice", "pw").await.unwrap();
-        let list = OpRequest::List(List { after: None });
+        let list = list_op();
 
         // Replayed: the same read twice.
         let r1 = a.seal(&list);
@@ -118,7 +99,7 @@ on_every_backend! {
         s.register("alice", "pw").await;
         s.login("alice", "pw").await.unwrap().store(&secret("w"), &pw("x"), false).await.unwrap();
         let a = s.raw().login("alice", "pw").await.unwrap();
-        let get = a.seal(&OpRequest::Retrieve(Retrieve { name: secret("w") }));
+        let get = a.seal(&a.retrieve_op("w"));
         let Ok(OpResponse::Secret(got)) = a.send(&get).await else { panic!() };
         let opened = a.storage_key.open_secret(&a.user, &secret("w"), got.version, got.sealed.as_slice()).unwrap();
         assert_eq!(opened.expose_secret(), b"x");

@@ -18,7 +18,7 @@ use keyserver_protocol::{
     ErrorCode, OpRequest, OpResponse, Request, Response, SealedRequest,
     codec::Bytes,
     handshake::{login, registration},
-    ops::{Audit, List},
+    ops::Audit,
     session::{SessionId, channel::RESPONSE_NONCE_LEN},
 };
 use local_client::{ClientError, Connection, Connector, Link, LinkError};
@@ -92,7 +92,7 @@ on_every_backend! {
         let a = s.raw().login("alice", "pw").await.unwrap();
         for round in 0..5 {
             let fresh = s.instance();
-            let req = a.seal(&OpRequest::List(List { after: None }));
+            let req = a.seal(&list_op());
             let tasks: Vec<_> = (0..8)
                 .map(|_| {
                     let raw = Raw::new(&fresh, LOCALHOST);
@@ -141,10 +141,10 @@ on_every_backend! {
             }
         }
         // 45 s without an authenticated request: ended, here and anywhere else.
-        assert_eq!(a.op(&OpRequest::List(List { after: None })).await, Err(ErrorCode::SESSION_EXPIRED));
+        assert_eq!(a.op(&list_op()).await, Err(ErrorCode::SESSION_EXPIRED));
         let elsewhere = RawSession { raw: Raw::new(&s.instance(), LOCALHOST), ..a };
         assert_eq!(
-            elsewhere.op(&OpRequest::List(List { after: None })).await,
+            elsewhere.op(&list_op()).await,
             Err(ErrorCode::SESSION_EXPIRED)
         );
     }
@@ -172,7 +172,7 @@ on_every_backend! {
             s.sql(sqlite, postgres).await;
             let moved = RawSession { raw: Raw::new(&s.instance(), LOCALHOST), ..a };
             assert_eq!(
-                moved.op(&OpRequest::List(List { after: None })).await,
+                moved.op(&list_op()).await,
                 Err(ErrorCode::UNKNOWN_SESSION),
                 "{sqlite}"
             );
@@ -383,12 +383,7 @@ async fn one_accounts_many_requests_hold_at_most_two_database_connections() {
         let a = a.clone();
         jobs.spawn(async move {
             let name = format!("s{i}");
-            let op = OpRequest::Store(keyserver_protocol::ops::Store {
-                name: secret(&name),
-                version: 1,
-                replace: false,
-                sealed: a.sealed(&name, 1, b"x"),
-            });
+            let op = a.store_op(&name, 1, b"x", false);
             a.op(&op).await
         });
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use keyserver::config::Config;
-use keyserver_protocol::{ErrorCode, OpRequest, OpResponse, ops::List};
+use keyserver_protocol::{ErrorCode, OpRequest, OpResponse};
 use local_client::ClientError;
 
 use crate::{harness::*, on_every_backend};
@@ -72,7 +72,7 @@ on_every_backend! {
         a.logout().await.unwrap();
         let raw = s.raw().login("alice", "pw").await.unwrap();
         let again = RawSession { raw: Raw::new(&s.core, LOCALHOST), ..raw };
-        assert!(again.op(&OpRequest::List(List { after: None })).await.is_ok());
+        assert!(again.op(&list_op()).await.is_ok());
         assert_eq!(again.op(&OpRequest::Logout).await, Ok(OpResponse::LoggedOut));
         // A session that expired in the database is not adopted.
         let b = s.login("alice", "pw").await.unwrap();

@@ -570,7 +570,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             "seq": e.seq,
                             "time": rfc3339(e.time),
                             "kind": e.body.kind.as_str(),
-                            "secret": e.body.secret.as_ref().map(SecretName::as_str),
+                            "secret": e.body.secret.as_ref().map(|t| report.secret_name(t)),
+                            "secret_tag": e.body.secret.as_ref().map(|t| hex(&t.0)),
                             "outcome": e.body.outcome.as_str(),
                             "version": e.body.version,
                             "hash": hex(&e.hash),
@@ -602,7 +603,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .body
                         .secret
                         .as_ref()
-                        .map(|s| format!(" {s}"))
+                        .map(|t| format!(" {}", report.secret_name(t)))
                         .unwrap_or_default();
                     writeln!(
                         out,

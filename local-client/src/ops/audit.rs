@@ -1,8 +1,10 @@
 //! `audit`: the account's audit log, verified here, and checked against what this client
 //! saw before.
 
+use std::collections::BTreeMap;
+
 use keyserver_protocol::{
-    OpRequest, OpResponse,
+    NameTag, OpRequest, OpResponse, SecretName,
     audit_chain::{AuditEvent, AuditPosition, ChainError, ChainVerifier, EventKind, Outcome},
     limits::AUDIT_PAGE,
     ops::Audit,
@@ -21,6 +23,25 @@ pub struct AuditReport {
     /// which the chain was checked to pass; `None` if it remembered none (the chain was
     /// trusted as first seen).
     pub pinned: Option<AuditPosition>,
+    /// The names of the secrets the events refer to by tag, opened here (a tag of a name
+    /// under an earlier storage key, before a key rotation, has none).
+    pub names: BTreeMap<NameTag, SecretName>,
+}
+
+impl AuditReport {
+    /// How to show the secret an event refers to: its name, or its tag's first bytes.
+    pub fn secret_name(&self, tag: &NameTag) -> String {
+        self.names.get(tag).map_or_else(
+            || {
+                format!(
+                    "(tag {:02x}{:02x}{:02x}{:02x}…: named under an earlier key, or its \
+                     sealed name was altered)",
+                    tag.0[0], tag.0[1], tag.0[2], tag.0[3]
+                )
+            },
+            |n| n.as_str().to_string(),
+        )
+    }
 }
 
 /// How far the path from the remembered position was checked (see
@@ -80,10 +101,10 @@ fn pass_through(
         }
     }
     for e in events {
-        if let (EventKind::Store, Outcome::Ok, Some(name), Some(v)) =
+        if let (EventKind::Store, Outcome::Ok, Some(tag), Some(v)) =
             (e.body.kind, e.body.outcome, &e.body.secret, e.body.version)
         {
-            session.saw_version(name, None, v)?;
+            session.saw_stored(tag, v);
         }
     }
     Ok(())
@@ -133,10 +154,20 @@ impl Session {
         if verification.is_ok() {
             pass_through(self, &events, newest)?;
         }
+        // The names, from the account's list (deleted secrets included), each checked
+        // against its tag. One that does not open is shown as its tag: the log is still
+        // shown, whatever else the server altered.
+        let names = self
+            .list_entries_opened(true, false)
+            .await?
+            .into_iter()
+            .filter_map(|(name, e)| Some((e.tag, name?)))
+            .collect();
         Ok(AuditReport {
             events,
             verification,
             pinned: self.remembered_position(),
+            names,
         })
     }
 

@@ -12,7 +12,9 @@ impl Session {
     /// applied at most once).
     pub async fn delete(&self, name: &SecretName) -> Result<(), ClientError> {
         match self
-            .call(&OpRequest::Delete(Delete { name: name.clone() }))
+            .call(&OpRequest::Delete(Delete {
+                tag: self.tag(name),
+            }))
             .await?
         {
             OpResponse::Deleted => Ok(()),

@@ -14,3 +14,4 @@ mod rotate_key;
 mod store;
 
 pub use audit::{AuditReport, PathCheck};
+pub use list::Listed;

@@ -13,14 +13,15 @@ impl Session {
     /// (nothing is returned: contact the operator); [`ClientError::SessionEnded`] (log in again); transport
     /// errors (retry).
     pub async fn retrieve(&self, name: &SecretName) -> Result<(SecretBytes, u64), ClientError> {
-        let op = OpRequest::Retrieve(Retrieve { name: name.clone() });
-        let at_send = self.newest_version(name);
+        let tag = self.tag(name);
+        let op = OpRequest::Retrieve(Retrieve { tag });
+        let at_send = self.newest_version(&tag);
         let OpResponse::Secret(s) = self.call(&op).await? else {
             return Err(ClientError::Protocol("unexpected reply to Retrieve"));
         };
         // Not older than a version this client stored or saw: an older one put back would
         // open (it was sealed for its own version), so only this check catches it.
-        self.saw_version(name, at_send, s.version)?;
+        self.saw_version(name, &tag, at_send, s.version)?;
         let secret = self
             .keys()
             .storage_key

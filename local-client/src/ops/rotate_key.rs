@@ -1,6 +1,7 @@
 //! `rotate-key`: a new storage key. After a reauth, every secret is opened here, sealed again
-//! under a new storage key (same name and version) and staged on the server in batches; the
-//! finish swaps them all in at once, with the new key sealed for the next epoch. If this
+//! under a new storage key (same name and version), its name tagged and sealed under the new
+//! key (deleted secrets' names too), and staged on the server in batches; the finish swaps
+//! them all in at once, with the new key sealed for the next epoch. If this
 //! dies half-way nothing changes: the old key goes on opening every secret, and what was
 //! staged is dropped with the session.
 
@@ -32,25 +33,44 @@ impl Session {
         let master_key = self.reauth(password).await?;
         let old = self.keys();
         let new_key = StorageKey::generate(&mut OsRng);
-        let entries = self.list().await?;
+        // Every secret, deleted ones too: under the new key every name has a new tag, and a
+        // deleted name's row keeps its version count for when it is stored again.
+        let entries = self.list_entries(true).await?;
         let mut batch: Vec<StagedSecret> = Vec::new();
         let mut batch_bytes = 0;
-        for e in &entries {
-            let (secret, version) = self.retrieve(&e.name).await?;
-            let sealed = new_key
-                .seal_secret(&mut OsRng, &self.user, &e.name, version, &secret)
-                .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
-            drop(secret);
-            if batch_bytes + sealed.len() > STAGE_BYTES && !batch.is_empty() {
+        let mut moves = Vec::with_capacity(entries.len());
+        let mut live = 0u64;
+        for (name, e) in &entries {
+            let sealed = if e.deleted {
+                None
+            } else {
+                let (secret, version) = self.retrieve(name).await?;
+                if version != e.version {
+                    // Stored again since the listing: start over.
+                    return Err(ClientError::Server(keyserver_protocol::ErrorCode::STALE));
+                }
+                let sealed = new_key
+                    .seal_secret(&mut OsRng, &self.user, name, version, &secret)
+                    .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+                live += 1;
+                Some(Bytes::new(sealed).ok_or(ClientError::Protocol("sealed secret too large"))?)
+            };
+            let new_tag = new_key.name_tag(name);
+            let sealed_name = Bytes::new(new_key.seal_name(&mut OsRng, &self.user, name))
+                .ok_or(ClientError::Protocol("sealed name too large"))?;
+            let size = sealed.as_ref().map_or(0, |s| s.len()) + sealed_name.len() + 2 * 32 + 16;
+            if batch_bytes + size > STAGE_BYTES && !batch.is_empty() {
                 self.stage(std::mem::take(&mut batch)).await?;
                 batch_bytes = 0;
             }
-            batch_bytes += sealed.len();
+            batch_bytes += size;
+            moves.push((e.tag, new_tag));
             batch.push(StagedSecret {
-                name: e.name.clone(),
-                version,
-                sealed: Bytes::new(sealed)
-                    .ok_or(ClientError::Protocol("sealed secret too large"))?,
+                tag: e.tag,
+                new_tag,
+                sealed_name,
+                version: e.version,
+                sealed,
             });
         }
         if !batch.is_empty() {
@@ -61,20 +81,20 @@ impl Session {
             .checked_add(1)
             .ok_or(ClientError::Protocol("the account's epoch is exhausted"))?;
         let sealed = master_key.seal_storage_key(&mut OsRng, &self.user, epoch, &new_key);
-        let secrets = entries.len() as u64;
         let op = OpRequest::RotateKeyFinish(RotateKeyFinish {
             epoch,
             sealed_storage_key: Bytes::new(sealed)
                 .ok_or(ClientError::Protocol("sealed storage key too large"))?,
-            secrets,
+            secrets: entries.len() as u64,
         });
         match self.call(&op).await? {
             OpResponse::KeyRotated(r) if r.epoch == epoch => {
+                self.retag(&moves, new_key.tag_key_id());
                 self.set_keys(AccountKeys {
                     storage_key: Arc::new(new_key),
                     epoch,
                 });
-                Ok(secrets)
+                Ok(live)
             }
             _ => Err(ClientError::Protocol("unexpected reply to RotateKeyFinish")),
         }

@@ -27,6 +27,10 @@ impl Session {
         // fresh name is version 1, otherwise the server says which and we seal again.
         let mut version = 1;
         let storage_key = self.keys().storage_key;
+        // The server knows the name only by its tag, and keeps it sealed (for `list`).
+        let tag = storage_key.name_tag(name);
+        let sealed_name = Bytes::new(storage_key.seal_name(&mut OsRng, &self.user, name))
+            .ok_or(ClientError::Protocol("sealed name too large"))?;
         for _ in 0..STORE_ATTEMPTS {
             let sealed = storage_key
                 .seal_secret(&mut OsRng, &self.user, name, version, secret)
@@ -34,14 +38,15 @@ impl Session {
             let sealed = Bytes::new(sealed)
                 .ok_or_else(|| ClientError::InvalidInput("secret too large".into()))?;
             let op = OpRequest::Store(Store {
-                name: name.clone(),
+                tag,
+                sealed_name: sealed_name.clone(),
                 version,
                 replace,
                 sealed,
             });
             match self.call(&op).await {
                 Ok(OpResponse::Stored(s)) => {
-                    self.saw_version(name, None, s.version)?;
+                    self.saw_version(name, &tag, None, s.version)?;
                     return Ok(s.version);
                 }
                 Ok(_) => return Err(ClientError::Protocol("unexpected reply to Store")),

@@ -25,9 +25,10 @@ pub struct AuditPage {
 mod tests {
     use super::*;
     use crate::{
-        OpRequest, OpResponse, SecretName,
+        OpRequest, OpResponse,
         audit_chain::{EventBody, EventKind, Outcome},
-        limits::{AUDIT_PAGE, MAX_SEALED_BODY, MAX_SECRET_NAME},
+        limits::{AUDIT_PAGE, MAX_SEALED_BODY},
+        names::NameTag,
     };
 
     #[test]
@@ -38,11 +39,11 @@ mod tests {
 
     #[test]
     fn a_full_page_of_the_largest_events_fits_in_a_sealed_body() {
-        let long = SecretName::new("n".repeat(MAX_SECRET_NAME)).unwrap();
         let ev = AuditEvent {
             seq: u64::MAX,
             time: i64::MIN,
-            body: EventBody::about(EventKind::Store, &long, Outcome::Refused).at_version(u64::MAX),
+            body: EventBody::about(EventKind::Store, &NameTag([0xff; 32]), Outcome::Refused)
+                .at_version(u64::MAX),
             hash: [0xff; 32],
         };
         let page = crate::ops::OpAnswer {

@@ -3,14 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::SecretName;
+use crate::names::NameTag;
 
-/// Delete `name`. Refused with `NOT_FOUND` if there is no such secret. Answered with
-/// [`crate::OpResponse::Deleted`].
+/// Delete the secret tagged `tag`. Refused with `NOT_FOUND` if there is no such secret.
+/// Answered with [`crate::OpResponse::Deleted`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delete {
-    /// The secret's name.
-    pub name: SecretName,
+    /// The secret's name tag.
+    pub tag: NameTag,
 }
 
 #[cfg(test)]
@@ -21,7 +21,7 @@ mod tests {
     #[test]
     fn a_delete_and_its_answer_round_trip() {
         let r = OpRequest::Delete(Delete {
-            name: SecretName::new("w").unwrap(),
+            tag: NameTag([2; 32]),
         });
         assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
         assert_eq!(

@@ -3,13 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::SealedSecret;
-use crate::names::SecretName;
+use crate::names::NameTag;
 
-/// Read the current version of `name`. Refused with `NOT_FOUND` if there is none.
+/// Read the current version of the secret tagged `tag`. Refused with `NOT_FOUND` if there
+/// is none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retrieve {
-    /// The secret's name.
-    pub name: SecretName,
+    /// The secret's name tag.
+    pub tag: NameTag,
 }
 
 /// The current version of a secret.
@@ -32,7 +33,7 @@ mod tests {
     #[test]
     fn a_retrieve_and_its_answer_round_trip() {
         let r = OpRequest::Retrieve(Retrieve {
-            name: SecretName::new("w").unwrap(),
+            tag: NameTag([1; 32]),
         });
         assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
         let a = OpResponse::Secret(Secret {

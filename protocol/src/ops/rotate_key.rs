@@ -8,17 +8,26 @@
 use serde::{Deserialize, Serialize};
 
 use super::SealedSecret;
-use crate::{codec::Bytes, limits::MAX_SEALED_STORAGE_KEY, names::SecretName};
+use crate::{
+    codec::Bytes,
+    limits::MAX_SEALED_STORAGE_KEY,
+    names::{NameTag, SealedName},
+};
 
-/// One live secret sealed again under the new storage key.
+/// One secret, live or deleted, under the new storage key: its new name tag and sealed
+/// name, and (if live) the secret sealed again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedSecret {
-    /// Its name.
-    pub name: SecretName,
+    /// Its name tag now (under the current storage key).
+    pub tag: NameTag,
+    /// Its name tag under the new storage key.
+    pub new_tag: NameTag,
+    /// Its name sealed under the new storage key.
+    pub sealed_name: SealedName,
     /// Its current version (sealed into the new ciphertext's associated data).
     pub version: u64,
-    /// The secret sealed under the new storage key.
-    pub sealed: SealedSecret,
+    /// The secret sealed under the new storage key; `None` for a deleted secret.
+    pub sealed: Option<SealedSecret>,
 }
 
 /// Stages secrets sealed under the new key (staging a name again replaces it). Needs a
@@ -37,8 +46,8 @@ pub struct Staged {
 }
 
 /// Swaps every staged secret in, with the new storage key sealed for `epoch` (the current
-/// epoch plus one). Refused unless exactly the live secrets are staged, each at its current
-/// version. Uses up the reauth. Answered with [`crate::OpResponse::KeyRotated`].
+/// epoch plus one). Refused unless exactly the account's secrets are staged (live and
+/// deleted), each at its current version. Uses up the reauth. Answered with [`crate::OpResponse::KeyRotated`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotateKeyFinish {
     /// The epoch the new storage key was sealed for.
@@ -57,11 +66,22 @@ mod tests {
     #[test]
     fn staging_and_finishing_round_trip() {
         let r = OpRequest::RotateKeyStage(RotateKeyStage {
-            secrets: vec![StagedSecret {
-                name: SecretName::new("w").unwrap(),
-                version: 3,
-                sealed: Bytes::new(vec![1; 50]).unwrap(),
-            }],
+            secrets: vec![
+                StagedSecret {
+                    tag: NameTag([1; 32]),
+                    new_tag: NameTag([2; 32]),
+                    sealed_name: Bytes::new(vec![3; 42]).unwrap(),
+                    version: 3,
+                    sealed: Some(Bytes::new(vec![1; 50]).unwrap()),
+                },
+                StagedSecret {
+                    tag: NameTag([4; 32]),
+                    new_tag: NameTag([5; 32]),
+                    sealed_name: Bytes::new(vec![6; 42]).unwrap(),
+                    version: 1,
+                    sealed: None,
+                },
+            ],
         });
         assert_eq!(OpRequest::decode(&r.encode()).unwrap(), r);
         let r = OpRequest::RotateKeyFinish(RotateKeyFinish {

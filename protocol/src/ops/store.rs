@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::SealedSecret;
-use crate::names::SecretName;
+use crate::names::{NameTag, SealedName};
 
-/// Store `sealed` as version `version` of `name`.
+/// Store `sealed` as version `version` of the secret tagged `tag`, with its sealed name.
 ///
 /// Without `replace`, refused with `NAME_EXISTS` if the name holds a secret. Either way
 /// `version` must be the next version of the name (1 for a name never used; after a delete,
@@ -14,8 +14,10 @@ use crate::names::SecretName;
 /// the ciphertext's associated data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Store {
-    /// The secret's name.
-    pub name: SecretName,
+    /// The secret's name tag.
+    pub tag: NameTag,
+    /// Its name, sealed by the client (kept for `list`; replaced at every store).
+    pub sealed_name: SealedName,
     /// The version the blob was sealed for.
     pub version: u64,
     /// Whether an existing secret may be replaced by this new version.
@@ -41,7 +43,8 @@ mod tests {
     #[test]
     fn a_store_and_its_answer_round_trip() {
         let r = OpRequest::Store(Store {
-            name: SecretName::new("w").unwrap(),
+            tag: NameTag([1; 32]),
+            sealed_name: Bytes::new(vec![2; 42]).unwrap(),
             version: 3,
             replace: true,
             sealed: Bytes::new(vec![1; 80]).unwrap(),

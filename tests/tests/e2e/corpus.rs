@@ -119,17 +119,25 @@ async fn write_seed_corpora_from_real_traffic() {
         )
         .unwrap();
     write("sealed_blobs", "secret", &sealed);
+    let tag = storage_key.name_tag(&name);
+    let sealed_name = storage_key.seal_name(&mut OsRng, &user, &name);
+    write("sealed_blobs", "name", &sealed_name);
     let ops = [
         OpRequest::Store(ops::Store {
-            name: name.clone(),
+            tag,
+            sealed_name: Bytes::new(sealed_name).unwrap(),
             version: 1,
             replace: false,
             sealed: Bytes::new(sealed).unwrap(),
         }),
-        OpRequest::Retrieve(ops::Retrieve { name: name.clone() }),
-        OpRequest::List(ops::List { after: None }),
+        OpRequest::Retrieve(ops::Retrieve { tag }),
+        OpRequest::List(ops::List {
+            after: None,
+            deleted: true,
+        }),
         OpRequest::Audit(ops::Audit { after: 0 }),
-        OpRequest::Delete(ops::Delete { name }),
+        OpRequest::Checkpoints,
+        OpRequest::Delete(ops::Delete { tag }),
         OpRequest::Logout,
     ];
     for (i, op) in ops.iter().enumerate() {

@@ -194,7 +194,10 @@ fn register_store_retrieve_list_replace_delete_audit_change_password_and_rotate_
     assert!(tail[2].starts_with("chain verified"), "{text}");
     // This client saw the account before (every command above): the chain is checked to
     // extend what it saw, and a checkpoint is left for other devices.
-    assert!(tail[1].contains("the newest this client had seen"), "{text}");
+    assert!(
+        tail[1].contains("the newest this client had seen"),
+        "{text}"
+    );
     assert!(tail[0].starts_with("checkpoint left at event"), "{text}");
 
     // change-password: old refused, new works, secrets intact.

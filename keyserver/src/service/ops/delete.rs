@@ -22,7 +22,7 @@ pub(super) async fn handle(call: &Call<'_>, op: Delete) -> Result<Answer, Server
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let live = tx
-                .secret(account, &op.name)
+                .secret(account, &op.tag)
                 .await?
                 .filter(|r| r.sealed.is_some());
             let (outcome, version) = match live {
@@ -32,13 +32,13 @@ pub(super) async fn handle(call: &Call<'_>, op: Delete) -> Result<Answer, Server
                         sealed: None,
                         ..row
                     };
-                    tx.put_secret(account, &op.name, &tombstone).await?;
+                    tx.put_secret(account, &op.tag, &tombstone).await?;
                     a.live_secrets = a.live_secrets.saturating_sub(1);
                     (Outcome::Ok, Some(version))
                 }
                 None => (Outcome::NotFound, None),
             };
-            let mut event = EventBody::about(EventKind::Delete, &op.name, outcome);
+            let mut event = EventBody::about(EventKind::Delete, &op.tag, outcome);
             event.version = version;
             audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;

@@ -23,7 +23,7 @@ pub(super) async fn handle(call: &Call<'_>, op: Retrieve) -> Result<Answer, Serv
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
             let found = tx
-                .secret(account, &op.name)
+                .secret(account, &op.tag)
                 .await?
                 .and_then(|r| r.sealed.map(|sealed| (r.version, r.created, sealed)));
             let outcome = if found.is_some() {
@@ -31,7 +31,7 @@ pub(super) async fn handle(call: &Call<'_>, op: Retrieve) -> Result<Answer, Serv
             } else {
                 Outcome::NotFound
             };
-            let mut event = EventBody::about(EventKind::Retrieve, &op.name, outcome);
+            let mut event = EventBody::about(EventKind::Retrieve, &op.tag, outcome);
             event.version = found.as_ref().map(|f| f.0);
             audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;

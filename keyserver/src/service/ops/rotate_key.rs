@@ -1,8 +1,9 @@
 //! `rotate-key`: after a reauth, the client stages every live secret sealed again under a
 //! new storage key; the finish swaps them all in, with the new sealed storage key and the
 //! next epoch, and ends every other session, in one transaction, or refuses (swapping
-//! nothing, and dropping what was staged) unless exactly the live secrets are staged, each
-//! at its current version. Staging is bounded by the account's quota of secrets.
+//! nothing, and dropping what was staged) unless exactly the account's secrets are staged,
+//! live and deleted, each at its current version, with their names tagged and sealed under
+//! the new key. Staging is bounded by the account's count of secrets.
 
 use keyserver_protocol::{
     OpResponse,
@@ -27,23 +28,25 @@ pub(super) async fn stage(call: &Call<'_>, op: RotateKeyStage) -> Result<Answer,
         now.unix_secs(),
         core.config.reauth_window_secs,
     );
-    let max = core.config.max_secrets_per_account;
     once(call, move |tx, live| {
         Box::pin(async move {
             if !live.reauthed(secs, window) {
                 return Ok(refused(ServerError::ReauthRequired));
             }
-            // A rotation stages each live secret once, and an account holds at most `max`:
-            // more is not a rotation, and must not fill the database.
+            // A rotation stages each of the account's secrets (live and deleted) once: more
+            // is not a rotation, and must not fill the database.
             let incoming = u64::try_from(op.secrets.len()).unwrap_or(u64::MAX);
-            if tx.staged_count(id.0).await?.saturating_add(incoming) > max {
+            let rows = tx.count_secret_rows(account).await?;
+            if tx.staged_count(id.0).await?.saturating_add(incoming) > rows {
                 return Ok(refused(ServerError::Quota));
             }
             for s in op.secrets {
                 let row = StagedRow {
-                    name: s.name,
+                    tag: s.tag,
+                    new_tag: s.new_tag,
+                    sealed_name: s.sealed_name.into_vec(),
                     version: s.version,
-                    sealed: s.sealed.into_vec(),
+                    sealed: s.sealed.map(|b| b.into_vec()),
                 };
                 tx.stage_secret(id.0, account, &row).await?;
             }
@@ -77,7 +80,7 @@ pub(super) async fn finish(call: &Call<'_>, op: RotateKeyFinish) -> Result<Answe
             let mut a = storage::account(tx, account).await?;
             let staged = tx.staged_count(id.0).await?;
             let stale = Some(op.epoch) != a.epoch.checked_add(1)
-                || staged != a.live_secrets
+                || staged != tx.count_secret_rows(account).await?
                 || staged != op.secrets
                 || tx.staged_mismatches(id.0, account).await? != 0;
             if stale {

@@ -69,7 +69,7 @@ pub(super) async fn handle(call: &Call<'_>, op: Store) -> Result<Answer, ServerE
     once(call, move |tx, _| {
         Box::pin(async move {
             let mut a = storage::account(tx, account).await?;
-            let current = tx.secret(account, &op.name).await?;
+            let current = tx.secret(account, &op.tag).await?;
             let outcome = match decide(
                 current.as_ref(),
                 op.version,
@@ -88,11 +88,12 @@ pub(super) async fn handle(call: &Call<'_>, op: Store) -> Result<Answer, ServerE
                 Decision::Quota => Err(ServerError::Quota.reply()),
                 Decision::Store { new_name } => {
                     let row = SecretRow {
+                        sealed_name: op.sealed_name.into_vec(),
                         version: op.version,
                         sealed: Some(op.sealed.into_vec()),
                         created: secs,
                     };
-                    tx.put_secret(account, &op.name, &row).await?;
+                    tx.put_secret(account, &op.tag, &row).await?;
                     if new_name {
                         a.live_secrets = a.live_secrets.saturating_add(1);
                     }
@@ -104,9 +105,9 @@ pub(super) async fn handle(call: &Call<'_>, op: Store) -> Result<Answer, ServerE
             };
             let event = match outcome {
                 Ok(_) => {
-                    EventBody::about(EventKind::Store, &op.name, Outcome::Ok).at_version(op.version)
+                    EventBody::about(EventKind::Store, &op.tag, Outcome::Ok).at_version(op.version)
                 }
-                Err(_) => EventBody::about(EventKind::Store, &op.name, Outcome::Refused),
+                Err(_) => EventBody::about(EventKind::Store, &op.tag, Outcome::Refused),
             };
             audit::append(tx, &mut a, event, secs).await?;
             tx.save_account(&a).await?;
@@ -122,6 +123,7 @@ mod tests {
 
     fn row(version: u64, live: bool) -> SecretRow {
         SecretRow {
+            sealed_name: vec![2],
             version,
             sealed: live.then(|| vec![1]),
             created: 0,
