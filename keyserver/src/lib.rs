@@ -26,6 +26,7 @@ pub mod config;
 pub mod data_dir;
 pub mod files;
 pub mod guess_limit;
+pub mod kms;
 pub mod pki;
 pub mod server_setup;
 pub mod service;
