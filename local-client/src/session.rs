@@ -1,16 +1,16 @@
 //! A logged-in session: sends sealed operations and opens their answers. Each operation is
 //! a method in its own module under `ops/`, named as the operation.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use keyserver_protocol::{
-    ErrorCode, NameTag, OpRequest, OpResponse, Request, Response, UserName,
+    ErrorCode, NameTag, OpRequest, OpResponse, Request, Response, SecretName, UserName,
     audit_chain::AuditPosition, ops::OpAnswer, seal::StorageKey, session::ClientChannel,
 };
 
 use crate::{
     ClientError, Connection,
-    state::{AccountState, ServerId},
+    state::{AccountState, Rollback, ServerId},
 };
 
 /// How often a request refused as a replay is tried again (see [`Session::call`]).
@@ -30,13 +30,200 @@ pub struct Session {
 
 /// What the session checks the server's answers against.
 #[derive(Debug, Default)]
-struct Checks {
-    /// What this client remembers of the account, updated with every answer.
-    state: AccountState,
-    /// The position remembered when the state was given ([`Session::remember`]).
+pub(crate) struct Checks {
+    /// What this client remembers of the account; its position is the newest one verified.
+    pub(crate) state: AccountState,
+    /// The verified position when the session started (from the state or a checkpoint).
     remembered: Option<AuditPosition>,
     /// The checkpoint the session started from, if it remembered nothing.
     checkpoint: Option<keyserver_protocol::ops::StoredCheckpoint>,
+    /// Positions answered in this session past the verified one, by seq: the chain must
+    /// pass through each (checked when it is read).
+    seen: BTreeMap<u64, [u8; 32]>,
+    /// The versions this session was given, each with the position of its answer: once
+    /// the chain up to it is read, no store of a newer version may come before it (another
+    /// device may have stored one that this client had not heard of).
+    served: Vec<Served>,
+    /// Whether the server was caught going back: nothing of this session is then kept.
+    caught: bool,
+}
+
+/// The most positions a session keeps to check against the chain (the oldest go first).
+const MAX_SEEN: usize = 4096;
+/// The most versions given that a session keeps to check against the chain.
+const MAX_SERVED: usize = 100_000;
+
+/// A version of a secret this session was given.
+#[derive(Debug)]
+struct Served {
+    name: SecretName,
+    tag: NameTag,
+    version: u64,
+    /// The seq of the answer's position.
+    at: u64,
+}
+
+impl Checks {
+    fn new(state: AccountState) -> Self {
+        Self {
+            state,
+            ..Self::default()
+        }
+    }
+
+    /// Notes that the server was caught going back.
+    pub(crate) fn caught(&mut self, r: Rollback) -> ClientError {
+        self.caught = true;
+        ClientError::Rollback(r)
+    }
+
+    /// The newest position seen or verified.
+    pub(crate) fn newest(&self) -> Option<AuditPosition> {
+        let seen = self.seen.last_key_value().map(|(seq, head)| AuditPosition {
+            seq: *seq,
+            head: *head,
+        });
+        match (self.state.pinned, seen) {
+            (Some(p), Some(s)) if p.seq >= s.seq => Some(p),
+            (p, None) => p,
+            (_, s) => s,
+        }
+    }
+
+    /// The positions seen that the chain must pass through.
+    pub(crate) fn seen(&self) -> impl Iterator<Item = AuditPosition> + '_ {
+        self.seen.iter().map(|(seq, head)| AuditPosition {
+            seq: *seq,
+            head: *head,
+        })
+    }
+
+    /// Checks position `p`, from an answer to a request sent when the newest position was
+    /// `at_send`: not behind it, not another head at a position seen or verified.
+    pub(crate) fn saw_position(
+        &mut self,
+        at_send: Option<AuditPosition>,
+        p: AuditPosition,
+    ) -> Result<(), ClientError> {
+        if let Some(pinned) = at_send.filter(|a| p.seq < a.seq) {
+            return Err(self.caught(Rollback::Behind { pinned, seen: p }));
+        }
+        self.check_against_pin(p)?;
+        match self.seen.get(&p.seq) {
+            Some(h) if *h != p.head => {
+                let pinned = *h;
+                Err(self.caught(Rollback::Forked {
+                    seq: p.seq,
+                    pinned,
+                    seen: p.head,
+                }))
+            }
+            Some(_) => Ok(()),
+            None => {
+                if self.state.pinned.is_none_or(|v| p.seq > v.seq) {
+                    self.seen.insert(p.seq, p.head);
+                    if self.seen.len() > MAX_SEEN {
+                        self.seen.pop_first();
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses a position behind or beside the verified one.
+    fn check_against_pin(&mut self, p: AuditPosition) -> Result<(), ClientError> {
+        match self.state.pinned {
+            Some(v) if p.seq < v.seq => Err(self.caught(Rollback::Behind { pinned: v, seen: p })),
+            Some(v) if p.seq == v.seq && p.head != v.head => Err(self.caught(Rollback::Forked {
+                seq: v.seq,
+                pinned: v.head,
+                seen: p.head,
+            })),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes `v` as the verified position: the chain up to it was read and checked, and
+    /// passes through every position seen up to it.
+    pub(crate) fn pin_verified(&mut self, v: AuditPosition) {
+        if self.state.pinned.is_none_or(|p| p.seq < v.seq) {
+            self.state.pinned = Some(v);
+        }
+        self.seen.retain(|seq, _| *seq > v.seq);
+    }
+
+    /// Takes `v` as the verified position without reading the chain (remembered from an
+    /// earlier run, or a checkpoint's): every position seen must be at or past it.
+    pub(crate) fn pin_remembered(&mut self, v: AuditPosition) -> Result<(), ClientError> {
+        if self.state.pinned.is_some_and(|p| p.seq > v.seq) {
+            return Ok(());
+        }
+        self.state.pinned = Some(v);
+        let seen: Vec<_> = self.seen().filter(|s| s.seq <= v.seq).collect();
+        for s in seen {
+            self.check_against_pin(s)?;
+            self.seen.remove(&s.seq);
+        }
+        Ok(())
+    }
+
+    /// Checks version `seen` of `name` (tagged `tag`), from an answer at position `at`,
+    /// against the newest known when the request left; remembers it, and notes it as given
+    /// in this session.
+    pub(crate) fn saw_version(
+        &mut self,
+        name: &SecretName,
+        tag: &NameTag,
+        at_send: Option<u64>,
+        seen: u64,
+        at: u64,
+    ) -> Result<(), ClientError> {
+        if let Err(r) = self.state.saw_version(name, tag, at_send, seen) {
+            return Err(self.caught(r));
+        }
+        if self.served.len() < MAX_SERVED {
+            self.served.push(Served {
+                name: name.clone(),
+                tag: *tag,
+                version: seen,
+                at,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every version given in an answer at or before seq `end` against the stores
+    /// in the verified events up to `end` (`stored`: seq, tag, version): none may store a
+    /// newer version before the answer. Those checked are then forgotten.
+    pub(crate) fn recheck_served(
+        &mut self,
+        stored: &[(u64, NameTag, u64)],
+        end: u64,
+    ) -> Result<(), ClientError> {
+        let mut by_tag: BTreeMap<NameTag, Vec<(u64, u64)>> = BTreeMap::new();
+        for (seq, tag, v) in stored {
+            by_tag.entry(*tag).or_default().push((*seq, *v));
+        }
+        let stale = self.served.iter().filter(|s| s.at <= end).find_map(|s| {
+            let newest = by_tag
+                .get(&s.tag)?
+                .iter()
+                .filter(|(seq, _)| *seq <= s.at)
+                .map(|(_, v)| *v)
+                .max()?;
+            (newest > s.version).then(|| Rollback::Version {
+                name: s.name.to_string(),
+                newest,
+                seen: s.version,
+            })
+        });
+        if let Some(r) = stale {
+            return Err(self.caught(r));
+        }
+        self.served.retain(|s| s.at > end);
+        Ok(())
+    }
 }
 
 /// What a session knows of its account's keys: the storage key, and the epoch it is sealed
@@ -76,15 +263,11 @@ impl Session {
                 epoch,
             })),
             server,
-            checks: Arc::new(std::sync::Mutex::new(Checks {
-                state,
-                remembered: None,
-                checkpoint: None,
-            })),
+            checks: Arc::new(std::sync::Mutex::new(Checks::new(state))),
         }
     }
 
-    fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
+    pub(crate) fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
         // Every critical section is a check and an assignment: a panic cannot leave the
         // state half-written.
         self.checks
@@ -103,32 +286,50 @@ impl Session {
     /// up to date. Fails with [`ClientError::Rollback`] if the login already showed an
     /// older epoch.
     pub fn remember(&self, mut state: AccountState) -> Result<(), ClientError> {
-        state
-            .saw_epoch(self.epoch())
-            .map_err(ClientError::Rollback)?;
-        state.tags_under(self.keys().storage_key.tag_key_id());
         let mut c = self.checks();
-        let seen = std::mem::take(&mut c.state);
-        state.merge(&seen).map_err(ClientError::Rollback)?;
-        c.remembered = state.pinned;
-        c.state = state;
+        if let Err(r) = state.saw_epoch(self.epoch()) {
+            return Err(c.caught(r));
+        }
+        state.tags_under(self.keys().storage_key.tag_key_id());
+        let seen = std::mem::replace(&mut c.state, state);
+        if let Err(r) = c.state.merge(&seen) {
+            return Err(c.caught(r));
+        }
+        c.remembered = c.state.pinned;
+        if let Some(p) = c.state.pinned {
+            c.pin_remembered(p)?;
+        }
         Ok(())
     }
 
-    /// What this client now knows of the account, to keep for the next run.
+    /// What this client now knows of the account, to keep for the next run. Once the
+    /// server was caught going back ([`Self::caught_rollback`]), keep nothing of it.
     pub fn state(&self) -> AccountState {
         self.checks().state.clone()
     }
 
-    /// The audit position remembered when [`Self::remember`] was called (`None`: nothing
-    /// was, and the first position seen was trusted).
+    /// Whether this session caught the server going back (an error
+    /// [`ClientError::Rollback`] was returned): what it saw since must not be kept.
+    pub fn caught_rollback(&self) -> bool {
+        self.checks().caught
+    }
+
+    /// The audit position remembered when [`Self::remember`] was called, or the
+    /// checkpoint's (`None`: nothing was, and the history first seen was trusted).
     pub fn remembered_position(&self) -> Option<AuditPosition> {
         self.checks().remembered
     }
 
-    /// Notes that the remembered position came from checkpoint `c`.
-    pub(crate) fn started_from(&self, c: keyserver_protocol::ops::StoredCheckpoint) {
-        self.checks().checkpoint = Some(c);
+    /// Starts from checkpoint `c`: its position is taken as verified.
+    pub(crate) fn started_from(
+        &self,
+        c: keyserver_protocol::ops::StoredCheckpoint,
+    ) -> Result<(), ClientError> {
+        let mut checks = self.checks();
+        checks.pin_remembered(c.checkpoint.position)?;
+        checks.remembered = Some(c.checkpoint.position);
+        checks.checkpoint = Some(c);
+        Ok(())
     }
 
     /// The checkpoint this session started from, if it remembered nothing of the account
@@ -137,44 +338,37 @@ impl Session {
         self.checks().checkpoint
     }
 
-    /// The newest audit position seen in this session (or remembered).
+    /// The newest audit position seen in this session, or verified.
     pub fn position(&self) -> Option<AuditPosition> {
+        self.checks().newest()
+    }
+
+    /// The newest audit position verified (the chain to it was read and checked).
+    pub fn verified_position(&self) -> Option<AuditPosition> {
         self.checks().state.pinned
     }
 
     /// The tag the server knows `name` by, under the current storage key.
-    pub(crate) fn tag(&self, name: &keyserver_protocol::SecretName) -> NameTag {
+    pub(crate) fn tag(&self, name: &SecretName) -> NameTag {
         self.keys().storage_key.name_tag(name)
     }
 
-    /// The newest version of the secret tagged `tag` seen, to check an answer against.
-    pub(crate) fn newest_version(&self, tag: &NameTag) -> Option<u64> {
-        self.checks().state.newest_version(tag)
+    /// The newest version of `name` seen, to check an answer against.
+    pub(crate) fn newest_version(&self, name: &SecretName) -> Option<u64> {
+        self.checks().state.newest_version(name)
     }
 
-    /// Checks version `seen` of `name`, tagged `tag` (see [`AccountState::saw_version`]).
+    /// Checks version `seen` of `name`, tagged `tag`, from an answer at position `at` (see
+    /// [`AccountState::saw_version`]).
     pub(crate) fn saw_version(
         &self,
-        name: &keyserver_protocol::SecretName,
+        name: &SecretName,
         tag: &NameTag,
         at_send: Option<u64>,
         seen: u64,
+        at: AuditPosition,
     ) -> Result<(), ClientError> {
-        self.checks()
-            .state
-            .saw_version(name, tag, at_send, seen)
-            .map_err(ClientError::Rollback)
-    }
-
-    /// Remembers version `seen` of the secret tagged `tag`, known from the verified audit
-    /// chain (the store events carry their version).
-    pub(crate) fn saw_stored(&self, tag: &NameTag, seen: u64) {
-        self.checks().state.remember_version(tag, seen);
-    }
-
-    /// Moves the remembered versions to new tags (a key rotation made here).
-    pub(crate) fn retag(&self, moves: &[(NameTag, NameTag)], id: [u8; 16]) {
-        self.checks().state.retag(moves, id);
+        self.checks().saw_version(name, tag, at_send, seen, at.seq)
     }
 
     /// The account's storage key and epoch, as this session knows them.
@@ -238,6 +432,32 @@ impl Session {
     /// sealed again under a new sequence number, a mutation is sent again after a pause
     /// until its recorded answer is there.
     pub async fn call(&self, op: &OpRequest) -> Result<OpResponse, ClientError> {
+        self.call_at(op).await.map(|(r, _)| r)
+    }
+
+    /// As [`Self::call`], for an operation that appends its own audit event: its answer's
+    /// position must be past every position seen before it was sent (it includes that
+    /// event). Returns the answer and its position.
+    pub(crate) async fn call_recorded(
+        &self,
+        op: &OpRequest,
+        what: &'static str,
+    ) -> Result<(OpResponse, AuditPosition), ClientError> {
+        let at_send = self.position();
+        let (r, at) = self.call_at(op).await?;
+        if let Some(before) = at_send.filter(|b| at.seq <= b.seq) {
+            return Err(self
+                .checks()
+                .caught(Rollback::Unrecorded { what, at: before }));
+        }
+        Ok((r, at))
+    }
+
+    /// As [`Self::call`]; also returns the account's position the answer carried.
+    pub(crate) async fn call_at(
+        &self,
+        op: &OpRequest,
+    ) -> Result<(OpResponse, AuditPosition), ClientError> {
         // The answer must not be behind what was seen before it was asked for (answers to
         // requests sent concurrently may come back in any order).
         let at_send = self.position();
@@ -288,15 +508,118 @@ impl Session {
             .map_err(|_| ClientError::Integrity("the server's response did not authenticate"))?;
         let answer =
             OpAnswer::decode(&plain).map_err(|_| ClientError::Protocol("undecodable response"))?;
-        if let Some(seen) = answer.position {
-            self.checks()
-                .state
-                .saw_position(at_send, seen)
-                .map_err(ClientError::Rollback)?;
+        match (answer.position, answer.response) {
+            (Some(seen), r) => {
+                self.checks().saw_position(at_send, seen)?;
+                match r {
+                    OpResponse::Error(e) => Err(e.into()),
+                    r => Ok((r, seen)),
+                }
+            }
+            (None, OpResponse::Error(e)) => Err(e.into()),
+            // Every answer but a refusal carries the account's position: one without it
+            // could hide that the server went back.
+            (None, _) => Err(ClientError::Protocol(
+                "an answer without the account's audit position",
+            )),
         }
-        match answer.response {
-            OpResponse::Error(e) => Err(e.into()),
-            r => Ok(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(seq: u64, h: u8) -> AuditPosition {
+        AuditPosition { seq, head: [h; 32] }
+    }
+
+    fn rollback(r: Result<(), ClientError>) -> Rollback {
+        match r {
+            Err(ClientError::Rollback(r)) => r,
+            other => panic!("not a rollback: {other:?}"),
         }
+    }
+
+    #[test]
+    fn positions_behind_or_beside_the_verified_one_are_refused() {
+        let mut c = Checks::new(AccountState::new());
+        c.pin_remembered(pos(5, 1)).unwrap();
+        // Behind what was verified, or another head at it: refused, and noted.
+        assert!(matches!(
+            rollback(c.saw_position(None, pos(4, 9))),
+            Rollback::Behind { .. }
+        ));
+        assert!(c.caught);
+        let mut c = Checks::new(AccountState::new());
+        c.pin_remembered(pos(5, 1)).unwrap();
+        assert!(matches!(
+            rollback(c.saw_position(None, pos(5, 2))),
+            Rollback::Forked { seq: 5, .. }
+        ));
+        // Answers to concurrent requests may come back in any order, but not behind what
+        // was seen when their request left, and never two heads at one seq.
+        let mut c = Checks::new(AccountState::new());
+        c.pin_remembered(pos(5, 1)).unwrap();
+        c.saw_position(Some(pos(5, 1)), pos(8, 3)).unwrap();
+        c.saw_position(Some(pos(5, 1)), pos(7, 4)).unwrap();
+        assert_eq!(c.newest(), Some(pos(8, 3)));
+        assert!(matches!(
+            rollback(c.saw_position(Some(pos(8, 3)), pos(7, 4))),
+            Rollback::Behind { .. }
+        ));
+        let mut c = Checks::new(AccountState::new());
+        c.saw_position(None, pos(7, 4)).unwrap();
+        assert!(matches!(
+            rollback(c.saw_position(None, pos(7, 5))),
+            Rollback::Forked { seq: 7, .. }
+        ));
+        assert!(!Checks::new(AccountState::new()).caught);
+    }
+
+    #[test]
+    fn a_remembered_position_must_not_be_ahead_of_what_the_server_showed() {
+        // A checkpoint (or a state) taken after the server already showed an older
+        // position: the server is behind it.
+        let mut c = Checks::new(AccountState::new());
+        c.saw_position(None, pos(3, 1)).unwrap();
+        assert!(matches!(
+            rollback(c.pin_remembered(pos(6, 2))),
+            Rollback::Behind { .. }
+        ));
+        // Verifying the chain to a position takes every position seen up to it.
+        let mut c = Checks::new(AccountState::new());
+        c.saw_position(None, pos(3, 1)).unwrap();
+        c.saw_position(None, pos(9, 1)).unwrap();
+        c.pin_verified(pos(6, 2));
+        assert_eq!(c.state.pinned, Some(pos(6, 2)));
+        assert_eq!(c.seen().collect::<Vec<_>>(), [pos(9, 1)]);
+    }
+
+    #[test]
+    fn a_version_given_is_refused_once_the_chain_shows_a_newer_one_stored_before_it() {
+        let w = SecretName::new("wallet").unwrap();
+        let t = NameTag([1; 32]);
+        let mut c = Checks::new(AccountState::new());
+        // Version 1 given at event 12; the chain shows version 2 stored at event 11.
+        c.saw_version(&w, &t, None, 1, 12).unwrap();
+        assert!(matches!(
+            rollback(c.recheck_served(&[(11, t, 2)], 12)),
+            Rollback::Version {
+                newest: 2,
+                seen: 1,
+                ..
+            }
+        ));
+        // Stored after the answer: the answer was current when given.
+        let mut c = Checks::new(AccountState::new());
+        c.saw_version(&w, &t, None, 1, 12).unwrap();
+        c.recheck_served(&[(13, t, 2), (11, NameTag([2; 32]), 5)], 13)
+            .unwrap();
+        // Answers past the chain read so far wait for the next read.
+        let mut c = Checks::new(AccountState::new());
+        c.saw_version(&w, &t, None, 1, 20).unwrap();
+        c.recheck_served(&[], 15).unwrap();
+        assert!(c.recheck_served(&[(18, t, 2)], 20).is_err());
     }
 }

@@ -1,19 +1,27 @@
 //! What a client remembers of an account between runs, so that it can catch a server that
-//! goes back: the newest audit position it saw, the newest epoch, and for each secret the
-//! newest version it stored or saw.
+//! goes back: the newest audit position it verified, the newest epoch, and for each secret
+//! the newest version it stored or saw.
 //!
 //! A server (or whoever can write its database) can restore yesterday's database, delete
 //! the newest audit events, serve version n−1 of a secret or show two devices two different
 //! histories. Each answer carries the account's audit position
 //! (`keyserver_protocol::ops::OpAnswer`); a [`Session`](crate::Session) given an
-//! [`AccountState`] refuses any position behind it, any other head at the same position,
-//! and any secret older than the version it remembers, with [`ClientError::Rollback`].
+//! [`AccountState`] refuses any position behind the one it verified, any other head at the
+//! same position, and any secret older than the version it remembers, with
+//! [`ClientError::Rollback`]. The remembered position moves only once the chain from it to
+//! the new one has been read and verified.
+//!
+//! Versions are kept by a keyed hash of the secret's name, under a key of the state's own
+//! (so they outlive a rotation of the storage key, which changes every tag the server
+//! knows secrets by), with a map from the current tags to those hashes. The file names no
+//! secret; someone who can read it can test guesses of names against it, as they could
+//! test them against the user's shell history.
 //!
 //! [`StateDir`] keeps one file per (server, user) in a directory: created 0700, files 0600,
 //! written whole (write, fsync, rename) and merged under a lock with what another process
 //! wrote meanwhile. Applications that keep the state elsewhere use [`AccountState`]'s
 //! [`AccountState::to_json`] and [`AccountState::from_json`]. A client with no state trusts
-//! what it first sees.
+//! the history it first sees (after checking that it hashes together).
 
 use std::{
     collections::BTreeMap,
@@ -22,16 +30,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use hmac::{Hmac, Mac};
 use keyserver_protocol::{NameTag, SecretName, UserName, audit_chain::AuditPosition};
+use rand::{RngCore, rngs::OsRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::ClientError;
 
-/// The largest state file read (about 100,000 secrets' versions).
-const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
+/// The most secrets whose versions one account's state keeps (ten times the server's
+/// default quota). Past it, new secrets are not tracked; their versions are still checked
+/// within a session.
+pub const MAX_TRACKED: usize = 100_000;
+/// The largest state file read: [`MAX_TRACKED`] versions and tags, with room.
+const MAX_STATE_FILE: u64 = 64 * 1024 * 1024;
 /// The state file's format.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// Hash label of a server's id.
 const SERVER_ID_LABEL: &[u8] = b"keyserver/3 server id";
 
@@ -77,16 +92,25 @@ pub enum Rollback {
         /// Its hash now.
         seen: [u8; 32],
     },
-    /// The events after a position this client saw do not extend it.
+    /// The events after a position this client verified (or, at seq 0, from the chain's
+    /// start) do not extend it.
     Broken {
         /// The position.
         pinned: AuditPosition,
         /// Why.
         why: String,
     },
+    /// An answer to an operation that records an audit event carried a position that does
+    /// not include it: the server hid the event, or what came before it.
+    Unrecorded {
+        /// The operation.
+        what: &'static str,
+        /// The newest position seen before it was sent.
+        at: AuditPosition,
+    },
     /// A secret's version is older than one this client stored or saw.
     Version {
-        /// The secret's name (or its tag, for one known only from the audit log).
+        /// The secret's name.
         name: String,
         /// The newest version seen.
         newest: u64,
@@ -126,12 +150,25 @@ impl std::fmt::Display for Rollback {
                 short(seen),
                 short(pinned)
             ),
+            Self::Broken { pinned, why } if pinned.seq == 0 => {
+                write!(
+                    f,
+                    "the audit log does not hash together from its start: {why}"
+                )
+            }
             Self::Broken { pinned, why } => write!(
                 f,
-                "the audit log does not continue from event {} ({}…) that this client saw: \
-                 {why}",
+                "the audit log does not continue from event {} ({}…) that this client \
+                 verified: {why}",
                 pinned.seq,
                 short(&pinned.head)
+            ),
+            Self::Unrecorded { what, at } => write!(
+                f,
+                "the server answered a {what} at audit event {} ({}…), which this client had \
+                 seen before it asked: the {what} left no event in the log",
+                at.seq,
+                short(&at.head)
             ),
             Self::Version { name, newest, seen } => write!(
                 f,
@@ -147,20 +184,26 @@ impl std::fmt::Display for Rollback {
     }
 }
 
+/// A secret as the state knows it: a keyed hash of its name (see the module's doc).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct NameId([u8; 32]);
+
 /// What a client remembers of one account on one server.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccountState {
-    /// The newest audit position seen (`None`: nothing yet, so the first one seen is
-    /// trusted).
+    /// The newest audit position verified: the chain from the one before to it was read
+    /// and hashed together (`None`: nothing yet, so the first history seen is trusted).
     pub pinned: Option<AuditPosition>,
     /// The newest epoch seen.
     pub epoch: u64,
-    /// Per secret, the newest version stored or seen, by the secret's name tag (what the
-    /// server knows it by: the file lists no names).
-    versions: BTreeMap<NameTag, u64>,
-    /// Which tag key those tags are under (`StorageKey::tag_key_id`): a key rotation
-    /// changes every tag.
+    /// The key of [`NameId`]s.
+    names_key: Zeroizing<[u8; 32]>,
+    /// Per secret, the newest version stored or seen.
+    versions: BTreeMap<NameId, u64>,
+    /// Which tag key `tags` are under (`StorageKey::tag_key_id`).
     tags_of: Option<[u8; 16]>,
+    /// The secrets of the current tags, for versions the audit chain names by tag.
+    tags: BTreeMap<NameTag, NameId>,
 }
 
 impl std::fmt::Debug for AccountState {
@@ -187,8 +230,10 @@ struct StateFile {
     user: String,
     audit: Option<PositionFile>,
     epoch: u64,
-    tags_of: Option<String>,
+    names_key: String,
     versions: BTreeMap<String, u64>,
+    tags_of: Option<String>,
+    tags: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -202,53 +247,73 @@ fn bad(why: &str) -> ClientError {
     ClientError::State(format!("the state file is invalid: {why}"))
 }
 
-fn hex32(s: &str) -> Result<[u8; 32], ClientError> {
+fn hex_n<const N: usize>(s: &str) -> Result<[u8; N], ClientError> {
     let v = hex::decode(s).map_err(|_| bad("not hex"))?;
-    v.try_into().map_err(|_| bad("a hash is not 32 bytes"))
+    v.try_into()
+        .map_err(|_| bad("a field has the wrong length"))
 }
 
 impl AccountState {
-    /// Nothing seen yet.
+    /// Nothing seen yet (with a fresh key for its names' hashes).
     pub fn new() -> Self {
+        let mut names_key = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(&mut names_key[..]);
         Self {
             pinned: None,
             epoch: 0,
+            names_key,
             versions: BTreeMap::new(),
             tags_of: None,
+            tags: BTreeMap::new(),
         }
     }
 
-    /// Takes the versions as being under tag key `id`: if they were under another (the
-    /// storage key was rotated elsewhere), they are forgotten, since no tag they name is in
-    /// use any more.
+    fn id(&self, name: &SecretName) -> NameId {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.names_key[..])
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        m.update(name.as_str().as_bytes());
+        NameId(m.finalize().into_bytes().into())
+    }
+
+    /// Takes the tags as being under tag key `id`: if they were under another (the storage
+    /// key was rotated), the map from tags to secrets is forgotten (the versions are not).
     pub fn tags_under(&mut self, id: [u8; 16]) {
         if self.tags_of != Some(id) {
-            self.versions.clear();
+            self.tags.clear();
             self.tags_of = Some(id);
         }
     }
 
-    /// Moves every remembered version to its secret's new tag (a key rotation this client
-    /// made), under tag key `id`.
-    pub fn retag(&mut self, moves: &[(NameTag, NameTag)], id: [u8; 16]) {
-        let old = std::mem::take(&mut self.versions);
-        for (from, to) in moves {
-            if let Some(v) = old.get(from) {
-                self.versions.insert(*to, *v);
-            }
+    /// Notes that `tag` is `name`'s under the current tag key.
+    pub fn learn_tag(&mut self, tag: &NameTag, name: &SecretName) {
+        let id = self.id(name);
+        if self.tags.len() < MAX_TRACKED || self.tags.contains_key(tag) {
+            self.tags.insert(*tag, id);
         }
-        self.tags_of = Some(id);
     }
 
-    /// The newest version of the secret tagged `tag` stored or seen.
-    pub fn newest_version(&self, tag: &NameTag) -> Option<u64> {
-        self.versions.get(tag).copied()
+    /// Whether the secret tagged `tag` is known (see [`Self::learn_tag`]).
+    pub fn knows_tag(&self, tag: &NameTag) -> bool {
+        self.tags.contains_key(tag)
     }
 
-    /// Checks version `seen` of `name`, from an answer to a request sent when the newest
-    /// version seen was `at_send`, and remembers it if it is newer. (Answers to requests
-    /// sent concurrently may come back in any order: only what was known when the request
-    /// left counts.)
+    /// The newest version of `name` stored or seen.
+    pub fn newest_version(&self, name: &SecretName) -> Option<u64> {
+        self.versions.get(&self.id(name)).copied()
+    }
+
+    fn raise(&mut self, id: NameId, seen: u64) {
+        if let Some(v) = self.versions.get_mut(&id) {
+            *v = (*v).max(seen);
+        } else if self.versions.len() < MAX_TRACKED {
+            self.versions.insert(id, seen);
+        }
+    }
+
+    /// Checks version `seen` of `name` (tagged `tag`), from an answer to a request sent
+    /// when the newest version seen was `at_send`, and remembers it if it is newer.
+    /// (Answers to requests sent concurrently may come back in any order: only what was
+    /// known when the request left counts.)
     pub fn saw_version(
         &mut self,
         name: &SecretName,
@@ -263,39 +328,20 @@ impl AccountState {
                 seen,
             });
         }
-        let newest = self.versions.entry(*tag).or_insert(seen);
-        *newest = (*newest).max(seen);
+        self.learn_tag(tag, name);
+        self.raise(self.id(name), seen);
         Ok(())
     }
 
-    /// Remembers version `seen` of the secret tagged `tag`, if newer (a version known from
-    /// the verified audit chain: another device stored it).
-    pub fn remember_version(&mut self, tag: &NameTag, seen: u64) {
-        let newest = self.versions.entry(*tag).or_insert(seen);
-        *newest = (*newest).max(seen);
-    }
-
-    /// Checks audit position `seen`, from an answer to a request sent when the newest
-    /// position seen was `at_send`, and remembers it if it is newer.
-    pub fn saw_position(
-        &mut self,
-        at_send: Option<AuditPosition>,
-        seen: AuditPosition,
-    ) -> Result<(), Rollback> {
-        if let Some(p) = at_send.filter(|p| seen.seq < p.seq) {
-            return Err(Rollback::Behind { pinned: p, seen });
-        }
-        match self.pinned {
-            Some(p) if p.seq == seen.seq && p.head != seen.head => Err(Rollback::Forked {
-                seq: p.seq,
-                pinned: p.head,
-                seen: seen.head,
-            }),
-            Some(p) if p.seq >= seen.seq => Ok(()),
-            _ => {
-                self.pinned = Some(seen);
-                Ok(())
+    /// Remembers version `seen` of the secret tagged `tag`, if the tag is known (a version
+    /// from the verified audit chain: another device stored it). Returns whether it was.
+    pub fn remember_version(&mut self, tag: &NameTag, seen: u64) -> bool {
+        match self.tags.get(tag) {
+            Some(id) => {
+                self.raise(*id, seen);
+                true
             }
+            None => false,
         }
     }
 
@@ -312,16 +358,33 @@ impl AccountState {
     }
 
     /// Takes in what `other` saw (another process's state of the same account): the newer
-    /// of each.
+    /// of each. Versions are taken in only from a state with the same names' key (the
+    /// same file); the verified position from any, unless it is another head at the same
+    /// seq.
     pub fn merge(&mut self, other: &Self) -> Result<(), Rollback> {
-        if let Some(p) = other.pinned {
-            self.saw_position(None, p)?;
+        match (self.pinned, other.pinned) {
+            (Some(a), Some(b)) if a.seq == b.seq && a.head != b.head => {
+                return Err(Rollback::Forked {
+                    seq: a.seq,
+                    pinned: b.head,
+                    seen: a.head,
+                });
+            }
+            (Some(a), Some(b)) if a.seq >= b.seq => {}
+            (_, Some(b)) => self.pinned = Some(b),
+            (_, None) => {}
         }
         self.epoch = self.epoch.max(other.epoch);
-        if other.tags_of == self.tags_of {
+        if other.names_key == self.names_key {
             for (k, v) in &other.versions {
-                let e = self.versions.entry(*k).or_insert(*v);
-                *e = (*e).max(*v);
+                self.raise(*k, *v);
+            }
+            if other.tags_of == self.tags_of {
+                for (t, id) in &other.tags {
+                    if self.tags.len() < MAX_TRACKED {
+                        self.tags.entry(*t).or_insert(*id);
+                    }
+                }
             }
         }
         Ok(())
@@ -337,11 +400,17 @@ impl AccountState {
                 head: hex::encode(p.head),
             }),
             epoch: self.epoch,
-            tags_of: self.tags_of.map(hex::encode),
+            names_key: hex::encode(&self.names_key[..]),
             versions: self
                 .versions
                 .iter()
                 .map(|(k, v)| (hex::encode(k.0), *v))
+                .collect(),
+            tags_of: self.tags_of.map(hex::encode),
+            tags: self
+                .tags
+                .iter()
+                .map(|(t, id)| (hex::encode(t.0), hex::encode(id.0)))
                 .collect(),
         };
         serde_json::to_string_pretty(&f).unwrap_or_else(|_| unreachable!("plain data"))
@@ -354,39 +423,46 @@ impl AccountState {
         }
         let f: StateFile = serde_json::from_slice(json).map_err(|e| bad(&e.to_string()))?;
         if f.format != FORMAT {
-            return Err(bad("unknown format"));
+            return Err(bad(&format!(
+                "format {} (this client reads format {FORMAT}); move the file away to \
+                 start afresh",
+                f.format
+            )));
         }
         if f.user != user.as_str() {
             return Err(bad("it is another user's"));
+        }
+        if f.versions.len() > MAX_TRACKED || f.tags.len() > MAX_TRACKED {
+            return Err(bad("it tracks too many secrets"));
         }
         let pinned = f
             .audit
             .map(|p| {
                 Ok::<_, ClientError>(AuditPosition {
                     seq: p.seq,
-                    head: hex32(&p.head)?,
+                    head: hex_n(&p.head)?,
                 })
             })
             .transpose()?;
         let versions = f
             .versions
             .iter()
-            .map(|(k, v)| Ok((NameTag(hex32(k)?), *v)))
+            .map(|(k, v)| Ok((NameId(hex_n(k)?), *v)))
             .collect::<Result<_, ClientError>>()?;
-        let tags_of = f
-            .tags_of
-            .map(|t| {
-                hex::decode(t)
-                    .ok()
-                    .and_then(|v| <[u8; 16]>::try_from(v).ok())
-                    .ok_or_else(|| bad("tags_of is not 16 bytes of hex"))
-            })
-            .transpose()?;
+        let tags = f
+            .tags
+            .iter()
+            .map(|(t, id)| Ok((NameTag(hex_n(t)?), NameId(hex_n(id)?))))
+            .collect::<Result<_, ClientError>>()?;
+        let tags_of = f.tags_of.map(|t| hex_n::<16>(&t)).transpose()?;
+        let names_key = Zeroizing::new(hex_n::<32>(&f.names_key)?);
         Ok(Self {
             pinned,
             epoch: f.epoch,
+            names_key,
             versions,
             tags_of,
+            tags,
         })
     }
 }
@@ -412,18 +488,21 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> ClientError {
     ClientError::State(format!("cannot {what} {}: {e}", path.display()))
 }
 
-fn private_dir(path: &Path) -> Result<(), ClientError> {
+/// Makes `path` (and its missing parents) 0700. A directory that existed keeps its mode,
+/// unless `ours` (a directory only this client makes) and open to others.
+fn private_dir(path: &Path, ours: bool) -> Result<(), ClientError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
         .map_err(|e| io("create", path, e))?;
-    // A directory that existed keeps its mode unless it is open to others.
-    let meta = fs::metadata(path).map_err(|e| io("read", path, e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("make private", path, e))?;
+    if ours {
+        let meta = fs::metadata(path).map_err(|e| io("read", path, e))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io("make private", path, e))?;
+        }
     }
     Ok(())
 }
@@ -461,6 +540,15 @@ impl StateDir {
         AccountState::from_json(&bytes, user).map(Some)
     }
 
+    /// The state of `user` on `server`: the one this directory has, or a new one, saved
+    /// at once (so that every process of this client shares its names' key).
+    pub fn open(&self, server: &ServerId, user: &UserName) -> Result<AccountState, ClientError> {
+        match self.load(server, user)? {
+            Some(s) => Ok(s),
+            None => self.save(server, user, &AccountState::new()),
+        }
+    }
+
     /// Saves `state` as the state of `user` on `server`, merged with what is there (another
     /// process may have saved since this one loaded): the newer of each. Returns the state
     /// saved. Written whole or not at all.
@@ -475,8 +563,8 @@ impl StateDir {
         let dir = path
             .parent()
             .ok_or_else(|| ClientError::State("the state file has no directory".into()))?;
-        private_dir(&self.root)?;
-        private_dir(dir)?;
+        private_dir(&self.root, false)?;
+        private_dir(dir, true)?;
         let lock_path = dir.join(".lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -486,10 +574,15 @@ impl StateDir {
             .open(&lock_path)
             .map_err(|e| io("open", &lock_path, e))?;
         lock.lock().map_err(|e| io("lock", &lock_path, e))?;
-        let mut merged = state.clone();
-        if let Some(there) = self.load(server, user)? {
-            merged.merge(&there).map_err(ClientError::Rollback)?;
-        }
+        // What is there comes first: its names' key is the one every process uses (a
+        // state made by a process that raced another to make the file takes it).
+        let merged = match self.load(server, user)? {
+            Some(mut there) => {
+                there.merge(state).map_err(ClientError::Rollback)?;
+                there
+            }
+            None => state.clone(),
+        };
         let tmp = dir.join(format!(".{}.tmp", std::process::id()));
         let written = (|| {
             let mut f = OpenOptions::new()
@@ -520,35 +613,20 @@ mod tests {
         AuditPosition { seq, head: [h; 32] }
     }
 
-    #[test]
-    fn positions_behind_or_beside_the_pinned_one_are_refused() {
-        let mut s = AccountState::new();
-        s.saw_position(None, pos(5, 1)).unwrap();
-        assert_eq!(s.pinned, Some(pos(5, 1)));
-        // Answers sent before the pin may arrive late: older than the pin is fine…
-        s.saw_position(None, pos(4, 9)).unwrap();
-        // …but not older than what was pinned when the request left.
-        assert!(matches!(
-            s.saw_position(Some(pos(5, 1)), pos(4, 9)),
-            Err(Rollback::Behind { .. })
-        ));
-        assert!(matches!(
-            s.saw_position(None, pos(5, 2)),
-            Err(Rollback::Forked { seq: 5, .. })
-        ));
-        s.saw_position(Some(pos(5, 1)), pos(7, 3)).unwrap();
-        assert_eq!(s.pinned, Some(pos(7, 3)));
+    fn name(n: &str) -> SecretName {
+        SecretName::new(n).unwrap()
     }
 
     #[test]
     fn versions_and_epochs_never_go_back() {
         let mut s = AccountState::new();
-        let w = SecretName::new("wallet").unwrap();
+        s.tags_under([1; 16]);
+        let w = name("wallet");
         let t = NameTag([1; 32]);
         s.saw_version(&w, &t, None, 3).unwrap();
         s.saw_version(&w, &t, Some(3), 3).unwrap();
         assert!(matches!(
-            s.saw_version(&w, &t, s.newest_version(&t), 2),
+            s.saw_version(&w, &t, s.newest_version(&w), 2),
             Err(Rollback::Version {
                 newest: 3,
                 seen: 2,
@@ -557,32 +635,43 @@ mod tests {
         ));
         // An answer to a request sent before version 3 was seen may be older.
         s.saw_version(&w, &t, Some(1), 2).unwrap();
-        assert_eq!(s.newest_version(&t), Some(3));
-        // Under another tag key (a rotation elsewhere) the versions are forgotten; a
-        // rotation made here moves them to the new tags.
-        s.tags_under([1; 16]);
-        assert_eq!(s.newest_version(&t), None);
-        s.saw_version(&w, &t, None, 3).unwrap();
-        let moved = NameTag([2; 32]);
-        s.retag(&[(t, moved)], [2; 16]);
-        assert_eq!(s.newest_version(&moved), Some(3));
-        assert_eq!(s.newest_version(&t), None);
+        assert_eq!(s.newest_version(&w), Some(3));
+        // Versions from the chain come by tag, for tags known.
+        assert!(s.remember_version(&t, 5));
+        assert_eq!(s.newest_version(&w), Some(5));
+        assert!(!s.remember_version(&NameTag([9; 32]), 7));
         s.saw_epoch(2).unwrap();
         assert!(s.saw_epoch(1).is_err());
+    }
+
+    #[test]
+    fn versions_outlive_a_change_of_tag_key() {
+        // Another device rotated the storage key: every tag changed, the versions stay.
+        let mut s = AccountState::new();
+        s.tags_under([1; 16]);
+        let w = name("wallet");
+        s.saw_version(&w, &NameTag([1; 32]), None, 4).unwrap();
+        s.tags_under([2; 16]);
+        assert!(!s.knows_tag(&NameTag([1; 32])));
+        assert_eq!(s.newest_version(&w), Some(4));
+        let moved = NameTag([2; 32]);
+        assert!(matches!(
+            s.saw_version(&w, &moved, s.newest_version(&w), 3),
+            Err(Rollback::Version { newest: 4, .. })
+        ));
+        s.learn_tag(&moved, &w);
+        assert!(s.remember_version(&moved, 6));
+        assert_eq!(s.newest_version(&w), Some(6));
     }
 
     #[test]
     fn a_state_round_trips_through_its_file_which_names_no_secret() {
         let alice = UserName::new("alice").unwrap();
         let mut s = AccountState::new();
-        s.saw_position(None, pos(9, 7)).unwrap();
-        s.saw_version(
-            &SecretName::new("wallet-main").unwrap(),
-            &NameTag([3; 32]),
-            None,
-            4,
-        )
-        .unwrap();
+        s.pinned = Some(pos(9, 7));
+        s.tags_under([5; 16]);
+        s.saw_version(&name("wallet-main"), &NameTag([3; 32]), None, 4)
+            .unwrap();
         s.saw_epoch(3).unwrap();
         let json = s.to_json(&alice);
         assert!(!json.contains("wallet"));
@@ -592,6 +681,31 @@ mod tests {
         for junk in [&b"{"[..], b"[]", b"{\"format\":1}", &[0xff; 10]] {
             assert!(AccountState::from_json(junk, &alice).is_err());
         }
+        let old = json.replace("\"format\": 2", "\"format\": 1");
+        let e = AccountState::from_json(old.as_bytes(), &alice).unwrap_err();
+        assert!(e.to_string().contains("format 1"), "{e}");
+    }
+
+    #[test]
+    fn merging_takes_the_newer_of_each_and_refuses_two_heads_at_one_seq() {
+        let mut a = AccountState::new();
+        a.tags_under([1; 16]);
+        let mut b = a.clone();
+        a.pinned = Some(pos(10, 1));
+        b.pinned = Some(pos(8, 5));
+        b.saw_version(&name("w"), &NameTag([4; 32]), None, 2)
+            .unwrap();
+        a.merge(&b).unwrap();
+        assert_eq!(a.pinned, Some(pos(10, 1)));
+        assert_eq!(a.newest_version(&name("w")), Some(2));
+        b.pinned = Some(pos(10, 2));
+        assert!(matches!(a.merge(&b), Err(Rollback::Forked { seq: 10, .. })));
+        // Another key's versions cannot be read: they are not taken in.
+        let mut c = AccountState::new();
+        c.saw_version(&name("x"), &NameTag([6; 32]), None, 9)
+            .unwrap();
+        a.merge(&c).unwrap();
+        assert_eq!(a.newest_version(&name("x")), None);
     }
 
     #[test]
@@ -601,23 +715,45 @@ mod tests {
         let dir = StateDir::new(tmp.path().join("state"));
         let (server, alice) = (ServerId([1; 16]), UserName::new("alice").unwrap());
         assert!(dir.load(&server, &alice).unwrap().is_none());
-        let mut first = AccountState::new();
-        first.saw_position(None, pos(10, 1)).unwrap();
+        let mut first = dir.open(&server, &alice).unwrap();
+        // A second process that opened it too shares its names' key.
+        let mut second = dir.open(&server, &alice).unwrap();
+        first.pinned = Some(pos(10, 1));
         dir.save(&server, &alice, &first).unwrap();
-        // Another process, which loaded before, saw less: the newer position stays.
-        let mut second = first.clone();
+        // The second saw less of the chain, and a secret: the newer of each stays.
         second.pinned = Some(pos(8, 5));
         second
-            .saw_version(&SecretName::new("w").unwrap(), &NameTag([4; 32]), None, 2)
+            .saw_version(&name("w"), &NameTag([4; 32]), None, 2)
             .unwrap();
         let saved = dir.save(&server, &alice, &second).unwrap();
         assert_eq!(saved.pinned, Some(pos(10, 1)));
         let back = dir.load(&server, &alice).unwrap().unwrap();
-        assert_eq!(back.newest_version(&NameTag([4; 32])), Some(2));
+        assert_eq!(back.newest_version(&name("w")), Some(2));
+        // A process that made its own state while racing to make the file takes the
+        // file's key: what it learnt under its own is dropped, not mixed in.
+        let stray = AccountState::new();
+        let saved = dir.save(&server, &alice, &stray).unwrap();
+        assert_eq!(saved.newest_version(&name("w")), Some(2));
         let file = dir.file(&server, &alice);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(file.parent().unwrap()), 0o700);
         assert_eq!(mode(&tmp.path().join("state")), 0o700);
+    }
+
+    #[test]
+    fn a_state_dir_that_exists_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("shared");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = StateDir::new(&root);
+        let (server, alice) = (ServerId([2; 16]), UserName::new("alice").unwrap());
+        dir.open(&server, &alice).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o755);
+        assert_eq!(mode(dir.file(&server, &alice).parent().unwrap()), 0o700);
+        assert_eq!(mode(&dir.file(&server, &alice)), 0o600);
     }
 }

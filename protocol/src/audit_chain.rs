@@ -8,7 +8,8 @@
 //! `spec/threat-model.md`.)
 //!
 //! `encoding(event)` = `"keyserver/1 audit" || seq (u64 BE) || time (i64 BE) || kind (u8) ||
-//! secret name length (u16 BE) || secret name || outcome (u8)`.
+//! tag length (u16 BE: 0, or 32 for an event about a secret) || the secret's name tag ||
+//! outcome (u8) [|| version (u64 BE), for an event about one version of a secret]`.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -248,6 +249,16 @@ pub enum ChainError {
     /// An event's hash is not the hash of its content and its predecessor.
     #[error("event {0} does not match its hash: it or an earlier event was changed")]
     BadHash(u64),
+}
+
+impl ChainError {
+    /// The seq of the first event that did not verify.
+    pub fn seq(&self) -> u64 {
+        match *self {
+            Self::Gap { previous, .. } => previous.saturating_add(1),
+            Self::BadHash(seq) => seq,
+        }
+    }
 }
 
 /// Verifies events incrementally, page by page, as a client receives them.

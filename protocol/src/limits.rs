@@ -17,8 +17,9 @@ pub const SEAL_OVERHEAD: usize = 1 + 24 + 16;
 pub const MAX_SEALED_SECRET: usize = MAX_SECRET + SEAL_OVERHEAD;
 /// Largest sealed storage key (it is always exactly this size; the bound is for parsers).
 pub const MAX_SEALED_STORAGE_KEY: usize = 32 + SEAL_OVERHEAD;
-/// Largest sealed secret name: the longest name, sealed.
-pub const MAX_SEALED_NAME: usize = MAX_SECRET_NAME + SEAL_OVERHEAD;
+/// Size of a sealed secret name: every name is padded to the longest (a length byte, the
+/// name, zeros) before it is sealed, so all sealed names have this size.
+pub const MAX_SEALED_NAME: usize = 1 + MAX_SECRET_NAME + SEAL_OVERHEAD;
 /// Largest OPAQUE message carried in an envelope. The largest, `CredentialResponse`, is
 /// 320 bytes for our suite; opaque-ke checks the exact length when it parses.
 pub const MAX_OPAQUE_MESSAGE: usize = 512;
@@ -40,9 +41,11 @@ mod tests {
     #[test]
     fn a_full_page_of_the_largest_entries_fits_in_one_message() {
         // name + version + size + created + postcard overhead, generously.
-        let entry = MAX_SECRET_NAME + 3 * 10 + 4;
+        // tag + sealed name + version + size + created + deleted + postcard overhead.
+        let entry = 32 + MAX_SEALED_NAME + 3 * 10 + 8;
         assert!(LIST_PAGE * entry < MAX_SEALED_BODY);
-        let event = MAX_SECRET_NAME + 3 * 10 + 32 + 8;
+        // seq + time + kind + outcome + tag + version + hash, generously.
+        let event = 3 * 10 + 4 + 32 + 10 + 32 + 8;
         assert!(AUDIT_PAGE * event < MAX_SEALED_BODY);
     }
 }

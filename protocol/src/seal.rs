@@ -22,7 +22,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::{
-    limits::MAX_SECRET,
+    limits::{MAX_SECRET, MAX_SECRET_NAME},
     names::{NameTag, SecretName, UserName},
     secret::{Key32, SecretBytes},
 };
@@ -159,7 +159,14 @@ impl StorageKey {
     ) -> Vec<u8> {
         let k = self.derive(NAME_KEY_LABEL);
         let aad = name_aad(user, &self.name_tag(name));
-        seal(rng, &k, &aad, name.as_str().as_bytes())
+        // Padded to the longest name, so that every sealed name has the same size and the
+        // server learns nothing of a name's length: its length (one byte), the name, zeros.
+        let mut padded = Zeroizing::new(vec![0u8; 1 + MAX_SECRET_NAME]);
+        let bytes = name.as_str().as_bytes();
+        padded[0] = u8::try_from(bytes.len())
+            .unwrap_or_else(|_| unreachable!("a secret name is at most 128 bytes"));
+        padded[1..=bytes.len()].copy_from_slice(bytes);
+        seal(rng, &k, &aad, &padded)
     }
 
     /// Opens a sealed name kept under `tag`: it must open for this user and tag, and be the
@@ -172,7 +179,15 @@ impl StorageKey {
     ) -> Result<SecretName, SealError> {
         let k = self.derive(NAME_KEY_LABEL);
         let plain = open(&k, &name_aad(user, tag), sealed)?;
-        let name = std::str::from_utf8(&plain)
+        let (len, rest) = plain.split_first().ok_or(SealError::Integrity)?;
+        let len = usize::from(*len);
+        if rest.len() != MAX_SECRET_NAME
+            || len > MAX_SECRET_NAME
+            || rest[len..].iter().any(|b| *b != 0)
+        {
+            return Err(SealError::Integrity);
+        }
+        let name = std::str::from_utf8(&rest[..len])
             .ok()
             .and_then(|s| SecretName::new(s).ok())
             .ok_or(SealError::Integrity)?;
@@ -381,13 +396,46 @@ mod tests {
         );
         // A name sealed under the tag of another name does not open as either.
         let k = sk.derive(NAME_KEY_LABEL);
-        let lie = seal(
-            &mut rng,
-            &k,
-            &name_aad(&user, &tag),
-            other.as_str().as_bytes(),
-        );
+        let padded = |n: &[u8]| {
+            let mut p = vec![0u8; 1 + MAX_SECRET_NAME];
+            p[0] = u8::try_from(n.len()).unwrap();
+            p[1..=n.len()].copy_from_slice(n);
+            p
+        };
+        let aad = name_aad(&user, &tag);
+        let lie = seal(&mut rng, &k, &aad, &padded(other.as_str().as_bytes()));
         assert!(sk.open_name(&user, &tag, &lie).is_err());
+        let honest = seal(&mut rng, &k, &aad, &padded(name.as_str().as_bytes()));
+        assert_eq!(sk.open_name(&user, &tag, &honest).unwrap(), name);
+        // Only the exact padding opens: not the bare name, not a short or stuffed pad.
+        let bare = seal(&mut rng, &k, &aad, name.as_str().as_bytes());
+        assert!(sk.open_name(&user, &tag, &bare).is_err());
+        let mut stuffed = padded(name.as_str().as_bytes());
+        stuffed[MAX_SECRET_NAME] = 1;
+        assert!(
+            sk.open_name(&user, &tag, &seal(&mut rng, &k, &aad, &stuffed))
+                .is_err()
+        );
+        let mut long = padded(name.as_str().as_bytes());
+        long[0] = 200;
+        assert!(
+            sk.open_name(&user, &tag, &seal(&mut rng, &k, &aad, &long))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_sealed_name_has_the_same_size() {
+        let (mut rng, user, _, sk) = fixture();
+        for name in ["a", "wallet-main", &"x".repeat(MAX_SECRET_NAME)] {
+            let name = SecretName::new(name).unwrap();
+            let sealed = sk.seal_name(&mut rng, &user, &name);
+            assert_eq!(sealed.len(), crate::limits::MAX_SEALED_NAME);
+            assert_eq!(
+                sk.open_name(&user, &sk.name_tag(&name), &sealed).unwrap(),
+                name
+            );
+        }
     }
 
     #[test]

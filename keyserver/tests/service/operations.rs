@@ -203,6 +203,14 @@ on_every_backend! {
         // The store sent again: its first answer, position and all.
         let again = a.send_for_answer(&store).await.unwrap();
         assert_eq!(again, first);
+        // An operation that reads nothing of the account answers with its position too
+        // (a client refuses any answer but a refusal without one).
+        let abort = a.seal(&OpRequest::ReauthAbort(keyserver_protocol::ops::ReauthAbort {
+            handshake: keyserver_protocol::envelope::HandshakeId([9; 16]),
+        }));
+        let aborted = a.send_for_answer(&abort).await.unwrap();
+        assert!(matches!(aborted.response, OpResponse::ReauthAborted(_)));
+        assert_eq!(aborted.position, Some(after_list));
     }
 }
 

@@ -159,9 +159,10 @@ impl From<ClientError> for Failure {
         let message = match &e {
             ClientError::Rollback(_) => format!(
                 "{e}.\nNothing was output and nothing was changed here. The server's data is older \
-                 than this client saw before, or differs from it: contact the server's operator \
-                 (run `local-client audit` for the log as the server shows it). This client's \
-                 memory of the account was kept as it was."
+                 than this client saw before, or differs from it: contact the server's operator. \
+                 `local-client --state-dir <an empty directory> audit --user <user>` shows the \
+                 log as the server shows it now. This client's memory of the account was kept \
+                 as it was."
             ),
             _ => e.to_string(),
         };
@@ -355,21 +356,24 @@ async fn login(cli: &Cli, pw: &Passwords, user: &UserName) -> Result<Account, Fa
         states,
     };
     let remembered = match &account.states {
-        Some(states) => states.load(&account.session.server_id(), user),
+        Some(states) => states
+            .open(&account.session.server_id(), user)
+            .and_then(|state| account.session.remember(state)),
         None => {
             eprintln!(
                 "local-client: warning: no state directory (set --state-dir or HOME): this \
                  client remembers nothing of the account and cannot tell if the server goes back"
             );
-            Ok(None)
+            Ok(())
         }
     };
     let checked = match remembered {
-        Ok(Some(state)) => account.session.remember(state),
-        // Nothing remembered (a new device): start from the newest checkpoint another
+        // Nothing verified yet (a new device): start from the newest checkpoint another
         // device of the account left, if any, rather than trust the server blindly.
-        Ok(None) => account.session.start_from_checkpoint().await.map(|_| ()),
-        Err(e) => Err(e),
+        Ok(()) if account.session.verified_position().is_none() => {
+            account.session.start_from_checkpoint().await.map(|_| ())
+        }
+        other => other,
     };
     if let Err(e) = checked {
         account.logout().await;
@@ -396,12 +400,27 @@ async fn leave_checkpoint(
 }
 
 impl Account {
-    /// Checks the events since the remembered position, saves what this client now knows
-    /// of the account, and logs out. A server caught going back leaves the state as it was.
+    /// Checks the events since the verified position (and, against them, every version
+    /// the command was given), saves what this client now knows of the account, and logs
+    /// out. A server caught going back, here or in the command, leaves the state as it was.
     async fn finish(self) -> Result<PathCheck, Failure> {
         let checked = self.session.check_recent_events().await;
-        let saved = match (&checked, &self.states) {
-            (Ok(_), Some(states)) => states
+        if let Ok(PathCheck::Partial { to, .. }) = &checked {
+            eprintln!(
+                "local-client: note: the audit log grew by more events than a command reads; \
+                 they were verified up to event {}, and the next commands (or audit) go on",
+                to.seq
+            );
+        }
+        self.close(checked.is_ok()).await?;
+        Ok(checked?)
+    }
+
+    /// Saves what this client now knows of the account if `keep` and the server was not
+    /// caught going back, and logs out.
+    async fn close(self, keep: bool) -> Result<(), Failure> {
+        let saved = match &self.states {
+            Some(states) if keep && !self.session.caught_rollback() => states
                 .save(
                     &self.session.server_id(),
                     self.session.user(),
@@ -411,8 +430,7 @@ impl Account {
             _ => Ok(()),
         };
         self.logout().await;
-        saved?;
-        Ok(checked?)
+        Ok(saved?)
     }
 
     /// Logs out and closes the connection. A failed logout is said (the session stays open
@@ -557,9 +575,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             .await;
             let from_checkpoint = account.session.started_from_checkpoint();
-            let checked = account.finish().await;
+            // The audit read and checked the whole chain: nothing more to check.
+            let closed = account.close(r.is_ok()).await;
             let (report, before, left) = r?;
-            checked?;
+            closed?;
             let verified = report.verification.is_ok();
             if *json {
                 let events: Vec<_> = report

@@ -9,7 +9,7 @@ use keyserver_protocol::{
     ops::{SaveCheckpoint, StoredCheckpoint, checkpoint::MAX_CHECKPOINTS},
 };
 
-use crate::{ClientError, Session, state::AccountState};
+use crate::{ClientError, Session};
 
 impl Session {
     /// Leaves a checkpoint of `position`, which this client verified (the chain up to it
@@ -43,30 +43,18 @@ impl Session {
             .max_by_key(|c| c.checkpoint.position.seq))
     }
 
-    /// For a client that remembers nothing of the account: starts from the newest
-    /// checkpoint that verifies, as if it had seen that position itself, so that a server
-    /// that went back behind it is caught. Returns it (`None`: there is none, and the
-    /// server's history is trusted as first seen).
+    /// For a client that has verified nothing of the account: starts from the newest
+    /// checkpoint that verifies, as if it had verified that position itself, so that a
+    /// server that went back behind it is caught. Returns it (`None`: there is none, and
+    /// the server's history is trusted as first seen).
     pub async fn start_from_checkpoint(&self) -> Result<Option<StoredCheckpoint>, ClientError> {
         let Some(c) = self.newest_checkpoint().await? else {
             return Ok(None);
         };
-        // The server's position now (from the answer that listed the checkpoints) must not
-        // be behind the checkpoint; the events from one to the other are checked after the
-        // command, as for a remembered position.
-        if let Some(seen) = self
-            .position()
-            .filter(|s| s.seq < c.checkpoint.position.seq)
-        {
-            return Err(ClientError::Rollback(crate::state::Rollback::Behind {
-                pinned: c.checkpoint.position,
-                seen,
-            }));
-        }
-        let mut state = AccountState::new();
-        state.pinned = Some(c.checkpoint.position);
-        self.remember(state)?;
-        self.started_from(c);
+        // Every position shown so far (the answer that listed the checkpoints) must be at
+        // or past it; the events from it on are checked after the command, as for a
+        // remembered position.
+        self.started_from(c)?;
         Ok(Some(c))
     }
 }

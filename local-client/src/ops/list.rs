@@ -3,6 +3,7 @@
 
 use keyserver_protocol::{
     NameTag, OpRequest, OpResponse, SecretName,
+    audit_chain::AuditPosition,
     limits::LIST_PAGE,
     ops::{List, SecretEntry},
 };
@@ -22,16 +23,28 @@ pub struct Listed {
     pub created: i64,
 }
 
+/// One entry of the account's list, as read.
+pub(crate) struct Entry {
+    /// Its name, opened and checked against its tag (`None`: it did not open).
+    pub(crate) name: Option<SecretName>,
+    /// The entry.
+    pub(crate) entry: SecretEntry,
+    /// The position of the answer that gave it.
+    pub(crate) at: AuditPosition,
+}
+
 impl Session {
     /// Every entry of the account's list (with the deleted secrets if `deleted`), each
     /// with its name opened and checked against its tag.
     pub(crate) async fn list_entries(
         &self,
         deleted: bool,
-    ) -> Result<Vec<(SecretName, SecretEntry)>, ClientError> {
-        self.list_entries_opened(deleted, true)
-            .await
-            .map(|v| v.into_iter().filter_map(|(n, e)| Some((n?, e))).collect())
+    ) -> Result<Vec<(SecretName, Entry)>, ClientError> {
+        self.list_entries_opened(deleted, true).await.map(|v| {
+            v.into_iter()
+                .filter_map(|e| Some((e.name.clone()?, e)))
+                .collect()
+        })
     }
 
     /// As [`Self::list_entries`]; unless `strict`, an entry whose name does not open is
@@ -40,13 +53,17 @@ impl Session {
         &self,
         deleted: bool,
         strict: bool,
-    ) -> Result<Vec<(Option<SecretName>, SecretEntry)>, ClientError> {
+    ) -> Result<Vec<Entry>, ClientError> {
         let mut all = Vec::new();
         let mut after: Option<NameTag> = None;
         let key = self.keys().storage_key;
         loop {
             let op = OpRequest::List(List { after, deleted });
-            let OpResponse::List(page) = self.call(&op).await? else {
+            // The first page records a `list` event; the others read.
+            let (OpResponse::List(page), at) = (match after {
+                None => self.call_recorded(&op, "list").await?,
+                Some(_) => self.call_at(&op).await?,
+            }) else {
                 return Err(ClientError::Protocol("unexpected reply to List"));
             };
             if page.entries.len() > LIST_PAGE
@@ -56,6 +73,11 @@ impl Session {
             {
                 return Err(ClientError::Protocol("bad list page"));
             }
+            if all.len() + page.entries.len() > crate::state::MAX_TRACKED {
+                return Err(ClientError::Protocol(
+                    "the account lists more secrets than this client reads",
+                ));
+            }
             for e in page.entries {
                 let name = key.open_name(&self.user, &e.tag, e.sealed_name.as_slice());
                 if strict && name.is_err() {
@@ -64,7 +86,11 @@ impl Session {
                     ));
                 }
                 after = Some(e.tag);
-                all.push((name.ok(), e));
+                all.push(Entry {
+                    name: name.ok(),
+                    entry: e,
+                    at,
+                });
             }
             if !page.more {
                 return Ok(all);
@@ -82,8 +108,8 @@ impl Session {
         // Every entry is checked against the versions known when the listing started.
         let known = self.state();
         let mut out = Vec::new();
-        for (name, e) in self.list_entries(false).await? {
-            self.saw_version(&name, &e.tag, known.newest_version(&e.tag), e.version)?;
+        for (name, Entry { entry: e, at, .. }) in self.list_entries(false).await? {
+            self.saw_version(&name, &e.tag, known.newest_version(&name), e.version, at)?;
             out.push(Listed {
                 name,
                 version: e.version,

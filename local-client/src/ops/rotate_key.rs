@@ -40,7 +40,17 @@ impl Session {
         let mut batch_bytes = 0;
         let mut moves = Vec::with_capacity(entries.len());
         let mut live = 0u64;
-        for (name, e) in &entries {
+        let known = self.state();
+        for (name, listed) in &entries {
+            let e = &listed.entry;
+            // Deleted secrets too: a deleted name's version count must not go back either.
+            self.saw_version(
+                name,
+                &e.tag,
+                known.newest_version(name),
+                e.version,
+                listed.at,
+            )?;
             let sealed = if e.deleted {
                 None
             } else {
@@ -64,7 +74,7 @@ impl Session {
                 batch_bytes = 0;
             }
             batch_bytes += size;
-            moves.push((e.tag, new_tag));
+            moves.push((name.clone(), new_tag));
             batch.push(StagedSecret {
                 tag: e.tag,
                 new_tag,
@@ -89,7 +99,13 @@ impl Session {
         });
         match self.call(&op).await? {
             OpResponse::KeyRotated(r) if r.epoch == epoch => {
-                self.retag(&moves, new_key.tag_key_id());
+                {
+                    let mut c = self.checks();
+                    c.state.tags_under(new_key.tag_key_id());
+                    for (name, tag) in &moves {
+                        c.state.learn_tag(tag, name);
+                    }
+                }
                 self.set_keys(AccountKeys {
                     storage_key: Arc::new(new_key),
                     epoch,

@@ -44,10 +44,16 @@ impl Session {
                 replace,
                 sealed,
             });
-            match self.call(&op).await {
-                Ok(OpResponse::Stored(s)) => {
-                    self.saw_version(name, &tag, None, s.version)?;
+            match self.call_recorded(&op, "store").await {
+                Ok((OpResponse::Stored(s), at)) if s.version == version => {
+                    self.saw_version(name, &tag, None, s.version, at)?;
                     return Ok(s.version);
+                }
+                Ok((OpResponse::Stored(_), _)) => {
+                    // It was sealed for `version`: any other is a lie about what was kept.
+                    return Err(ClientError::Protocol(
+                        "the server says it stored another version than the one sent",
+                    ));
                 }
                 Ok(_) => return Err(ClientError::Protocol("unexpected reply to Store")),
                 Err(ClientError::VersionMismatch { expected }) if expected > 0 => {

@@ -195,6 +195,36 @@ fn an_older_version_of_a_secret_put_back_is_refused_on_postgres() {
     older_version_put_back(true);
 }
 
+/// Another device stored version 2, then version 1's row was put back: a device that
+/// never saw version 2 is served version 1, which is newer than anything it remembers, but
+/// the chain it reads before printing shows version 2 stored before its retrieve.
+#[test]
+fn a_version_put_back_is_caught_by_a_device_that_learns_of_the_newer_one_from_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let db = Db::Sqlite(data.join("keyserver.db"));
+    let server = db.start(&data);
+    let laptop = server.client().device(&tmp.path().join("laptop"));
+    let phone = server.client().device(&tmp.path().join("phone"));
+    laptop
+        .with_password("pw", &["register", "--user", "alice"])
+        .ok();
+    store(&laptop, tmp.path(), "wallet", b"old seed", false);
+    assert_eq!(retrieve(&phone, "wallet").ok().stdout, b"old seed");
+    db.exec("CREATE TABLE kept AS SELECT version, sealed FROM secrets");
+    store(&laptop, tmp.path(), "wallet", b"new seed", true);
+    db.exec(
+        "UPDATE secrets SET version = (SELECT version FROM kept), \
+         sealed = (SELECT sealed FROM kept)",
+    );
+    let out = retrieve(&phone, "wallet");
+    went_back(&out);
+    assert!(out.stderr.contains("version 1"), "{}", out.stderr);
+    assert!(out.stderr.contains("version 2"), "{}", out.stderr);
+    // It remembers nothing of that session, and refuses again.
+    went_back(&retrieve(&phone, "wallet"));
+}
+
 /// Two devices of one user: each sees the other's work extend the history it saw, and
 /// learns the versions stored from the verified chain.
 #[test]

@@ -146,13 +146,31 @@ async fn a_ciphertext_altered_or_swapped_in_the_database_is_detected() {
     let out = c.with_password("pw", &["retrieve", "--user", "alice", "--name", "a"]);
     assert_eq!(out.code, 1, "{out:?}");
 
-    // An audit event changed in the database breaks the chain the client checks.
+    // An audit event changed in the database breaks the chain the client checks. This
+    // client had verified the chain past it: a history it verified was rewritten (exit 9,
+    // nothing printed, nothing remembered).
     sqlx::query("UPDATE audit_events SET outcome = 2 WHERE seq = 2")
         .execute(&mut db)
         .await
         .unwrap();
     let out = c.with_password("pw", &["audit", "--user", "alice", "--json"]);
-    assert_ne!(out.code, 0);
+    assert_eq!(out.code, 9, "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("does not continue from event"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        c.with_password("pw", &["audit", "--user", "alice", "--json"])
+            .code,
+        9,
+        "and again: what it verified stays what it verified"
+    );
+    // A device that never saw the account shows the log, and that it does not verify.
+    let fresh = c.device(&tmp.path().join("fresh-device"));
+    let out = fresh.with_password("pw", &["audit", "--user", "alice", "--json"]);
+    assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(out.json()["chain_verified"], false);
 }
 

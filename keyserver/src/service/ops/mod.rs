@@ -156,6 +156,25 @@ pub(super) async fn run(
         OpRequest::Checkpoints => checkpoint::list(&call).await,
     };
     let answer = r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())));
+    if let (Answer::Fresh(response), None) = (&answer, call.position())
+        && !matches!(response, OpResponse::Error(_))
+    {
+        // Every answer but a refusal carries the account's position, so that a client can
+        // refuse one without it: an operation that read none (a reauth's first step) reads
+        // it now.
+        let (account, user) = (session.account, session.user.clone());
+        let read = core
+            .storage
+            .read(move |tx| Box::pin(async move { position_in(tx, account, &user).await }))
+            .await;
+        match read {
+            Ok(p) => call.saw(p),
+            Err(e) => {
+                let e = ServerError::from(e);
+                return (Answer::Fresh(OpResponse::Error(e.reply())), None);
+            }
+        }
+    }
     (answer, call.position())
 }
 
