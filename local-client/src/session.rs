@@ -40,28 +40,25 @@ pub(crate) struct Checks {
     /// Positions answered in this session past the verified one, by seq: the chain must
     /// pass through each (checked when it is read).
     seen: BTreeMap<u64, [u8; 32]>,
-    /// The versions this session was given, each with the position of its answer: once
-    /// the chain up to it is read, no store of a newer version may come before it (another
-    /// device may have stored one that this client had not heard of).
-    served: Vec<Served>,
+    /// The versions this session was given, by (tag, version), each with its name and the
+    /// newest position of an answer that gave it: once the chain up to it is read, no
+    /// store of a newer version may come before it (another device may have stored one
+    /// that this client had not heard of).
+    served: BTreeMap<(NameTag, u64), (SecretName, u64)>,
     /// Whether the server was caught going back: nothing of this session is then kept.
     caught: bool,
 }
 
-/// The most positions a session keeps to check against the chain (the oldest go first).
-const MAX_SEEN: usize = 4096;
-/// The most versions given that a session keeps to check against the chain.
-const MAX_SERVED: usize = 100_000;
+/// The most positions, and the most versions given, a session keeps to check against the
+/// chain. Past it, answers are refused until the chain is checked
+/// ([`Session::check_recent_events`]): nothing is left unchecked.
+const MAX_UNCHECKED: usize = 1 << 18;
 
-/// A version of a secret this session was given.
-#[derive(Debug)]
-struct Served {
-    name: SecretName,
-    tag: NameTag,
-    version: u64,
-    /// The seq of the answer's position.
-    at: u64,
-}
+/// The error once [`MAX_UNCHECKED`] answers wait to be checked.
+const TOO_MANY_UNCHECKED: ClientError = ClientError::Protocol(
+    "this session holds as many answers as it keeps unchecked: check the audit chain \
+     (check_recent_events) before going on",
+);
 
 impl Checks {
     fn new(state: AccountState) -> Self {
@@ -121,10 +118,10 @@ impl Checks {
             Some(_) => Ok(()),
             None => {
                 if self.state.pinned.is_none_or(|v| p.seq > v.seq) {
-                    self.seen.insert(p.seq, p.head);
-                    if self.seen.len() > MAX_SEEN {
-                        self.seen.pop_first();
+                    if self.seen.len() >= MAX_UNCHECKED {
+                        return Err(TOO_MANY_UNCHECKED);
                     }
+                    self.seen.insert(p.seq, p.head);
                 }
                 Ok(())
             }
@@ -141,6 +138,25 @@ impl Checks {
                 seen: p.head,
             })),
             _ => Ok(()),
+        }
+    }
+
+    /// Adds `p` to the positions the chain must pass through (a checkpoint's, or one another
+    /// process verified).
+    pub(crate) fn must_pass(&mut self, p: AuditPosition) -> Result<(), ClientError> {
+        match self.seen.get(&p.seq) {
+            Some(h) if *h != p.head => {
+                let pinned = *h;
+                Err(self.caught(Rollback::Forked {
+                    seq: p.seq,
+                    pinned,
+                    seen: p.head,
+                }))
+            }
+            _ => {
+                self.seen.insert(p.seq, p.head);
+                Ok(())
+            }
         }
     }
 
@@ -182,13 +198,13 @@ impl Checks {
         if let Err(r) = self.state.saw_version(name, tag, at_send, seen) {
             return Err(self.caught(r));
         }
-        if self.served.len() < MAX_SERVED {
-            self.served.push(Served {
-                name: name.clone(),
-                tag: *tag,
-                version: seen,
-                at,
-            });
+        let full = self.served.len() >= MAX_UNCHECKED;
+        match self.served.get_mut(&(*tag, seen)) {
+            Some((_, newest_at)) => *newest_at = (*newest_at).max(at),
+            None if full => return Err(TOO_MANY_UNCHECKED),
+            None => {
+                self.served.insert((*tag, seen), (name.clone(), at));
+            }
         }
         Ok(())
     }
@@ -205,23 +221,27 @@ impl Checks {
         for (seq, tag, v) in stored {
             by_tag.entry(*tag).or_default().push((*seq, *v));
         }
-        let stale = self.served.iter().filter(|s| s.at <= end).find_map(|s| {
-            let newest = by_tag
-                .get(&s.tag)?
-                .iter()
-                .filter(|(seq, _)| *seq <= s.at)
-                .map(|(_, v)| *v)
-                .max()?;
-            (newest > s.version).then(|| Rollback::Version {
-                name: s.name.to_string(),
-                newest,
-                seen: s.version,
-            })
-        });
+        let stale = self
+            .served
+            .iter()
+            .filter(|(_, (_, at))| *at <= end)
+            .find_map(|((tag, version), (name, at))| {
+                let newest = by_tag
+                    .get(tag)?
+                    .iter()
+                    .filter(|(seq, _)| seq <= at)
+                    .map(|(_, v)| *v)
+                    .max()?;
+                (newest > *version).then(|| Rollback::Version {
+                    name: name.to_string(),
+                    newest,
+                    seen: *version,
+                })
+            });
         if let Some(r) = stale {
             return Err(self.caught(r));
         }
-        self.served.retain(|s| s.at > end);
+        self.served.retain(|_, (_, at)| *at > end);
         Ok(())
     }
 }
@@ -320,14 +340,21 @@ impl Session {
         self.checks().remembered
     }
 
-    /// Starts from checkpoint `c`: its position is taken as verified.
+    /// Starts from checkpoint `c`: the chain must pass through its position, and every
+    /// position the server shows must be at or past it. (The chain up to it is still read
+    /// from its start, for the versions stored before it.)
     pub(crate) fn started_from(
         &self,
         c: keyserver_protocol::ops::StoredCheckpoint,
     ) -> Result<(), ClientError> {
         let mut checks = self.checks();
-        checks.pin_remembered(c.checkpoint.position)?;
-        checks.remembered = Some(c.checkpoint.position);
+        let p = c.checkpoint.position;
+        let behind = checks.seen().find(|s| s.seq < p.seq);
+        if let Some(seen) = behind {
+            return Err(checks.caught(Rollback::Behind { pinned: p, seen }));
+        }
+        checks.must_pass(p)?;
+        checks.remembered = Some(p);
         checks.checkpoint = Some(c);
         Ok(())
     }
@@ -353,9 +380,9 @@ impl Session {
         self.keys().storage_key.name_tag(name)
     }
 
-    /// The newest version of `name` seen, to check an answer against.
-    pub(crate) fn newest_version(&self, name: &SecretName) -> Option<u64> {
-        self.checks().state.newest_version(name)
+    /// The newest version of `name` (tagged `tag`) known, to check an answer against.
+    pub(crate) fn newest_known(&self, name: &SecretName, tag: &NameTag) -> Option<u64> {
+        self.checks().state.newest_known(name, tag)
     }
 
     /// Checks version `seen` of `name`, tagged `tag`, from an answer at position `at` (see

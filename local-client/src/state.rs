@@ -204,7 +204,17 @@ pub struct AccountState {
     tags_of: Option<[u8; 16]>,
     /// The secrets of the current tags, for versions the audit chain names by tag.
     tags: BTreeMap<NameTag, NameId>,
+    /// Versions the verified chain stored under current tags this client could not name
+    /// yet: taken in when it learns the tag's name, and checked against until then.
+    pending: BTreeMap<NameTag, u64>,
+    /// Positions verified by another process of this client that the pinned one was not
+    /// shown to extend (two processes saved at once): the next check reads the chain from
+    /// the oldest of them, through the pinned one.
+    unconfirmed: Vec<AuditPosition>,
 }
+
+/// The most positions kept to confirm (see [`AccountState`]).
+const MAX_UNCONFIRMED: usize = 64;
 
 impl std::fmt::Debug for AccountState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +222,7 @@ impl std::fmt::Debug for AccountState {
             .field("pinned", &self.pinned)
             .field("epoch", &self.epoch)
             .field("secrets", &self.versions.len())
+            .field("unconfirmed", &self.unconfirmed)
             .finish_non_exhaustive()
     }
 }
@@ -234,6 +245,8 @@ struct StateFile {
     versions: BTreeMap<String, u64>,
     tags_of: Option<String>,
     tags: BTreeMap<String, String>,
+    pending: BTreeMap<String, u64>,
+    unconfirmed: Vec<PositionFile>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -265,6 +278,8 @@ impl AccountState {
             versions: BTreeMap::new(),
             tags_of: None,
             tags: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -280,15 +295,20 @@ impl AccountState {
     pub fn tags_under(&mut self, id: [u8; 16]) {
         if self.tags_of != Some(id) {
             self.tags.clear();
+            self.pending.clear();
             self.tags_of = Some(id);
         }
     }
 
-    /// Notes that `tag` is `name`'s under the current tag key.
+    /// Notes that `tag` is `name`'s under the current tag key (and takes in a version the
+    /// chain stored under it).
     pub fn learn_tag(&mut self, tag: &NameTag, name: &SecretName) {
         let id = self.id(name);
         if self.tags.len() < MAX_TRACKED || self.tags.contains_key(tag) {
             self.tags.insert(*tag, id);
+        }
+        if let Some(v) = self.pending.remove(tag) {
+            self.raise(id, v);
         }
     }
 
@@ -300,6 +320,15 @@ impl AccountState {
     /// The newest version of `name` stored or seen.
     pub fn newest_version(&self, name: &SecretName) -> Option<u64> {
         self.versions.get(&self.id(name)).copied()
+    }
+
+    /// The newest version of `name`, tagged `tag`, known: stored or seen, or stored under
+    /// its tag in the verified chain.
+    pub fn newest_known(&self, name: &SecretName, tag: &NameTag) -> Option<u64> {
+        match (self.newest_version(name), self.pending.get(tag).copied()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn raise(&mut self, id: NameId, seen: u64) {
@@ -333,15 +362,57 @@ impl AccountState {
         Ok(())
     }
 
-    /// Remembers version `seen` of the secret tagged `tag`, if the tag is known (a version
-    /// from the verified audit chain: another device stored it). Returns whether it was.
+    /// Remembers version `seen` of the secret tagged `tag` (a version from the verified
+    /// audit chain: another device stored it): under its name if the tag is known, else
+    /// under the tag until it is. Returns whether the tag was known.
     pub fn remember_version(&mut self, tag: &NameTag, seen: u64) -> bool {
         match self.tags.get(tag) {
             Some(id) => {
                 self.raise(*id, seen);
                 true
             }
-            None => false,
+            None => {
+                if let Some(v) = self.pending.get_mut(tag) {
+                    *v = (*v).max(seen);
+                } else if self.pending.len() < MAX_TRACKED {
+                    self.pending.insert(*tag, seen);
+                }
+                false
+            }
+        }
+    }
+
+    /// Positions another process verified that the pinned one is not yet shown to extend.
+    pub fn unconfirmed(&self) -> &[AuditPosition] {
+        &self.unconfirmed
+    }
+
+    /// Notes that the chain was verified from every unconfirmed position through the
+    /// pinned one.
+    pub fn confirm(&mut self) {
+        self.unconfirmed.clear();
+    }
+
+    fn unconfirm(&mut self, p: AuditPosition) -> Result<(), Rollback> {
+        match self.unconfirmed.iter().find(|u| u.seq == p.seq) {
+            Some(u) if u.head != p.head => Err(Rollback::Forked {
+                seq: p.seq,
+                pinned: u.head,
+                seen: p.head,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                if self.unconfirmed.len() >= MAX_UNCONFIRMED {
+                    // The oldest goes: the chain from the next one is still checked.
+                    if let Some(i) =
+                        (0..self.unconfirmed.len()).min_by_key(|i| self.unconfirmed[*i].seq)
+                    {
+                        self.unconfirmed.swap_remove(i);
+                    }
+                }
+                self.unconfirmed.push(p);
+                Ok(())
+            }
         }
     }
 
@@ -359,9 +430,13 @@ impl AccountState {
 
     /// Takes in what `other` saw (another process's state of the same account): the newer
     /// of each. Versions are taken in only from a state with the same names' key (the
-    /// same file); the verified position from any, unless it is another head at the same
-    /// seq.
+    /// same file). Of two verified positions, the newer is kept, and the older is kept to
+    /// be confirmed (nothing shows yet that the newer extends it); two heads at one seq
+    /// are refused.
     pub fn merge(&mut self, other: &Self) -> Result<(), Rollback> {
+        for u in other.unconfirmed.clone() {
+            self.unconfirm(u)?;
+        }
         match (self.pinned, other.pinned) {
             (Some(a), Some(b)) if a.seq == b.seq && a.head != b.head => {
                 return Err(Rollback::Forked {
@@ -370,8 +445,13 @@ impl AccountState {
                     seen: a.head,
                 });
             }
-            (Some(a), Some(b)) if a.seq >= b.seq => {}
-            (_, Some(b)) => self.pinned = Some(b),
+            (Some(a), Some(b)) if a.seq == b.seq => {}
+            (Some(a), Some(b)) if a.seq > b.seq => self.unconfirm(b)?,
+            (Some(a), Some(b)) => {
+                self.unconfirm(a)?;
+                self.pinned = Some(b);
+            }
+            (None, Some(b)) => self.pinned = Some(b),
             (_, None) => {}
         }
         self.epoch = self.epoch.max(other.epoch);
@@ -384,6 +464,9 @@ impl AccountState {
                     if self.tags.len() < MAX_TRACKED {
                         self.tags.entry(*t).or_insert(*id);
                     }
+                }
+                for (t, v) in &other.pending {
+                    self.remember_version(t, *v);
                 }
             }
         }
@@ -412,6 +495,19 @@ impl AccountState {
                 .iter()
                 .map(|(t, id)| (hex::encode(t.0), hex::encode(id.0)))
                 .collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(t, v)| (hex::encode(t.0), *v))
+                .collect(),
+            unconfirmed: self
+                .unconfirmed
+                .iter()
+                .map(|p| PositionFile {
+                    seq: p.seq,
+                    head: hex::encode(p.head),
+                })
+                .collect(),
         };
         serde_json::to_string_pretty(&f).unwrap_or_else(|_| unreachable!("plain data"))
     }
@@ -432,8 +528,12 @@ impl AccountState {
         if f.user != user.as_str() {
             return Err(bad("it is another user's"));
         }
-        if f.versions.len() > MAX_TRACKED || f.tags.len() > MAX_TRACKED {
-            return Err(bad("it tracks too many secrets"));
+        if f.versions.len() > MAX_TRACKED
+            || f.tags.len() > MAX_TRACKED
+            || f.pending.len() > MAX_TRACKED
+            || f.unconfirmed.len() > MAX_UNCONFIRMED
+        {
+            return Err(bad("it tracks too many secrets or positions"));
         }
         let pinned = f
             .audit
@@ -454,6 +554,21 @@ impl AccountState {
             .iter()
             .map(|(t, id)| Ok((NameTag(hex_n(t)?), NameId(hex_n(id)?))))
             .collect::<Result<_, ClientError>>()?;
+        let pending = f
+            .pending
+            .iter()
+            .map(|(t, v)| Ok((NameTag(hex_n(t)?), *v)))
+            .collect::<Result<_, ClientError>>()?;
+        let unconfirmed = f
+            .unconfirmed
+            .iter()
+            .map(|p| {
+                Ok(AuditPosition {
+                    seq: p.seq,
+                    head: hex_n(&p.head)?,
+                })
+            })
+            .collect::<Result<_, ClientError>>()?;
         let tags_of = f.tags_of.map(|t| hex_n::<16>(&t)).transpose()?;
         let names_key = Zeroizing::new(hex_n::<32>(&f.names_key)?);
         Ok(Self {
@@ -463,6 +578,8 @@ impl AccountState {
             versions,
             tags_of,
             tags,
+            pending,
+            unconfirmed,
         })
     }
 }
@@ -698,6 +815,10 @@ mod tests {
         a.merge(&b).unwrap();
         assert_eq!(a.pinned, Some(pos(10, 1)));
         assert_eq!(a.newest_version(&name("w")), Some(2));
+        // Nothing shows yet that 10 extends 8: 8 waits to be confirmed by a check.
+        assert_eq!(a.unconfirmed(), [pos(8, 5)]);
+        a.confirm();
+        assert!(a.unconfirmed().is_empty());
         b.pinned = Some(pos(10, 2));
         assert!(matches!(a.merge(&b), Err(Rollback::Forked { seq: 10, .. })));
         // Another key's versions cannot be read: they are not taken in.
@@ -706,6 +827,63 @@ mod tests {
             .unwrap();
         a.merge(&c).unwrap();
         assert_eq!(a.newest_version(&name("x")), None);
+    }
+
+    #[test]
+    fn a_newer_pin_from_another_process_keeps_the_older_one_to_confirm() {
+        let mut a = AccountState::new();
+        a.pinned = Some(pos(5, 1));
+        let mut b = AccountState::new();
+        b.pinned = Some(pos(9, 2));
+        a.merge(&b).unwrap();
+        assert_eq!(a.pinned, Some(pos(9, 2)));
+        assert_eq!(a.unconfirmed(), [pos(5, 1)]);
+        // Another head at an unconfirmed seq is refused as two heads at one seq.
+        let mut c = AccountState::new();
+        c.pinned = Some(pos(9, 2));
+        c.unconfirmed = vec![pos(5, 7)];
+        assert!(matches!(a.merge(&c), Err(Rollback::Forked { seq: 5, .. })));
+        // At most MAX_UNCONFIRMED are kept, the newest.
+        let mut d = AccountState::new();
+        for seq in 0..MAX_UNCONFIRMED as u64 + 10 {
+            let mut e = AccountState::new();
+            e.pinned = Some(pos(seq, 3));
+            d.merge(&e).unwrap();
+        }
+        assert_eq!(d.unconfirmed().len(), MAX_UNCONFIRMED);
+        assert!(d.unconfirmed().iter().all(|p| p.seq >= 9));
+        // It goes through the file.
+        let alice = UserName::new("alice").unwrap();
+        let back = AccountState::from_json(a.to_json(&alice).as_bytes(), &alice).unwrap();
+        assert_eq!(back.unconfirmed(), [pos(5, 1)]);
+    }
+
+    #[test]
+    fn a_version_stored_under_a_tag_not_yet_named_is_checked_once_named() {
+        let mut s = AccountState::new();
+        s.tags_under([1; 16]);
+        let (w, t) = (name("wallet"), NameTag([1; 32]));
+        // The chain shows version 4 under a tag this client cannot name yet.
+        assert!(!s.remember_version(&t, 4));
+        assert_eq!(s.newest_version(&w), None);
+        assert_eq!(s.newest_known(&w, &t), Some(4));
+        // Kept through the file, dropped with a change of tag key.
+        let alice = UserName::new("alice").unwrap();
+        let mut back = AccountState::from_json(s.to_json(&alice).as_bytes(), &alice).unwrap();
+        assert_eq!(back.newest_known(&w, &t), Some(4));
+        back.tags_under([2; 16]);
+        assert_eq!(back.newest_known(&w, &t), None);
+        // Once named, the version is the name's: an older one is refused.
+        s.learn_tag(&t, &w);
+        assert_eq!(s.newest_version(&w), Some(4));
+        assert!(matches!(
+            s.saw_version(&w, &t, s.newest_version(&w), 3),
+            Err(Rollback::Version {
+                newest: 4,
+                seen: 3,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -79,6 +79,8 @@ on_every_backend! {
                 EventKind::LoginFailed,
                 EventKind::LoginStarted,
                 EventKind::LoginSucceeded,
+                // The audit's own list of names.
+                EventKind::List,
             ]
         );
         // And a finished one cannot be finished again.
@@ -140,8 +142,9 @@ on_every_backend! {
                 .iter()
                 .rposition(|e| e.body.kind == EventKind::ChangePassword)
                 .unwrap();
-            // The raced login's start: the last one before the check login's own.
-            let last_start = events[..events.len() - 2]
+            // The raced login's start: the last one before the check login's own (the last
+            // three events are its start, its success and the audit's list).
+            let last_start = events[..events.len() - 3]
                 .iter()
                 .rposition(|e| e.body.kind == EventKind::LoginStarted)
                 .unwrap();

@@ -36,11 +36,12 @@ on_every_backend! {
         let r1 = a.send(&refused).await.unwrap();
         assert!(matches!(&r1, OpResponse::Error(e) if e.code == ErrorCode::NAME_EXISTS), "{r1:?}");
         assert_eq!(a.send(&refused).await.unwrap(), r1);
-        // register, login started + succeeded, store, delete, store, refused store
+        // register, login started + succeeded, store, delete, store, refused store, login
+        // started + succeeded, the audit's list
         let session = s.login("alice", "pw").await.unwrap();
         let report = session.audit().await.unwrap();
         report.verification.unwrap();
-        assert_eq!(report.events.len(), 9);
+        assert_eq!(report.events.len(), 10);
     }
 }
 

@@ -383,12 +383,17 @@ async fn login(cli: &Cli, pw: &Passwords, user: &UserName) -> Result<Account, Fa
 }
 
 /// After a verified audit: leaves a checkpoint of the chain's end for the account's other
-/// devices; returns it.
+/// devices; returns it. Not for a history trusted as first seen: a checkpoint vouches for
+/// what this client verified against something it knew.
 async fn leave_checkpoint(
     session: &Session,
     report: &local_client::AuditReport,
 ) -> Result<Option<AuditPosition>, ClientError> {
-    let Some(last) = report.events.last().filter(|_| report.verification.is_ok()) else {
+    let Some(last) = report
+        .events
+        .last()
+        .filter(|_| report.verification.is_ok() && report.pinned.is_some())
+    else {
         return Ok(None);
     };
     let end = AuditPosition {
@@ -405,13 +410,6 @@ impl Account {
     /// out. A server caught going back, here or in the command, leaves the state as it was.
     async fn finish(self) -> Result<PathCheck, Failure> {
         let checked = self.session.check_recent_events().await;
-        if let Ok(PathCheck::Partial { to, .. }) = &checked {
-            eprintln!(
-                "local-client: note: the audit log grew by more events than a command reads; \
-                 they were verified up to event {}, and the next commands (or audit) go on",
-                to.seq
-            );
-        }
         self.close(checked.is_ok()).await?;
         Ok(checked?)
     }
@@ -651,15 +649,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     ),
                     (Some(p), None) => writeln!(
                         out,
-                        "it extends event {} ({}…), the newest this client had seen",
+                        "it extends event {} ({}…), the newest this client had verified",
                         p.seq,
                         &hex(&p.head)[..16]
                     ),
                     (None, _) => writeln!(
                         out,
                         "this client had seen nothing of this account before and found no \
-                         checkpoint: the history above is trusted as first seen, and \
-                         remembered from now on"
+                         checkpoint: the history above is trusted as first seen and \
+                         remembered from now on (no checkpoint is left from it: the next \
+                         audit leaves one)"
                     ),
                 }
                 .context("cannot write to stdout")?;

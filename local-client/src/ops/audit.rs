@@ -44,34 +44,16 @@ impl AuditReport {
     }
 }
 
-/// How far the chain was checked after a command (see [`Session::check_recent_events`]).
+/// What [`Session::check_recent_events`] checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathCheck {
-    /// The events from the verified position (`None`: from the chain's start, since this
-    /// client remembered nothing) to the newest one hash together, and pass through every
-    /// position this session was shown.
-    Verified {
-        /// The position verified before.
-        from: Option<AuditPosition>,
-        /// The newest position, now verified.
-        to: AuditPosition,
-    },
-    /// More events followed than a command reads: those read hash together and the
-    /// verified position moved to the last of them; the rest are checked by the next
-    /// commands, or at once by `audit`.
-    Partial {
-        /// The position verified before.
-        from: Option<AuditPosition>,
-        /// The position verified now.
-        to: AuditPosition,
-        /// The newest position shown.
-        newest: Option<AuditPosition>,
-    },
+pub struct PathCheck {
+    /// The position verified before (`None`: none, and the chain was read from its start).
+    pub from: Option<AuditPosition>,
+    /// The chain's end, now verified.
+    pub to: AuditPosition,
 }
 
-/// Most pages of events a command reads after its work (see [`Session::check_recent_events`]).
-const PATH_PAGES: usize = 16;
-/// Most events `audit` reads (at about 150 bytes each in memory).
+/// Most events read in one check or audit (at about 150 bytes each in memory).
 const MAX_AUDIT_EVENTS: u64 = 1_000_000;
 
 impl Session {
@@ -80,7 +62,7 @@ impl Session {
             return Err(ClientError::Protocol("unexpected reply to Audit"));
         };
         if page.events.len() > AUDIT_PAGE
-            || (page.more && page.events.is_empty())
+            || (page.more && page.events.len() != AUDIT_PAGE)
             || page.events.first().is_some_and(|e| e.seq <= after)
             || page.events.windows(2).any(|w| w[0].seq >= w[1].seq)
         {
@@ -89,19 +71,48 @@ impl Session {
         Ok((page.events, page.more))
     }
 
-    /// Takes in a verified stretch of the chain: `events`, which extend the verified
-    /// position `from` hash by hash. They must pass through every position this session
-    /// was shown up to their end, and (if `complete`, the chain's end) reach the newest of
-    /// those shown before they were read (`target`). The versions their store events carry
-    /// are remembered (by the names in `names` or, for tags not known, in a fresh list),
-    /// every version this session was given is checked against them, and the verified
-    /// position moves to their end.
+    /// Reads the chain after `from` to its end (at most [`MAX_AUDIT_EVENTS`] events),
+    /// verifying each event against the one before when `verify`; returns the events and
+    /// the first break (`None` if not verifying or none).
+    async fn read_chain(
+        &self,
+        from: AuditPosition,
+        verify: bool,
+    ) -> Result<(Vec<AuditEvent>, Result<(), ChainError>, AuditPosition), ClientError> {
+        let mut events: Vec<AuditEvent> = Vec::new();
+        let mut verifier = ChainVerifier::resume(from);
+        let mut verification = Ok(());
+        loop {
+            let after = events.last().map_or(from.seq, |e| e.seq);
+            let (page, more) = self.audit_page(after).await?;
+            if events.len() as u64 + page.len() as u64 > MAX_AUDIT_EVENTS {
+                return Err(ClientError::Protocol(
+                    "the audit log is longer than this client reads",
+                ));
+            }
+            for e in &page {
+                if verify && verification.is_ok() {
+                    verification = verifier.push(e);
+                }
+            }
+            events.extend(page);
+            if !more {
+                return Ok((events, verification, verifier.position()));
+            }
+        }
+    }
+
+    /// Takes in a verified stretch of the chain: `events`, which extend `from` hash by hash
+    /// to the chain's end. They must pass through every position this session was shown
+    /// (or must pass through) past `from`, and reach the newest of those. The versions
+    /// their store events carry are remembered (by the names in `names` or, for tags not
+    /// known, in a fresh list; tags that no name explains are kept as they are), every
+    /// version this session was given is checked against them, and the verified position
+    /// moves to their end.
     async fn take_verified(
         &self,
         from: AuditPosition,
         events: &[AuditEvent],
-        target: Option<AuditPosition>,
-        complete: bool,
         names: Option<&[Entry]>,
     ) -> Result<AuditPosition, ClientError> {
         let end = events.last().map_or(from, |e| AuditPosition {
@@ -112,27 +123,25 @@ impl Session {
             let mut c = self.checks();
             // Every position shown must be on the chain; the verifier made the seqs run
             // from `from.seq + 1` without gaps.
-            let off_chain = c
-                .seen()
-                .filter(|p| p.seq > from.seq && p.seq <= end.seq)
-                .find_map(|p| {
-                    let e = usize::try_from(p.seq - from.seq - 1)
-                        .ok()
-                        .and_then(|i| events.get(i))?;
-                    (e.hash != p.head).then_some((p, e.hash))
-                });
-            if let Some((p, hash)) = off_chain {
-                return Err(c.caught(Rollback::Forked {
-                    seq: p.seq,
-                    pinned: p.head,
-                    seen: hash,
-                }));
-            }
-            if let Some(t) = target.filter(|t| complete && t.seq > end.seq) {
-                return Err(c.caught(Rollback::Behind {
-                    pinned: t,
-                    seen: end,
-                }));
+            let off_chain = c.seen().filter(|p| p.seq > from.seq).find_map(|p| {
+                let e = usize::try_from(p.seq - from.seq - 1)
+                    .ok()
+                    .and_then(|i| events.get(i));
+                match e {
+                    Some(e) if e.hash == p.head => None,
+                    Some(e) => Some(Rollback::Forked {
+                        seq: p.seq,
+                        pinned: p.head,
+                        seen: e.hash,
+                    }),
+                    None => Some(Rollback::Behind {
+                        pinned: p,
+                        seen: end,
+                    }),
+                }
+            });
+            if let Some(r) = off_chain {
+                return Err(c.caught(r));
             }
         }
         let stored: Vec<(u64, NameTag, u64)> = events
@@ -165,99 +174,102 @@ impl Session {
                 c.state.learn_tag(&e.entry.tag, name);
             }
         }
-        // Tags of no listed name (events from before a key rotation) say nothing here.
         for (_, tag, v) in &stored {
             c.state.remember_version(tag, *v);
         }
         c.recheck_served(&stored, end.seq)?;
+        c.state.confirm();
         c.pin_verified(end);
         Ok(end)
     }
 
-    /// Reads the whole audit log, verifies its hash chain, and checks it against what this
-    /// client verified before: it must pass through that position and every position this
-    /// session was shown. Then that position moves to the chain's end.
-    ///
-    /// A chain that does not verify after the verified position is reported in
-    /// [`AuditReport::verification`], not as an error: the events are still shown. Errors:
-    /// [`ClientError::Rollback`] if the chain is behind or beside a position seen before,
-    /// or does not hash together up to the verified position; [`ClientError::SessionEnded`]
-    /// (log in again); [`ClientError::Protocol`] for pages that do not follow each other,
-    /// or a log of more than a million events; transport errors (retry).
-    pub async fn audit(&self) -> Result<AuditReport, ClientError> {
-        // The chain must reach every position shown before it is read.
-        let target = self.position();
-        let pinned = self.verified_position();
-        let mut events: Vec<AuditEvent> = Vec::new();
-        let mut verifier = ChainVerifier::new(&self.user);
-        let mut verification = Ok(());
-        loop {
-            let after = events.last().map_or(0, |e| e.seq);
-            let (page, more) = self.audit_page(after).await?;
-            if events.len() as u64 + page.len() as u64 > MAX_AUDIT_EVENTS {
-                return Err(ClientError::Protocol(
-                    "the audit log is longer than this client reads",
-                ));
-            }
-            for e in &page {
-                if verification.is_ok() {
-                    verification = verifier.push(e);
-                }
-            }
-            events.extend(page);
-            if !more {
-                break;
+    /// The position the chain is read from in a check: the verified one, or the oldest one
+    /// another process verified that it is not yet shown to extend, or (with none) the
+    /// chain's start. Those past it must be passed through.
+    fn check_start(&self) -> Result<(AuditPosition, Option<AuditPosition>), ClientError> {
+        let mut c = self.checks();
+        let pinned = c.state.pinned;
+        let unconfirmed = c.state.unconfirmed().to_vec();
+        let from = unconfirmed
+            .iter()
+            .chain(pinned.iter())
+            .min_by_key(|p| p.seq)
+            .copied()
+            .unwrap_or_else(|| AuditPosition::start(&self.user));
+        for p in unconfirmed.iter().chain(pinned.iter()) {
+            if p.seq > from.seq {
+                c.must_pass(*p)?;
             }
         }
+        Ok((from, pinned))
+    }
+
+    /// Reads the whole audit log, verifies its hash chain, and checks it against what this
+    /// client verified before (or the checkpoint it started from): it must pass through
+    /// that position and every position this session was shown. Then the verified position
+    /// moves to the chain's end.
+    ///
+    /// A chain that does not verify is reported in [`AuditReport::verification`] if this
+    /// client had verified nothing of it (the events are still shown); otherwise it is a
+    /// [`ClientError::Rollback`]. Errors: [`ClientError::Rollback`] if the chain is behind
+    /// or beside a position seen before, or does not hash together through the verified
+    /// position; [`ClientError::SessionEnded`] (log in again); [`ClientError::Protocol`]
+    /// for pages that do not follow each other, or a log of more than a million events;
+    /// transport errors (retry).
+    pub async fn audit(&self) -> Result<AuditReport, ClientError> {
+        let (from, pinned) = self.check_start()?;
         // The names, from the account's list (deleted secrets included), each checked
         // against its tag. One that does not open is shown as its tag: the log is still
-        // shown, whatever else the server altered.
+        // shown, whatever else the server altered. Listed first: the list's own event is
+        // then on the chain read after it.
         let listed = self.list_entries_opened(true, false).await?;
-        match (&verification, pinned) {
-            (Ok(()), Some(p)) => {
-                // The chain passes through the verified position, and goes on from it
+        let start = AuditPosition::start(&self.user);
+        let (events, verification, _) = self.read_chain(start, true).await?;
+        let anchor = pinned.or(self.remembered_position());
+        match (&verification, anchor) {
+            (Ok(()), _) => {
+                // The chain passes through what was verified, and goes on from it
                 // (verified, its seqs run from 1 without gaps).
-                let at = usize::try_from(p.seq)
-                    .ok()
-                    .and_then(|s| s.checked_sub(1))
-                    .and_then(|i| events.get(i));
-                match at {
-                    _ if p.seq == 0 => {}
-                    Some(e) if e.hash == p.head => {}
-                    Some(e) => {
-                        return Err(self.checks().caught(Rollback::Forked {
-                            seq: p.seq,
-                            pinned: p.head,
-                            seen: e.hash,
-                        }));
-                    }
-                    None => {
-                        return Err(self.checks().caught(Rollback::Behind {
-                            pinned: p,
-                            seen: verifier.position(),
-                        }));
+                if from.seq > 0 {
+                    let at = usize::try_from(from.seq - 1)
+                        .ok()
+                        .and_then(|i| events.get(i));
+                    match at {
+                        Some(e) if e.hash == from.head => {}
+                        Some(e) => {
+                            return Err(self.checks().caught(Rollback::Forked {
+                                seq: from.seq,
+                                pinned: from.head,
+                                seen: e.hash,
+                            }));
+                        }
+                        None => {
+                            let seen = events.last().map_or(start, |e| AuditPosition {
+                                seq: e.seq,
+                                head: e.hash,
+                            });
+                            return Err(self
+                                .checks()
+                                .caught(Rollback::Behind { pinned: from, seen }));
+                        }
                     }
                 }
-                let after = usize::try_from(p.seq)
+                let after = usize::try_from(from.seq)
                     .unwrap_or(usize::MAX)
                     .min(events.len());
-                self.take_verified(p, &events[after..], target, true, Some(&listed))
+                self.take_verified(from, &events[after..], Some(&listed))
                     .await?;
             }
-            (Ok(()), None) => {
-                let start = AuditPosition::start(&self.user);
-                self.take_verified(start, &events, target, true, Some(&listed))
-                    .await?;
-            }
-            (Err(why), Some(p)) if why.seq() <= p.seq || verifier.position().seq < p.seq => {
-                // What this client verified before no longer hashes together.
+            (Err(why), Some(p)) => {
+                // This client had verified the chain (or a device of the account had, for
+                // its checkpoint): the server shows one that does not hash together.
                 return Err(self.checks().caught(Rollback::Broken {
                     pinned: p,
                     why: why.to_string(),
                 }));
             }
-            // Broken past what was verified: shown, and the verified position stays.
-            (Err(_), _) => {}
+            // Nothing verified before: shown as it is.
+            (Err(_), None) => {}
         }
         let names = listed
             .into_iter()
@@ -271,52 +283,29 @@ impl Session {
         })
     }
 
-    /// Reads the events since the verified position (or, if this client remembers none,
-    /// from the chain's start), at most 16 pages: they must extend it hash by hash, pass
+    /// Reads the events since the verified position (or, if this client verified none,
+    /// from the chain's start) to the chain's end: they must extend it hash by hash, pass
     /// through every position this session was shown, and reach the newest. The versions
     /// their store events carry are remembered, and every version this session was given
     /// is checked against them (another device may have stored a newer one). Then the
-    /// verified position moves to the last event read.
+    /// verified position moves to the chain's end.
     ///
     /// Call it after a command's work and before using what the server gave: a secret
-    /// retrieved is not known to be current until this passed.
+    /// retrieved is not known to be current until this passed. Long sessions call it from
+    /// time to time: a session keeps at most 262,144 answers unchecked.
     ///
     /// Errors: [`ClientError::Rollback`] if the events do not; as [`Self::audit`]
     /// otherwise.
     pub async fn check_recent_events(&self) -> Result<PathCheck, ClientError> {
-        let target = self.position();
-        let pinned = self.verified_position();
-        let from = pinned.unwrap_or_else(|| AuditPosition::start(&self.user));
-        let mut verifier = ChainVerifier::resume(from);
-        let mut events = Vec::new();
-        let mut complete = false;
-        for _ in 0..PATH_PAGES {
-            let (page, more) = self.audit_page(verifier.position().seq).await?;
-            for e in &page {
-                if let Err(why) = verifier.push(e) {
-                    return Err(self.checks().caught(Rollback::Broken {
-                        pinned: from,
-                        why: why.to_string(),
-                    }));
-                }
-            }
-            events.extend(page);
-            if !more {
-                complete = true;
-                break;
-            }
+        let (from, pinned) = self.check_start()?;
+        let (events, verification, _) = self.read_chain(from, true).await?;
+        if let Err(why) = verification {
+            return Err(self.checks().caught(Rollback::Broken {
+                pinned: from,
+                why: why.to_string(),
+            }));
         }
-        let to = self
-            .take_verified(from, &events, target, complete, None)
-            .await?;
-        Ok(if complete {
-            PathCheck::Verified { from: pinned, to }
-        } else {
-            PathCheck::Partial {
-                from: pinned,
-                to,
-                newest: self.position(),
-            }
-        })
+        let to = self.take_verified(from, &events, None).await?;
+        Ok(PathCheck { from: pinned, to })
     }
 }

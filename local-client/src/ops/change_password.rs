@@ -68,7 +68,7 @@ impl Session {
             upload,
             sealed_storage_key,
         });
-        match self.call(&op).await? {
+        match self.call_recorded(&op, "password change").await?.0 {
             OpResponse::PasswordChanged(r) if r.epoch == epoch => {
                 self.set_keys(AccountKeys {
                     storage_key: Arc::clone(&keys.storage_key),

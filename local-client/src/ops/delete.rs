@@ -11,12 +11,10 @@ impl Session {
     /// [`ClientError::SessionEnded`] (log in again); transport errors (retry: a delete is
     /// applied at most once).
     pub async fn delete(&self, name: &SecretName) -> Result<(), ClientError> {
-        match self
-            .call(&OpRequest::Delete(Delete {
-                tag: self.tag(name),
-            }))
-            .await?
-        {
+        let op = OpRequest::Delete(Delete {
+            tag: self.tag(name),
+        });
+        match self.call_recorded(&op, "delete").await?.0 {
             OpResponse::Deleted => Ok(()),
             _ => Err(ClientError::Protocol("unexpected reply to Delete")),
         }

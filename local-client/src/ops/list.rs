@@ -109,7 +109,13 @@ impl Session {
         let known = self.state();
         let mut out = Vec::new();
         for (name, Entry { entry: e, at, .. }) in self.list_entries(false).await? {
-            self.saw_version(&name, &e.tag, known.newest_version(&name), e.version, at)?;
+            self.saw_version(
+                &name,
+                &e.tag,
+                known.newest_known(&name, &e.tag),
+                e.version,
+                at,
+            )?;
             out.push(Listed {
                 name,
                 version: e.version,

@@ -10,7 +10,7 @@ impl Session {
     /// Errors: [`ClientError::SessionEnded`] (it had ended already); transport errors
     /// (retry: a logout is applied at most once).
     pub async fn logout(&self) -> Result<(), ClientError> {
-        match self.call(&OpRequest::Logout).await? {
+        match self.call_recorded(&OpRequest::Logout, "logout").await?.0 {
             OpResponse::LoggedOut => Ok(()),
             _ => Err(ClientError::Protocol("unexpected reply to Logout")),
         }

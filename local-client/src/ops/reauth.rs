@@ -54,13 +54,11 @@ impl Session {
         };
         // The proof only: the session's keys stay those of the login.
         let master_key = finished.master_key;
-        match self
-            .call(&OpRequest::ReauthFinish(ReauthFinish {
-                handshake: started.handshake,
-                message: finished.message,
-            }))
-            .await?
-        {
+        let op = OpRequest::ReauthFinish(ReauthFinish {
+            handshake: started.handshake,
+            message: finished.message,
+        });
+        match self.call_recorded(&op, "reauth").await?.0 {
             OpResponse::Reauthenticated(_) => Ok(master_key),
             _ => Err(ClientError::Protocol("unexpected reply to ReauthFinish")),
         }

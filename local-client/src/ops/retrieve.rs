@@ -19,7 +19,7 @@ impl Session {
     pub async fn retrieve(&self, name: &SecretName) -> Result<(SecretBytes, u64), ClientError> {
         let tag = self.tag(name);
         let op = OpRequest::Retrieve(Retrieve { tag });
-        let at_send = self.newest_version(name);
+        let at_send = self.newest_known(name, &tag);
         let (OpResponse::Secret(s), at) = self.call_recorded(&op, "retrieve").await? else {
             return Err(ClientError::Protocol("unexpected reply to Retrieve"));
         };

@@ -47,7 +47,7 @@ impl Session {
             self.saw_version(
                 name,
                 &e.tag,
-                known.newest_version(name),
+                known.newest_known(name, &e.tag),
                 e.version,
                 listed.at,
             )?;
@@ -86,6 +86,9 @@ impl Session {
         if !batch.is_empty() {
             self.stage(batch).await?;
         }
+        // Every version read for the rotation is checked against the chain before the
+        // rotation commits: an older one served now would be sealed again for good.
+        self.check_recent_events().await?;
         let epoch = old
             .epoch
             .checked_add(1)
@@ -97,7 +100,7 @@ impl Session {
                 .ok_or(ClientError::Protocol("sealed storage key too large"))?,
             secrets: entries.len() as u64,
         });
-        match self.call(&op).await? {
+        match self.call_recorded(&op, "key rotation").await?.0 {
             OpResponse::KeyRotated(r) if r.epoch == epoch => {
                 {
                     let mut c = self.checks();

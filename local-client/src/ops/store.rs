@@ -5,7 +5,7 @@ use keyserver_protocol::{
 };
 use rand::rngs::OsRng;
 
-use crate::{ClientError, Session};
+use crate::{ClientError, Session, state::Rollback};
 
 /// Most attempts at a store whose version moved under it (concurrent writers).
 const STORE_ATTEMPTS: usize = 4;
@@ -23,12 +23,14 @@ impl Session {
         secret: &SecretBytes,
         replace: bool,
     ) -> Result<u64, ClientError> {
-        // Versions are sealed into the ciphertext, so the client must know the next one; a
-        // fresh name is version 1, otherwise the server says which and we seal again.
-        let mut version = 1;
+        // Versions are sealed into the ciphertext, so the client must know the next one:
+        // one past the newest it knows of (1 for a name it never saw); if the server has
+        // another, it says which and we seal again, unless that goes back.
         let storage_key = self.keys().storage_key;
         // The server knows the name only by its tag, and keeps it sealed (for `list`).
         let tag = storage_key.name_tag(name);
+        let known = self.newest_known(name, &tag);
+        let mut version = known.map_or(1, |v| v.saturating_add(1));
         let sealed_name = Bytes::new(storage_key.seal_name(&mut OsRng, &self.user, name))
             .ok_or(ClientError::Protocol("sealed name too large"))?;
         for _ in 0..STORE_ATTEMPTS {
@@ -46,7 +48,7 @@ impl Session {
             });
             match self.call_recorded(&op, "store").await {
                 Ok((OpResponse::Stored(s), at)) if s.version == version => {
-                    self.saw_version(name, &tag, None, s.version, at)?;
+                    self.saw_version(name, &tag, known, s.version, at)?;
                     return Ok(s.version);
                 }
                 Ok((OpResponse::Stored(_), _)) => {
@@ -57,6 +59,14 @@ impl Session {
                 }
                 Ok(_) => return Err(ClientError::Protocol("unexpected reply to Store")),
                 Err(ClientError::VersionMismatch { expected }) if expected > 0 => {
+                    if let Some(newest) = known.filter(|n| expected <= *n) {
+                        // The next version would be one this client already knows of.
+                        return Err(self.checks().caught(Rollback::Version {
+                            name: name.to_string(),
+                            newest,
+                            seen: expected.saturating_sub(1),
+                        }));
+                    }
                     version = expected;
                 }
                 Err(e) => return Err(e),

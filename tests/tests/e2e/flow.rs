@@ -195,7 +195,7 @@ fn register_store_retrieve_list_replace_delete_audit_change_password_and_rotate_
     // This client saw the account before (every command above): the chain is checked to
     // extend what it saw, and a checkpoint is left for other devices.
     assert!(
-        tail[1].contains("the newest this client had seen"),
+        tail[1].contains("the newest this client had verified"),
         "{text}"
     );
     assert!(tail[0].starts_with("checkpoint left at event"), "{text}");
