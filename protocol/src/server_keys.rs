@@ -1,4 +1,19 @@
-//! The server's key schedule: every key the server derives from its long-term secret.
+//! The server's key schedule: every key the server uses besides the OPAQUE setup.
+//!
+//! A deployment keeps one data key per purpose, each wrapped by a key-encryption key in a
+//! KMS or a key file (`keyserver::keys`), and derives the rest:
+//!
+//! ```text
+//! session-vault data key = vault key: seals session keys in the shared database
+//! login-names data key   = fake seed (below)
+//!   └─ credential key    = HKDF-SHA256(ikm = login-names data key,
+//!                                      info = "keyserver/2 credential ids")
+//! server-held-keys data key: wraps the private keys the server holds and signs with
+//! ```
+//!
+//! A deployment made before data keys derived them all from the OPAQUE setup
+//! ([`ServerKeys::derive`]); when it is imported, its vault key and fake seed become its
+//! data keys, so that its sessions and its answers for unknown names do not change:
 //!
 //! ```text
 //! OPAQUE setup (OPRF seed, AKE key pair; serialized, 128 bytes)
@@ -48,11 +63,25 @@ pub const CREDENTIAL_KEY_LABEL: &[u8] = b"keyserver/2 credential ids";
 /// HMAC label of a password change's credential identifier.
 pub const NEXT_CREDENTIAL_LABEL: &[u8] = b"keyserver/2 next credential id";
 
-/// The keys derived from the server's OPAQUE setup.
+/// HKDF label of the server-held keys' wrapping key of a deployment made before data keys.
+pub const LEGACY_HELD_KEYS_LABEL: &[u8] = b"keyserver/4 server-held keys";
+
+/// The server's keys besides the OPAQUE setup.
 pub struct ServerKeys {
     vault: Key32,
     fake_seed: Key32,
     credentials: Key32,
+    held: Key32,
+}
+
+/// The data keys of a deployment, one per purpose (see the module's documentation).
+pub struct DataKeys {
+    /// Seals session keys at rest.
+    pub session_vault: Key32,
+    /// Fake records, unknown-name keys and credential identifiers.
+    pub login_names: Key32,
+    /// Wraps the private keys the server holds.
+    pub server_held_keys: Key32,
 }
 
 impl std::fmt::Debug for ServerKeys {
@@ -101,14 +130,44 @@ fn hkdf(ikm: &[u8], label: &[u8]) -> Key32 {
 }
 
 impl ServerKeys {
-    /// Derives every key from the serialized OPAQUE setup.
+    /// The keys of a deployment with data keys `d`.
+    pub fn from_data_keys(d: DataKeys) -> Self {
+        Self {
+            credentials: hkdf(d.login_names.expose_secret(), CREDENTIAL_KEY_LABEL),
+            vault: d.session_vault,
+            fake_seed: d.login_names,
+            held: d.server_held_keys,
+        }
+    }
+
+    /// The data keys a deployment made before data keys had, derived from its OPAQUE
+    /// setup: its vault key and fake seed as they were (a server-held keys' key, which it
+    /// did not have, is derived the same way).
+    pub fn legacy_data_keys(setup: &ServerSetup) -> DataKeys {
+        let ikm = Zeroizing::new(setup.serialize().to_vec());
+        DataKeys {
+            session_vault: hkdf(&ikm, VAULT_LABEL),
+            login_names: hkdf(&ikm, FAKE_SEED_LABEL),
+            server_held_keys: hkdf(&ikm, LEGACY_HELD_KEYS_LABEL),
+        }
+    }
+
+    /// Every key derived from the serialized OPAQUE setup, as a deployment made before
+    /// data keys did (its credential key too). For that deployment's import and for tests.
     pub fn derive(setup: &ServerSetup) -> Self {
         let ikm = Zeroizing::new(setup.serialize().to_vec());
+        let d = Self::legacy_data_keys(setup);
         Self {
-            vault: hkdf(&ikm, VAULT_LABEL),
-            fake_seed: hkdf(&ikm, FAKE_SEED_LABEL),
+            vault: d.session_vault,
+            fake_seed: d.login_names,
             credentials: hkdf(&ikm, CREDENTIAL_KEY_LABEL),
+            held: d.server_held_keys,
         }
+    }
+
+    /// The key that wraps the private keys the server holds.
+    pub fn server_held_keys(&self) -> &Key32 {
+        &self.held
     }
 
     /// The vault that seals session keys at rest.
@@ -195,6 +254,27 @@ mod tests {
         assert_eq!(
             keys.fake_record(&alice).unwrap(),
             hex(&v, "fake_record_alice")
+        );
+    }
+
+    #[test]
+    fn data_keys_give_the_credential_key_of_the_vector() {
+        let v = vector();
+        let key = |k: &str| Key32::from_bytes(hex(&v, k).try_into().unwrap());
+        let keys = ServerKeys::from_data_keys(DataKeys {
+            session_vault: key("vault_key"),
+            login_names: key("fake_seed"),
+            server_held_keys: Key32::from_bytes([3; 32]),
+        });
+        assert_eq!(
+            keys.credentials.expose_secret().to_vec(),
+            hex(&v, "data_keys_credential_key")
+        );
+        // The same login-names key answers unknown names as the setup it came from did.
+        let alice = UserName::new("alice").unwrap();
+        assert_eq!(
+            keys.unknown_name_key(&alice).to_vec(),
+            hex(&v, "unknown_name_key_alice")
         );
     }
 

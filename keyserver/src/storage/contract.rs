@@ -664,6 +664,34 @@ on_every_backend! {
 }
 
 on_every_backend! {
+    /// The keyring: written once, then only in place of the generation it replaces.
+    async fn the_keyring_is_written_once_and_replaced_only_from_its_generation(s: Storage) {
+        let read = |s: &Storage| {
+            let s = s.clone();
+            async move { write(&s, |tx| Box::pin(async move { tx.keyring().await })).await }
+        };
+        let put = |s: &Storage, previous: Option<u64>, generation: u64, body: &'static [u8]| {
+            let s = s.clone();
+            async move {
+                write(&s, move |tx| {
+                    Box::pin(async move { tx.put_keyring(previous, generation, body).await })
+                })
+                .await
+            }
+        };
+        assert_eq!(read(&s).await, None);
+        assert!(put(&s, None, 1, b"first").await);
+        // A second first one (another instance raced this one) is not written.
+        assert!(!put(&s, None, 1, b"other").await);
+        assert_eq!(read(&s).await, Some((1, b"first".to_vec())));
+        assert!(put(&s, Some(1), 2, b"rewrapped").await);
+        // A re-wrapping from a generation that is gone is not written.
+        assert!(!put(&s, Some(1), 2, b"stale").await);
+        assert_eq!(read(&s).await, Some((2, b"rewrapped".to_vec())));
+    }
+}
+
+on_every_backend! {
     /// Checkpoints: kept once per position, listed newest first, pruned to the newest,
     /// dropped all at once; an event's hash by its seq.
     async fn checkpoints_are_kept_listed_newest_first_pruned_and_dropped(s: Storage) {

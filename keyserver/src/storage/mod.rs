@@ -613,6 +613,19 @@ pub trait Tx: Send {
     /// Deletes the rows (and events) of unknown names untouched since `before`; returns
     /// how many names.
     async fn purge_unknown_names(&mut self, before: i64) -> Result<u64, StorageError>;
+
+    /// The deployment's keyring (see `keys::Keyring`) and its generation, if it has one.
+    async fn keyring(&mut self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
+
+    /// Writes the keyring at `generation`: the first one if `previous` is `None` (unless
+    /// there is one already), else in place of generation `previous` (unless another
+    /// replaced it). Returns whether it was written.
+    async fn put_keyring(
+        &mut self,
+        previous: Option<u64>,
+        generation: u64,
+        body: &[u8],
+    ) -> Result<bool, StorageError>;
 }
 
 /// The row of account `id`, which a session or a handshake names and so must exist.

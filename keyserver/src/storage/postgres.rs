@@ -721,6 +721,43 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn keyring(&mut self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let row = sqlx::query("SELECT generation, body FROM keyring WHERE id = 1")
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| Ok((u64_of(r.try_get(0)?)?, r.try_get(1)?)))
+            .transpose()
+    }
+
+    async fn put_keyring(
+        &mut self,
+        previous: Option<u64>,
+        generation: u64,
+        body: &[u8],
+    ) -> Result<bool, StorageError> {
+        let done = match previous {
+            None => {
+                sqlx::query(
+                    "INSERT INTO keyring (id, generation, body) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(i64_of(generation)?)
+                .bind(body)
+                .execute(&mut *self.tx)
+                .await?
+            }
+            Some(p) => sqlx::query(
+                "UPDATE keyring SET generation = $1, body = $2 WHERE id = 1 AND generation = $3",
+            )
+            .bind(i64_of(generation)?)
+            .bind(body)
+            .bind(i64_of(p)?)
+            .execute(&mut *self.tx)
+            .await?,
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn checkpoints(
         &mut self,
         account: AccountId,

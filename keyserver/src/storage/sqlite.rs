@@ -987,6 +987,39 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn keyring(&mut self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT generation, body FROM keyring WHERE id = 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .optional()?;
+        row.map(|(g, body)| Ok((u64_of(g)?, body))).transpose()
+    }
+
+    async fn put_keyring(
+        &mut self,
+        previous: Option<u64>,
+        generation: u64,
+        body: &[u8],
+    ) -> Result<bool, StorageError> {
+        let n = match previous {
+            None => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO keyring (id, generation, body) VALUES (1, ?1, ?2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![i64_of(generation)?, body])?,
+            Some(p) => self
+                .conn
+                .prepare_cached(
+                    "UPDATE keyring SET generation = ?1, body = ?2 WHERE id = 1 AND generation = ?3",
+                )?
+                .execute(params![i64_of(generation)?, body, i64_of(p)?])?,
+        };
+        Ok(n == 1)
+    }
+
     async fn checkpoints(
         &mut self,
         account: AccountId,
