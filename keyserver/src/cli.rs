@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     Server, StartError,
-    config::Config,
+    config::{self, Config, KeySettings, Provider},
     data_dir,
+    keys::deployment::{self, Kek, Made},
     server_setup::{self, SetupKeySource},
 };
 
@@ -18,8 +19,8 @@ pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// The data dir: created on first start with a development PKI, the OPAQUE setup, a
-    /// commented config file and the SQLite database.
+    /// The data dir: created on first start with a development PKI, a commented config
+    /// file and the SQLite database (which holds the deployment's wrapped keys).
     #[arg(
         long,
         global = true,
@@ -38,12 +39,23 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// The file holding the key that seals the server's OPAQUE setup [default: setup_key_file
-    /// in keyserver.toml, else <data dir>.setup.key, next to the data dir]. The
-    /// KEYSERVER_SETUP_KEY environment variable (the key itself, 64 hex digits, for secret
-    /// managers) overrides it.
+    /// With the file key provider: the file holding the key that wraps the server's keys
+    /// [default: setup_key_file in keyserver.toml, else <data dir>.setup.key, next to the
+    /// data dir]. The KEYSERVER_SETUP_KEY environment variable (the key itself, 64 hex
+    /// digits, for secret managers) overrides it.
     #[arg(long, global = true, env = "KEYSERVER_SETUP_KEY_FILE")]
     pub setup_key: Option<PathBuf>,
+    /// The AWS KMS key that wraps the server's keys (ARN, key id or alias): selects the
+    /// aws-kms provider [default: kms_key_id in [keys] of keyserver.toml]. For rotate-kek:
+    /// the new key.
+    #[arg(long, global = true, env = "KEYSERVER_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// The KMS key's region [default: the key ARN's, else AWS_REGION].
+    #[arg(long, global = true, env = "KEYSERVER_KMS_REGION")]
+    pub kms_region: Option<String>,
+    /// The KMS endpoint, for VPC endpoints and emulators (https://host[:port]).
+    #[arg(long, global = true, env = "KEYSERVER_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
 }
 
 /// Subcommands.
@@ -51,8 +63,22 @@ pub struct Cli {
 pub enum Command {
     /// Serve (the default).
     Serve,
-    /// Create the data dir and exit.
+    /// Create the data dir and the deployment's keys, and exit.
     Init,
+    /// Wrap every data key again under another key-encryption key, while servers keep
+    /// running (they keep what they unwrapped; their next start uses the new wrapping).
+    /// The new key: --kms-key-id, or --to-file. The current one: keyserver.toml's [keys],
+    /// or --from-file.
+    RotateKek {
+        /// Move to the key file (--setup-key, setup_key_file, or next to the data dir; made
+        /// if missing).
+        #[arg(long, conflicts_with = "from_file")]
+        to_file: bool,
+        /// Move from the key file (--setup-key, setup_key_file, or next to the data dir) to
+        /// --kms-key-id.
+        #[arg(long)]
+        from_file: bool,
+    },
 }
 
 /// Why the command failed.
@@ -66,7 +92,7 @@ pub enum CliError {
     Other(String),
 }
 
-/// Where the setup key comes from: `KEYSERVER_SETUP_KEY` (the key itself), else
+/// Where the key file comes from: `KEYSERVER_SETUP_KEY` (the key itself), else
 /// `--setup-key`, else `setup_key_file` of `config`, else next to the data dir.
 fn setup_key(cli: &Cli, config: Option<&Config>) -> Result<SetupKeySource, CliError> {
     if let Ok(hex) = std::env::var(server_setup::KEY_ENV) {
@@ -83,51 +109,189 @@ fn setup_key(cli: &Cli, config: Option<&Config>) -> Result<SetupKeySource, CliEr
     )
 }
 
+/// The `[keys]` settings of `file` (if any) with the command line's over them.
+fn key_settings(cli: &Cli, file: Option<&Config>) -> KeySettings {
+    let mut keys = file.map(|c| c.keys.clone()).unwrap_or_default();
+    if let Some(id) = &cli.kms_key_id {
+        keys.kms_key_id = Some(id.clone());
+        if keys.provider == Provider::File {
+            keys.provider = Provider::AwsKms;
+        }
+    }
+    if let Some(r) = &cli.kms_region {
+        keys.kms_region = Some(r.clone());
+    }
+    if let Some(e) = &cli.kms_endpoint {
+        keys.kms_endpoint = Some(e.clone());
+    }
+    keys
+}
+
+/// The data dir's configuration file, if it has one.
+fn config_file(cli: &Cli) -> Result<Option<Config>, CliError> {
+    let file = cli.data_dir.join("keyserver.toml");
+    Ok(file
+        .is_file()
+        .then(|| Config::from_file(&file))
+        .transpose()
+        .map_err(StartError::from)?)
+}
+
+/// The configuration: the data dir's file, then the command line.
+fn config(cli: &Cli, file: Option<Config>) -> Config {
+    let keys = key_settings(cli, file.as_ref());
+    let mut config = file.unwrap_or_default();
+    config.keys = keys;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(url) = &cli.database_url {
+        config.database_url = Some(config::DatabaseUrl::new(url.clone()));
+    }
+    config
+}
+
+/// Keeps this process's memory, which holds unwrapped keys, out of core dumps and away
+/// from `ptrace` by other processes of the same user.
+fn protect_memory() {
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "cannot mark the process not dumpable: a core dump could hold keys");
+    }
+}
+
 /// Runs the command line; returns when the server has shut down.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    protect_memory();
     match cli.command {
-        Some(Command::Init) => {
-            let key = setup_key(&cli, None)?;
-            let created = data_dir::init(&cli.data_dir, &key).map_err(StartError::from)?;
-            let verb = if created {
-                "created"
-            } else {
-                "already initialised:"
-            };
-            println!("{verb} {}", cli.data_dir.display());
-            println!(
-                "the key that seals the server's OPAQUE setup is in {}. With it and a copy of \
-                 the database, passwords can be guessed offline: keep it out of database \
-                 backups (setup_key_file, --setup-key or KEYSERVER_SETUP_KEY choose where it \
-                 lives).",
-                key.describe()
-            );
-            if key.is_inside(&cli.data_dir) {
-                println!("warning: it is inside the data dir; move it out and set setup_key_file.");
-            }
-            Ok(())
+        Some(Command::Init) => init(cli).await,
+        Some(Command::RotateKek { to_file, from_file }) => {
+            rotate_kek(cli, to_file, from_file).await
         }
         None | Some(Command::Serve) => serve(cli).await,
     }
 }
 
-async fn serve(cli: Cli) -> Result<(), CliError> {
-    // The config file lives in the data dir; a new data dir gets it with the key.
-    let file = cli.data_dir.join("keyserver.toml");
-    let config = file
-        .is_file()
-        .then(|| Config::from_file(&file))
-        .transpose()
+async fn init(cli: Cli) -> Result<(), CliError> {
+    let file = config_file(&cli)?;
+    let key = setup_key(&cli, file.as_ref())?;
+    let config = config(&cli, file);
+    config.validate().map_err(StartError::from)?;
+    let created = data_dir::init(&cli.data_dir, &config::template_with(&config.keys))
         .map_err(StartError::from)?;
-    let key = setup_key(&cli, config.as_ref())?;
-    data_dir::init(&cli.data_dir, &key).map_err(StartError::from)?;
-    let mut config = Config::from_file(&file).map_err(StartError::from)?;
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
+    let storage = crate::open_storage(&cli.data_dir, &config).await?;
+    let opened = crate::unwrap_keys(&storage, &cli.data_dir, &config, key.clone()).await?;
+    let verb = if created {
+        "created"
+    } else {
+        "already initialised:"
+    };
+    println!("{verb} {}", cli.data_dir.display());
+    let how = match opened.made {
+        Made::Created => "made now",
+        Made::Imported => "imported from the data dir's server-setup.sealed",
+        Made::Opened => "already made",
+    };
+    println!(
+        "the server's keys ({how}) are kept in the database, wrapped by {}.",
+        opened.keyring.kek
+    );
+    if config.keys.provider == Provider::File {
+        println!(
+            "that key is in {}. With it and a copy of the database, passwords can be guessed \
+             offline: keep it out of database backups (setup_key_file, --setup-key or \
+             KEYSERVER_SETUP_KEY choose where it lives), or use a KMS key (--kms-key-id).",
+            key.describe()
+        );
+        if key.is_inside(&cli.data_dir) {
+            println!("warning: it is inside the data dir; move it out and set setup_key_file.");
+        }
     }
-    if let Some(url) = cli.database_url {
-        config.database_url = Some(crate::config::DatabaseUrl::new(url));
+    Ok(())
+}
+
+async fn rotate_kek(cli: Cli, to_file: bool, from_file: bool) -> Result<(), CliError> {
+    let file = config_file(&cli)?.ok_or_else(|| {
+        CliError::Other(format!(
+            "{} has no keyserver.toml: is it a data dir?",
+            cli.data_dir.display()
+        ))
+    })?;
+    let key = setup_key(&cli, Some(&file))?;
+    let mut current = file.keys.clone();
+    if let Some(r) = &cli.kms_region {
+        current.kms_region = Some(r.clone());
     }
+    if let Some(e) = &cli.kms_endpoint {
+        current.kms_endpoint = Some(e.clone());
+    }
+    let from = if from_file {
+        Kek::File(key.clone())
+    } else {
+        Kek::from_settings(&current, key.clone())
+    };
+    let new_keys = match (&cli.kms_key_id, to_file) {
+        (Some(_), true) => {
+            return Err(CliError::Other(
+                "give either --kms-key-id (a new KMS key) or --to-file, not both".into(),
+            ));
+        }
+        (Some(id), false) => KeySettings {
+            provider: Provider::AwsKms,
+            kms_key_id: Some(id.clone()),
+            kms_region: cli
+                .kms_region
+                .clone()
+                .or(if current.provider == Provider::File {
+                    None
+                } else {
+                    current.kms_region.clone()
+                }),
+            kms_endpoint: cli.kms_endpoint.clone().or(current.kms_endpoint.clone()),
+        },
+        (None, true) => KeySettings::default(),
+        (None, false) => {
+            return Err(CliError::Other(
+                "rotate-kek needs the new key: --kms-key-id ID, or --to-file".into(),
+            ));
+        }
+    };
+    let to = Kek::from_settings(&new_keys, key);
+    let mut config = config(&cli, Some(file));
+    config.keys = new_keys.clone();
+    let storage = crate::open_storage(&cli.data_dir, &config).await?;
+    let rotated = tokio::time::timeout(
+        crate::UNWRAP_TIMEOUT * 2,
+        deployment::rotate(&storage, &from, &to),
+    )
+    .await
+    .map_err(|_| CliError::Other("KMS did not answer in time; nothing was written".into()))?
+    .map_err(StartError::from)?;
+    let path = cli.data_dir.join("keyserver.toml");
+    let text =
+        crate::files::read_bounded(&path, config::MAX_CONFIG_FILE).map_err(StartError::from)?;
+    let text = String::from_utf8_lossy(&text);
+    crate::files::replace_public(&path, config::with_keys(&text, &new_keys).as_bytes())
+        .map_err(StartError::from)?;
+    println!(
+        "the deployment's keys are wrapped by {} now (keyring generation {}), no longer by {}.",
+        rotated.to, rotated.generation, rotated.from
+    );
+    println!(
+        "{} names the new key. Servers running keep serving; give every other instance's \
+         keyserver.toml the same [keys] before it restarts. The old key can then be \
+         disabled.",
+        path.display()
+    );
+    Ok(())
+}
+
+async fn serve(cli: Cli) -> Result<(), CliError> {
+    // The config file lives in the data dir; a new data dir gets it.
+    let file = config_file(&cli)?;
+    let key = setup_key(&cli, file.as_ref())?;
+    let config = config(&cli, file);
     let server = Server::start_with(
         cli.data_dir,
         config,

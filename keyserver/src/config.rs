@@ -168,6 +168,48 @@ pub struct Config {
     pub lockout_base_secs: u64,
     /// Lockouts never last longer than this. Default 1 day.
     pub lockout_max_secs: u64,
+    /// Where the deployment's keys are wrapped (`[keys]`).
+    pub keys: KeySettings,
+}
+
+/// Which key provider wraps the deployment's data keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Provider {
+    /// A key file (`setup_key_file`, or next to the data dir): the embedded default.
+    #[default]
+    #[serde(rename = "file")]
+    File,
+    /// An AWS KMS key, over HTTPS with SigV4.
+    #[serde(rename = "aws-kms")]
+    AwsKms,
+    /// An AWS KMS key, from inside a Nitro enclave (answers only for the enclave).
+    #[serde(rename = "nitro-kms")]
+    NitroKms,
+}
+
+impl Provider {
+    /// Its name in `keyserver.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::AwsKms => "aws-kms",
+            Self::NitroKms => "nitro-kms",
+        }
+    }
+}
+
+/// The `[keys]` section: the key provider and its KMS key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeySettings {
+    /// `file` (default), `aws-kms` or `nitro-kms`.
+    pub provider: Provider,
+    /// The KMS key (ARN, key id or alias); required by the KMS providers.
+    pub kms_key_id: Option<String>,
+    /// The KMS key's region; default: its ARN's, else `AWS_REGION`.
+    pub kms_region: Option<String>,
+    /// The KMS endpoint (a VPC endpoint, an emulator); default: AWS's for the region.
+    pub kms_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -198,6 +240,7 @@ impl Default for Config {
             max_failed_logins: 10,
             lockout_base_secs: 60,
             lockout_max_secs: 24 * 3600,
+            keys: KeySettings::default(),
         }
     }
 }
@@ -248,6 +291,21 @@ impl Config {
 
     /// Checks every value; the server refuses to start on the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match (self.keys.provider, &self.keys.kms_key_id) {
+            (Provider::AwsKms | Provider::NitroKms, None) => {
+                return Err(ConfigError::Inconsistent(
+                    "the aws-kms and nitro-kms key providers need kms_key_id ([keys] in \
+                     keyserver.toml, --kms-key-id or KEYSERVER_KMS_KEY_ID)",
+                ));
+            }
+            (Provider::File, Some(_)) => {
+                return Err(ConfigError::Inconsistent(
+                    "kms_key_id is set but the key provider is file: set provider = \"aws-kms\" \
+                     in [keys]",
+                ));
+            }
+            _ => {}
+        }
         range(
             "session_idle_timeout_secs",
             self.session_idle_timeout_secs,
@@ -442,7 +500,62 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # max_failed_logins = 10
 # lockout_base_secs = 60
 # lockout_max_secs = 86400
+
+# Where the server's own secrets (the OPAQUE setup, the session vault key, the keys of
+# unknown names and of server-held keys) are wrapped. Each is a data key kept in the
+# database only wrapped by a key-encryption key: a key file (provider = "file", the key in
+# setup_key_file above), or an AWS KMS key that never leaves KMS (provider = "aws-kms",
+# credentials from the standard AWS environment or ~/.aws/credentials). Move a deployment
+# between them with `keyserver rotate-kek`.
+[keys]
+# provider = "file"
+# kms_key_id = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# kms_region = "eu-west-1"
+# kms_endpoint = "https://vpce-0123-abcd.kms.eu-west-1.vpce.amazonaws.com"
 "#;
+
+/// A new data dir's configuration for `keys`: the template, with the settings given at
+/// `keyserver init` filled in.
+pub fn template_with(keys: &KeySettings) -> String {
+    if keys == &KeySettings::default() {
+        return TEMPLATE.to_string();
+    }
+    with_keys(TEMPLATE, keys)
+}
+
+/// Configuration `text` with its `[keys]` section (the last one) replaced by `keys`.
+pub fn with_keys(text: &str, keys: &KeySettings) -> String {
+    let start = text
+        .lines()
+        .scan(0, |at, l| {
+            let here = *at;
+            *at += l.len() + 1;
+            Some((here, l))
+        })
+        .find(|(_, l)| l.trim() == "[keys]")
+        .map_or(text.len(), |(at, _)| at);
+    let mut out = text[..start].to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("[keys]\n");
+    out.push_str(&format!("provider = \"{}\"\n", keys.provider.as_str()));
+    for (k, v) in [
+        ("kms_key_id", &keys.kms_key_id),
+        ("kms_region", &keys.kms_region),
+        ("kms_endpoint", &keys.kms_endpoint),
+    ] {
+        if let Some(v) = v {
+            out.push_str(&format!("{k} = {}\n", toml_string(v)));
+        }
+    }
+    out
+}
+
+/// `v` as a TOML basic string.
+fn toml_string(v: &str) -> String {
+    toml::Value::String(v.to_string()).to_string()
+}
 
 #[cfg(test)]
 mod tests {
@@ -459,10 +572,31 @@ mod tests {
                     && l.contains(" = ")
                     && !l.contains("database_url")
                     && !l.contains("setup_key_file")
+                    && !l.contains("kms_")
+                    && !l.contains("provider")
             })
             .map(|l| format!("{}\n", &l[2..]))
             .collect();
         assert_eq!(Config::from_toml(&uncommented).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_keys_section_chooses_the_provider_and_a_kms_key_needs_an_id() {
+        let c =
+            Config::from_toml("[keys]\nprovider = \"aws-kms\"\nkms_key_id = \"alias/keyserver\"\n")
+                .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.keys.provider, Provider::AwsKms);
+        let written = template_with(&c.keys);
+        assert_eq!(Config::from_toml(&written).unwrap().keys, c.keys);
+        // Moved back to a key file: the section is replaced, the rest kept.
+        let back = with_keys(&written, &KeySettings::default());
+        assert_eq!(Config::from_toml(&back).unwrap(), Config::default());
+        assert!(back.contains("# max_failed_logins = 10"));
+        let c = Config::from_toml("[keys]\nprovider = \"aws-kms\"\n").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Inconsistent(_))));
+        assert!(Config::from_toml("[keys]\nprovider = \"vault\"\n").is_err());
+        assert!(Config::from_toml("[keys]\nkms_key = \"x\"\n").is_err());
     }
 
     #[test]

@@ -73,6 +73,25 @@ pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     write_mode(path, bytes, 0o644)
 }
 
+/// Replaces `path` with `bytes` (0644) atomically: a reader sees the old file or the new
+/// one, never a part (written beside it, synced, renamed over it).
+pub fn replace_public(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(format!(".new-{:016x}", rand::random::<u64>()));
+    let tmp = std::path::PathBuf::from(tmp);
+    write_public(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(path)(e)
+    })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

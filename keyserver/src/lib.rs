@@ -8,7 +8,9 @@
 //! ```
 //!
 //! - [`config`]: validated settings, from defaults, the data dir's file and flags.
-//! - [`data_dir`], [`pki`], [`server_setup`], [`files`]: the data dir, made on first start.
+//! - [`data_dir`], [`pki`], [`files`]: the data dir, made on first start.
+//! - [`keys`]: the deployment's own secrets under envelope encryption: data keys wrapped
+//!   by a key file ([`server_setup`]) or a KMS key ([`kms`]), unwrapped once at start.
 //! - [`transport`]: QUIC (quinn) and TLS 1.3 over TCP, carrying envelopes to the service.
 //! - [`service`]: the protocol service: admission, registration, login, sessions, sealed
 //!   requests and one module per operation.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod data_dir;
 pub mod files;
 pub mod guess_limit;
+pub mod keys;
 pub mod kms;
 pub mod pki;
 pub mod server_setup;
@@ -42,6 +45,10 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{Config, ConfigError},
     files::FileError,
+    keys::{
+        KeyError,
+        deployment::{self, Kek, Legacy},
+    },
     server_setup::SetupKeySource,
     service::Core,
     storage::{Backend, Storage, StorageError, postgres::PostgresBackend, sqlite::SqliteBackend},
@@ -77,6 +84,62 @@ pub enum StartError {
     /// A database URL was given but this build has no backend for it.
     #[error("unsupported database URL (expected postgres://…): {0}")]
     UnsupportedDatabase(String),
+    /// The deployment's keys could not be unwrapped (or made).
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// How long unwrapping the deployment's keys may take at start (a KMS that does not
+/// answer): past it the server exits rather than start half-way.
+pub const UNWRAP_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Opens the storage `config` names (the SQLite database in `data_dir` by default).
+pub async fn open_storage(
+    data_dir: &std::path::Path,
+    config: &Config,
+) -> Result<Storage, StartError> {
+    let backend: Arc<dyn Backend> = match &config.database_url {
+        None => Arc::new(SqliteBackend::open(&data_dir.join("keyserver.db")).await?),
+        Some(url)
+            if url.expose().starts_with("postgres://")
+                || url.expose().starts_with("postgresql://") =>
+        {
+            Arc::new(
+                PostgresBackend::connect(url.expose())
+                    .await
+                    .map_err(|e| StartError::Database(url.redacted(), e))?,
+            )
+        }
+        Some(url) => return Err(StartError::UnsupportedDatabase(url.redacted())),
+    };
+    Ok(Storage::new(backend))
+}
+
+/// Opens (or makes, for a new deployment) the keyring in `storage` with the key provider
+/// `config` names, within [`UNWRAP_TIMEOUT`]. `key` is the key file's source (the `file`
+/// provider's key, and the key of a data dir made before keyrings).
+pub async fn unwrap_keys(
+    storage: &Storage,
+    data_dir: &std::path::Path,
+    config: &Config,
+    key: SetupKeySource,
+) -> Result<deployment::Opened, StartError> {
+    let kek = Kek::from_settings(&config.keys, key.clone());
+    let legacy = Legacy {
+        data_dir: data_dir.to_path_buf(),
+        key,
+    };
+    let opened = tokio::time::timeout(
+        UNWRAP_TIMEOUT,
+        deployment::open_or_create(storage, &kek, Some(&legacy)),
+    )
+    .await
+    .map_err(|_| KeyError::Timeout {
+        kek: kek.describe(),
+        secs: UNWRAP_TIMEOUT.as_secs(),
+    })??;
+    info!(kek = %opened.keyring.kek, made = ?opened.made, "the deployment's keys are unwrapped");
+    Ok(opened)
 }
 
 /// A running server.
@@ -114,30 +177,17 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        data_dir::init(&data_dir, &key)?;
-        if key.is_inside(&data_dir) {
+        data_dir::init(&data_dir, &config::template_with(&config.keys))?;
+        if config.keys.provider == config::Provider::File && key.is_inside(&data_dir) {
             tracing::warn!(
                 key = %key.describe(),
-                "the setup key is inside the data dir: a copy of the data dir (a backup) is \
+                "the key file is inside the data dir: a copy of the data dir (a backup) is \
                  enough to guess passwords offline; move it out and set setup_key_file"
             );
         }
-        let setup = server_setup::load(&data_dir, &key)?;
-        let backend: Arc<dyn Backend> = match &config.database_url {
-            None => Arc::new(SqliteBackend::open(&data_dir.join("keyserver.db")).await?),
-            Some(url)
-                if url.expose().starts_with("postgres://")
-                    || url.expose().starts_with("postgresql://") =>
-            {
-                Arc::new(
-                    PostgresBackend::connect(url.expose())
-                        .await
-                        .map_err(|e| StartError::Database(url.redacted(), e))?,
-                )
-            }
-            Some(url) => return Err(StartError::UnsupportedDatabase(url.redacted())),
-        };
-        let storage = Storage::new(backend);
+        let storage = open_storage(&data_dir, &config).await?;
+        let deployment::Opened { unwrapped, .. } =
+            unwrap_keys(&storage, &data_dir, &config, key).await?;
         let (certs, key) = pki::load_server_identity(&data_dir)?;
         let tls = transport::tls::server_config(certs, key)?;
         let (quic, tcp) = bind_both(config.listen, &tls, &config).await?;
@@ -162,7 +212,13 @@ impl Server {
             max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
         };
-        let core = Arc::new(Core::new(config, storage, setup, clock));
+        let core = Arc::new(Core::new(
+            config,
+            storage,
+            unwrapped.setup,
+            unwrapped.keys,
+            clock,
+        ));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let killer = Arc::new(transport::ConnectionKiller::default());

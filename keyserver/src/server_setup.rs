@@ -1,14 +1,18 @@
-//! The server's long-term OPAQUE setup (OPRF seed, AKE key pair), the one secret it holds.
+//! The key file of the `file` key provider, and the sealed OPAQUE setup of data dirs made
+//! before keyrings.
 //!
-//! At rest it is sealed with ChaCha20-Poly1305 under a 32-byte setup key:
-//! `server-setup.sealed` = `version (1) || nonce (12) || AEAD(setup, aad = label)`, in the
-//! data dir. Whoever holds the setup key and a copy of the database can run offline guessing
-//! on every account, so the key is never kept beside the database: where it lives is a
-//! [`SetupKeySource`]. By default a file *next to* the data dir (`<data dir>.setup.key`,
-//! mode 0600), so that a copy or backup of the data dir does not carry it; wherever the
-//! operator says (`setup_key_file`, `--setup-key`); or the key itself from the environment
-//! (`KEYSERVER_SETUP_KEY`) for secret managers that inject it. Inside a Nitro Enclave the
-//! key is released by KMS to the attested enclave only.
+//! With the `file` provider the deployment's data keys (see `keys`) are wrapped by a 32-byte
+//! key: whoever holds it and a copy of the database can unwrap the OPAQUE setup and run
+//! offline guessing on every account, so it is never kept beside the database. Where it
+//! lives is a [`SetupKeySource`]: by default a file *next to* the data dir
+//! (`<data dir>.setup.key`, mode 0600), so that a copy or backup of the data dir does not
+//! carry it; wherever the operator says (`setup_key_file`, `--setup-key`); or the key itself
+//! from the environment (`KEYSERVER_SETUP_KEY`) for secret managers that inject it. A
+//! deployment that must not depend on a file uses a KMS provider instead.
+//!
+//! Data dirs made before keyrings kept the setup in `server-setup.sealed` =
+//! `version (1) || nonce (12) || ChaCha20-Poly1305(setup, aad = label)` under this key;
+//! [`load`] opens it once, to import it into the keyring.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -22,7 +26,8 @@ use crate::files::{FileError, read_bounded, write_private};
 
 const VERSION: u8 = 1;
 const AAD: &[u8] = b"keyserver/1 server setup";
-const SETUP_FILE: &str = "server-setup.sealed";
+/// The sealed setup of a data dir made before keyrings (imported at its first start).
+pub const SETUP_FILE: &str = "server-setup.sealed";
 /// Where data dirs made before the key left them kept it.
 const LEGACY_KEY_FILE: &str = "setup.key";
 /// The environment variable that may hold the setup key itself (64 hex digits).
@@ -151,8 +156,9 @@ fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, FileError> {
         .map_err(|_| FileError::Crypto("cannot load the setup key".into()))
 }
 
-/// Makes a new OPAQUE setup and seals it into `dir`, under the key of `source` (made now
-/// if it is a file that does not exist yet).
+/// Makes a new OPAQUE setup and seals it into `dir` as a data dir made before keyrings did,
+/// under the key of `source` (made now if it is a file that does not exist yet). For tests
+/// of the import.
 pub fn create(dir: &Path, source: &SetupKeySource) -> Result<(), FileError> {
     let key = source.load_or_create()?;
     let setup = ServerSetup::new(&mut OsRng);

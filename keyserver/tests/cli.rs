@@ -25,8 +25,8 @@ fn init_creates_the_data_dir_and_is_idempotent() {
         "ca.pem",
         "server.pem",
         "server.key",
-        "server-setup.sealed",
         "keyserver.toml",
+        "keyserver.db",
     ] {
         assert!(dir.join(f).is_file(), "{f}");
     }
@@ -37,6 +37,9 @@ fn init_creates_the_data_dir_and_is_idempotent() {
     assert!(said.contains(&key_file.display().to_string()), "{said}");
     assert!(said.contains("backups"), "{said}");
     assert!(!dir.join("setup.key").exists() && !dir.join("ca.key").exists());
+    // No server secret is in the data dir: the keys are in the database, wrapped.
+    assert!(!dir.join("server-setup.sealed").exists());
+    assert!(said.contains("wrapped by a key file"), "{said}");
     let second = run();
     assert!(second.status.success());
     assert_eq!(std::fs::read(&key_file).unwrap(), key);
@@ -44,7 +47,7 @@ fn init_creates_the_data_dir_and_is_idempotent() {
 
 /// The setup key lives where it is told: a file anywhere (`--setup-key`), or the
 /// environment (`KEYSERVER_SETUP_KEY`), and the server starts from it; another key does not
-/// open the setup.
+/// unwrap the deployment's keys.
 #[test]
 fn the_setup_key_lives_where_it_is_told() {
     let root = tempfile::tempdir().unwrap();
@@ -108,7 +111,7 @@ fn the_setup_key_lives_where_it_is_told() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not open"), "{err}");
+    assert!(err.contains("wrapped by a key file"), "{err}");
     assert!(
         !err.contains(&wrong),
         "the key itself is never printed: {err}"

@@ -551,3 +551,174 @@ pub fn copy_data_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A local AWS KMS emulator (moto's server, a real HTTP service that checks SigV4 when asked
+/// to), started for one test on a free loopback port and stopped when dropped. Its
+/// `moto_server` is found through `KEYSERVER_TEST_MOTO_SERVER` (`.ci/run` installs it in a
+/// virtual environment and sets it); without it the KMS tests say loudly that they were
+/// skipped, and fail in CI (`CI` set).
+pub struct Moto {
+    process: Child,
+    python: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+/// The region the KMS tests use.
+pub const KMS_REGION: &str = "eu-west-1";
+
+impl Moto {
+    /// Starts an emulator; `None` (said loudly) when none is installed.
+    pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts an emulator that checks signatures and credentials after the first
+    /// `free_calls` calls (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
+    pub fn start_with_auth(free_calls: u32) -> Option<Self> {
+        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &free_calls.to_string())])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Option<Self> {
+        let Some(server) = std::env::var_os("KEYSERVER_TEST_MOTO_SERVER") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "KEYSERVER_TEST_MOTO_SERVER is not set in CI: the KMS suite cannot run"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: KMS test: KEYSERVER_TEST_MOTO_SERVER (the moto_server to run) is not set"
+            );
+            return None;
+        };
+        let server = PathBuf::from(server);
+        let python = server.with_file_name("python");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = Command::new(&server);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let process = cmd.spawn().expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let moto = Self {
+            process,
+            python,
+            endpoint,
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(moto);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto_server did not listen on {port} within 30 s");
+    }
+
+    /// Runs `script` (Python, with `kms`, `iam` boto3 clients of this emulator and
+    /// `import json`) and returns what it prints.
+    pub fn admin(&self, script: &str) -> String {
+        let prelude = format!(
+            "import boto3, json, base64\n\
+             kw = dict(endpoint_url='{}', region_name='{KMS_REGION}', \
+             aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             kms = boto3.client('kms', **kw)\n\
+             iam = boto3.client('iam', **kw)\n",
+            self.endpoint
+        );
+        let out = Command::new(&self.python)
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "admin script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A new symmetric KMS key; its ARN.
+    pub fn create_key(&self) -> String {
+        self.admin("print(kms.create_key(Description='keyserver test')['KeyMetadata']['Arn'])")
+    }
+
+    /// Disables key `arn`.
+    pub fn disable_key(&self, arn: &str) {
+        // moto takes the key id here, not the ARN.
+        let id = arn.rsplit('/').next().unwrap_or(arn);
+        self.admin(&format!("kms.disable_key(KeyId='{id}')"));
+    }
+
+    /// What `wrapped` (base64) decrypts to under `context`, as hex.
+    pub fn decrypt(&self, wrapped_b64: &str, context: &[(&str, &str)]) -> String {
+        let ctx: serde_json::Map<_, _> = context
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+            .collect();
+        self.admin(&format!(
+            "print(kms.decrypt(CiphertextBlob=base64.b64decode('{wrapped_b64}'), \
+             EncryptionContext=json.loads('{}'))['Plaintext'].hex())",
+            serde_json::Value::Object(ctx)
+        ))
+    }
+
+    /// An IAM user allowed everything, and its access key: (id, secret).
+    pub fn iam_credentials(&self) -> (String, String) {
+        let out = self.admin(
+            "iam.create_user(UserName='keyserver')\n\
+             iam.put_user_policy(UserName='keyserver', PolicyName='all', PolicyDocument=json.dumps(\
+             {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}))\n\
+             k = iam.create_access_key(UserName='keyserver')['AccessKey']\n\
+             print(k['AccessKeyId'], k['SecretAccessKey'])",
+        );
+        let (id, secret) = out.split_once(' ').expect("an access key");
+        (id.to_string(), secret.to_string())
+    }
+
+    /// Stops the emulator (KMS unreachable from now on).
+    pub fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The first column of the first row of `sql` on the SQLite database `db`, as bytes.
+pub fn sqlite_blob(db: &Path, sql: &str) -> Vec<u8> {
+    let (db, sql) = (db.to_path_buf(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            use sqlx::{ConnectOptions, Row, sqlite::SqliteConnectOptions};
+            let mut c = SqliteConnectOptions::new()
+                .filename(&db)
+                .busy_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.display()));
+            let row = sqlx::query(&sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            row.get::<Vec<u8>, _>(0)
+        })
+    })
+    .join()
+    .expect("the SQLite thread failed")
+}

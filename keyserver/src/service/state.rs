@@ -46,11 +46,13 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// A service over `storage` with the OPAQUE `setup`, reading time from `clock`.
+    /// A service over `storage` with the OPAQUE `setup` and the deployment's other `keys`,
+    /// reading time from `clock`.
     pub fn new(
         config: Config,
         storage: Storage,
         setup: ServerSetup,
+        keys: ServerKeys,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let handshakes = HandshakeTable::new(
@@ -76,7 +78,6 @@ impl Core {
             overall: 20.0 * per_address,
             overall_burst: 40.0 * per_address,
         });
-        let keys = ServerKeys::derive(&setup);
         let storage_jobs_per_account = storage.jobs_per_account();
         Self {
             policy: LockoutPolicy::from_config(&config),

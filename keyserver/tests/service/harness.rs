@@ -27,6 +27,7 @@ use keyserver_protocol::{
     codec::Bytes,
     handshake::{login, registration},
     seal::{MasterKey, StorageKey},
+    server_keys::ServerKeys,
     session::ClientChannel,
     suite::KsfParams,
 };
@@ -132,6 +133,7 @@ impl Server {
             config.clone(),
             storage.clone(),
             ServerSetup::deserialize(&setup.serialize()).unwrap(),
+            ServerKeys::derive(&setup),
             clock.clone(),
         ));
         Some(Self {
@@ -152,6 +154,7 @@ impl Server {
             self.config.clone(),
             self.storage.clone(),
             ServerSetup::deserialize(&self.setup.serialize()).unwrap(),
+            ServerKeys::derive(&self.setup),
             self.clock.clone(),
         ))
     }
@@ -169,6 +172,7 @@ impl Server {
             self.config.clone(),
             storage,
             ServerSetup::deserialize(&self.setup.serialize()).unwrap(),
+            ServerKeys::derive(&self.setup),
             self.clock.clone(),
         ))
     }
