@@ -219,13 +219,9 @@ async fn rotate_kek(cli: Cli, to_file: bool, from_file: bool) -> Result<(), CliE
         ))
     })?;
     let key = setup_key(&cli, Some(&file))?;
-    let mut current = file.keys.clone();
-    if let Some(r) = &cli.kms_region {
-        current.kms_region = Some(r.clone());
-    }
-    if let Some(e) = &cli.kms_endpoint {
-        current.kms_endpoint = Some(e.clone());
-    }
+    // The current key is the configuration's; --kms-region and --kms-endpoint are the new
+    // key's.
+    let current = file.keys.clone();
     let from = if from_file {
         Kek::File(key.clone())
     } else {
@@ -260,20 +256,35 @@ async fn rotate_kek(cli: Cli, to_file: bool, from_file: bool) -> Result<(), CliE
     let to = Kek::from_settings(&new_keys, key);
     let mut config = config(&cli, Some(file));
     config.keys = new_keys.clone();
-    let storage = crate::open_storage(&cli.data_dir, &config).await?;
-    let rotated = tokio::time::timeout(
-        crate::UNWRAP_TIMEOUT * 2,
-        deployment::rotate(&storage, &from, &to),
-    )
-    .await
-    .map_err(|_| CliError::Other("KMS did not answer in time; nothing was written".into()))?
-    .map_err(StartError::from)?;
+    // The edit of keyserver.toml is made (and checked) before the keyring changes, so that
+    // a file it cannot edit stops the rotation rather than leave the two disagreeing.
     let path = cli.data_dir.join("keyserver.toml");
     let text =
         crate::files::read_bounded(&path, config::MAX_CONFIG_FILE).map_err(StartError::from)?;
-    let text = String::from_utf8_lossy(&text);
-    crate::files::replace_public(&path, config::with_keys(&text, &new_keys).as_bytes())
+    let text = String::from_utf8(text)
+        .map_err(|_| CliError::Other(format!("{}: not UTF-8", path.display())))?;
+    let key_file = match (&to, &cli.setup_key) {
+        (Kek::File(_), Some(f)) => Some(f.as_path()),
+        _ => None,
+    };
+    let edited = config::with_keys(&text, &new_keys, key_file).map_err(|why| {
+        CliError::Other(format!("{}: {why}; nothing was changed", path.display()))
+    })?;
+    let storage = crate::open_storage(&cli.data_dir, &config).await?;
+    // Each KMS call is bounded (five attempts of at most 4 s): this ends.
+    let rotated = deployment::rotate(&storage, &from, &to)
+        .await
         .map_err(StartError::from)?;
+    crate::files::replace_file(&path, edited.as_bytes()).map_err(|e| {
+        CliError::Other(format!(
+            "the keys are wrapped by {} now (keyring generation {}), but {} could not be \
+             updated ({e}): set [keys] there to provider = \"{}\" before the next start",
+            rotated.to,
+            rotated.generation,
+            path.display(),
+            new_keys.provider.as_str()
+        ))
+    })?;
     println!(
         "the deployment's keys are wrapped by {} now (keyring generation {}), no longer by {}.",
         rotated.to, rotated.generation, rotated.from

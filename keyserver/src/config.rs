@@ -520,41 +520,50 @@ pub fn template_with(keys: &KeySettings) -> String {
     if keys == &KeySettings::default() {
         return TEMPLATE.to_string();
     }
-    with_keys(TEMPLATE, keys)
+    with_keys(TEMPLATE, keys, None).unwrap_or_else(|_| unreachable!("the template parses"))
 }
 
-/// Configuration `text` with its `[keys]` section (the last one) replaced by `keys`.
-pub fn with_keys(text: &str, keys: &KeySettings) -> String {
-    let start = text
-        .lines()
-        .scan(0, |at, l| {
-            let here = *at;
-            *at += l.len() + 1;
-            Some((here, l))
-        })
-        .find(|(_, l)| l.trim() == "[keys]")
-        .map_or(text.len(), |(at, _)| at);
-    let mut out = text[..start].to_string();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
+/// Configuration `text` with its `[keys]` table replaced by `keys` (and `setup_key_file`
+/// set, if given); every other setting and comment is kept. The result is parsed again and
+/// must say exactly that, or nothing is returned.
+pub fn with_keys(
+    text: &str,
+    keys: &KeySettings,
+    setup_key_file: Option<&Path>,
+) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("cannot edit it: {}", e.message()))?;
+    let mut table = toml_edit::Table::new();
+    // The comments above the old table's header belong to it: keep them.
+    if let Some(old) = doc.get("keys").and_then(toml_edit::Item::as_table) {
+        *table.decor_mut() = old.decor().clone();
     }
-    out.push_str("[keys]\n");
-    out.push_str(&format!("provider = \"{}\"\n", keys.provider.as_str()));
+    table.insert("provider", toml_edit::value(keys.provider.as_str()));
     for (k, v) in [
         ("kms_key_id", &keys.kms_key_id),
         ("kms_region", &keys.kms_region),
         ("kms_endpoint", &keys.kms_endpoint),
     ] {
         if let Some(v) = v {
-            out.push_str(&format!("{k} = {}\n", toml_string(v)));
+            table.insert(k, toml_edit::value(v.as_str()));
         }
     }
-    out
-}
-
-/// `v` as a TOML basic string.
-fn toml_string(v: &str) -> String {
-    toml::Value::String(v.to_string()).to_string()
+    doc.insert("keys", toml_edit::Item::Table(table));
+    if let Some(p) = setup_key_file {
+        let p = p
+            .to_str()
+            .ok_or_else(|| format!("{}: not UTF-8", p.display()))?;
+        doc.insert("setup_key_file", toml_edit::value(p));
+    }
+    let out = doc.to_string();
+    let back =
+        Config::from_toml(&out).map_err(|e| format!("the edited file would not parse: {e}"))?;
+    let key_file_kept = setup_key_file.is_none_or(|p| back.setup_key_file.as_deref() == Some(p));
+    if back.keys != *keys || !key_file_kept {
+        return Err("the edited file would not say what it should".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -590,9 +599,22 @@ mod tests {
         let written = template_with(&c.keys);
         assert_eq!(Config::from_toml(&written).unwrap().keys, c.keys);
         // Moved back to a key file: the section is replaced, the rest kept.
-        let back = with_keys(&written, &KeySettings::default());
+        let back = with_keys(&written, &KeySettings::default(), None).unwrap();
         assert_eq!(Config::from_toml(&back).unwrap(), Config::default());
         assert!(back.contains("# max_failed_logins = 10"));
+        // Line ends, a comment on the header, settings after it, a key file path.
+        let crlf = "max_failed_logins = 5\r\n[keys] # prod\r\nprovider = \"aws-kms\"\r\nkms_key_id = \"k\"\r\n";
+        let edited = with_keys(
+            crlf,
+            &KeySettings::default(),
+            Some(Path::new("/etc/ks.key")),
+        )
+        .unwrap();
+        let c = Config::from_toml(&edited).unwrap();
+        assert_eq!(c.max_failed_logins, 5);
+        assert_eq!(c.keys, KeySettings::default());
+        assert_eq!(c.setup_key_file.as_deref(), Some(Path::new("/etc/ks.key")));
+        assert!(with_keys("not [toml", &KeySettings::default(), None).is_err());
         let c = Config::from_toml("[keys]\nprovider = \"aws-kms\"\n").unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::Inconsistent(_))));
         assert!(Config::from_toml("[keys]\nprovider = \"vault\"\n").is_err());

@@ -73,18 +73,24 @@ pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     write_mode(path, bytes, 0o644)
 }
 
-/// Replaces `path` with `bytes` (0644) atomically: a reader sees the old file or the new
-/// one, never a part (written beside it, synced, renamed over it).
-pub fn replace_public(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+/// Replaces the file `path` (following a symbolic link to it) with `bytes` atomically: a
+/// reader sees the old file or the new one, never a part (written beside it with the old
+/// file's mode, synced, renamed over it).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = fs::canonicalize(path).map_err(io(path))?;
+    let mode = fs::metadata(&path).map_err(io(&path))?.permissions().mode() & 0o7777;
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(format!(".new-{:016x}", rand::random::<u64>()));
     let tmp = std::path::PathBuf::from(tmp);
-    write_public(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(|e| {
+    write_mode(&tmp, bytes, mode)?;
+    // The umask may have narrowed the mode: set it exactly.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        io(path)(e)
+        io(&path)(e)
     })?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = path.parent() {
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io(dir))?;
@@ -103,6 +109,28 @@ mod tests {
         fs::write(&p, vec![0u8; 11]).unwrap();
         assert!(matches!(read_bounded(&p, 10), Err(FileError::TooLarge(..))));
         assert_eq!(read_bounded(&p, 11).unwrap().len(), 11);
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_its_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real.toml");
+        write_private(&real, b"old").unwrap();
+        let link = root.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        replace_file(&link, b"new").unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

@@ -140,6 +140,18 @@ impl ServerKeys {
         }
     }
 
+    /// The keys of a deployment imported from one made before data keys: its data keys
+    /// (see [`Self::legacy_data_keys`]) with the credential key it had, derived from the
+    /// setup, so that a password change begun before the import finishes after it with the
+    /// credential identifier its first step used.
+    pub fn imported(d: DataKeys, setup: &ServerSetup) -> Self {
+        let ikm = Zeroizing::new(setup.serialize().to_vec());
+        Self {
+            credentials: hkdf(&ikm, CREDENTIAL_KEY_LABEL),
+            ..Self::from_data_keys(d)
+        }
+    }
+
     /// The data keys a deployment made before data keys had, derived from its OPAQUE
     /// setup: its vault key and fake seed as they were (a server-held keys' key, which it
     /// did not have, is derived the same way).
@@ -255,6 +267,21 @@ mod tests {
             keys.fake_record(&alice).unwrap(),
             hex(&v, "fake_record_alice")
         );
+    }
+
+    #[test]
+    fn an_imported_deployment_keeps_every_key_it_derived() {
+        let setup = ServerSetup::deserialize(&hex(&vector(), "setup")).unwrap();
+        let old = ServerKeys::derive(&setup);
+        let new = ServerKeys::imported(ServerKeys::legacy_data_keys(&setup), &setup);
+        for (a, b) in [
+            (&old.vault, &new.vault),
+            (&old.fake_seed, &new.fake_seed),
+            (&old.credentials, &new.credentials),
+            (&old.held, &new.held),
+        ] {
+            assert_eq!(a.expose_secret(), b.expose_secret());
+        }
     }
 
     #[test]

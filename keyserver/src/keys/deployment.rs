@@ -66,8 +66,12 @@ impl Kek {
     pub fn describe(&self) -> String {
         match self {
             Self::File(s) => format!("the key file {}", s.describe()),
-            Self::AwsKms(k) => format!("the KMS key {}", k.key_id),
-            Self::NitroKms(k) => format!("the KMS key {} (from an enclave)", k.key_id),
+            Self::AwsKms(k) => format!("the KMS key {} at {}", k.key_id, endpoint_of(k)),
+            Self::NitroKms(k) => format!(
+                "the KMS key {} at {} (from an enclave)",
+                k.key_id,
+                endpoint_of(k)
+            ),
         }
     }
 
@@ -89,6 +93,15 @@ impl Kek {
                     .into(),
             )),
         }
+    }
+}
+
+/// Where calls for `k` go, for messages.
+fn endpoint_of(k: &KmsSettings) -> String {
+    match (&k.endpoint, region_of(k)) {
+        (Some(e), _) => e.clone(),
+        (None, Ok(r)) => Endpoint::aws(&r).to_string(),
+        (None, Err(_)) => "AWS (no region set)".into(),
     }
 }
 
@@ -173,11 +186,18 @@ pub struct Opened {
 }
 
 async fn read_keyring(storage: &Storage) -> Result<Option<(u64, Keyring)>, KeyError> {
-    let row = storage
-        .read(|tx| Box::pin(async move { tx.keyring().await }))
+    Ok(read_state(storage).await?.0)
+}
+
+/// The keyring (with its generation), and whether the database has accounts.
+async fn read_state(storage: &Storage) -> Result<(Option<(u64, Keyring)>, bool), KeyError> {
+    let (row, accounts) = storage
+        .read(|tx| Box::pin(async move { Ok((tx.keyring().await?, tx.has_accounts().await?)) }))
         .await?;
-    row.map(|(generation, body)| Ok((generation, Keyring::decode(&body)?)))
-        .transpose()
+    let keyring = row
+        .map(|(generation, body)| Ok::<_, KeyError>((generation, Keyring::decode(&body)?)))
+        .transpose()?;
+    Ok((keyring, accounts))
 }
 
 async fn put_keyring(
@@ -195,13 +215,15 @@ async fn put_keyring(
 }
 
 /// Opens the deployment's keyring with `kek`, or makes it: from `legacy`'s sealed setup if
-/// it has one, else with a new OPAQUE setup and new data keys.
+/// it has one, else with a new OPAQUE setup and new data keys, but only if the database has
+/// no account yet ([`KeyError::Lost`] otherwise: new keys would lock every user out).
 pub async fn open_or_create(
     storage: &Storage,
     kek: &Kek,
     legacy: Option<&Legacy>,
 ) -> Result<Opened, KeyError> {
-    if let Some((_, keyring)) = read_keyring(storage).await? {
+    let (keyring, accounts) = read_state(storage).await?;
+    if let Some((_, keyring)) = keyring {
         let provider = kek.provider(false).await?;
         let unwrapped = open_keyring(provider.as_ref(), &keyring).await?;
         if let Some(l) = legacy {
@@ -225,6 +247,7 @@ pub async fn open_or_create(
                 Made::Imported,
             )
         }
+        None if accounts => return Err(KeyError::Lost),
         None => (
             NewKeys {
                 setup: ServerSetup::new(&mut OsRng),
@@ -352,4 +375,108 @@ fn same(a: &Unwrapped, b: &Unwrapped) -> bool {
 /// Where the data dir's legacy setup would be, for messages.
 pub fn legacy_file(data_dir: &Path) -> PathBuf {
     data_dir.join(server_setup::SETUP_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use keyserver_protocol::{UserName, session::SessionId};
+
+    use super::*;
+    use crate::storage::{NewAccount, sqlite::SqliteBackend};
+
+    async fn sqlite(dir: &Path) -> Storage {
+        Storage::new(Arc::new(
+            SqliteBackend::open(&dir.join("keyserver.db"))
+                .await
+                .unwrap(),
+        ))
+    }
+
+    fn file_kek(dir: &Path) -> Kek {
+        Kek::File(SetupKeySource::File(dir.join("kek")))
+    }
+
+    #[tokio::test]
+    async fn a_keyring_is_made_once_and_opened_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(dir.path()).await;
+        let kek = file_kek(dir.path());
+        let made = open_or_create(&s, &kek, None).await.unwrap();
+        assert_eq!(made.made, Made::Created);
+        let again = open_or_create(&s, &kek, None).await.unwrap();
+        assert_eq!(again.made, Made::Opened);
+        assert_eq!(again.keyring, made.keyring);
+        assert_eq!(
+            again.unwrapped.setup.serialize(),
+            made.unwrapped.setup.serialize()
+        );
+    }
+
+    /// A database with accounts and no keyring lost it: new keys would lock every user out.
+    #[tokio::test]
+    async fn no_new_keys_for_a_database_that_has_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(dir.path()).await;
+        let alice = UserName::new("alice").unwrap();
+        s.write(Durability::Disk, move |tx| {
+            Box::pin(async move {
+                tx.insert_account(&NewAccount {
+                    user: &alice,
+                    record: b"record",
+                    credential_id: b"id",
+                    sealed_storage_key: b"key",
+                    created: 1,
+                })
+                .await
+            })
+        })
+        .await
+        .unwrap();
+        let e = open_or_create(&s, &file_kek(dir.path()), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, KeyError::Lost), "{e}");
+    }
+
+    /// A data dir made before keyrings: its setup and every key it derived are kept, and its
+    /// sealed file goes once the keyring holds the setup.
+    #[tokio::test]
+    async fn an_old_data_dir_is_imported_with_every_key_it_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SetupKeySource::File(dir.path().join("setup.key"));
+        server_setup::create(dir.path(), &key).unwrap();
+        let setup = server_setup::load(dir.path(), &key).unwrap();
+        let old = ServerKeys::derive(&setup);
+        let s = sqlite(dir.path()).await;
+        let legacy = Legacy {
+            data_dir: dir.path().to_path_buf(),
+            key: key.clone(),
+        };
+        let opened = open_or_create(&s, &Kek::File(key.clone()), Some(&legacy))
+            .await
+            .unwrap();
+        assert_eq!(opened.made, Made::Imported);
+        assert!(!legacy.file().exists());
+        let reopened = open_or_create(&s, &Kek::File(key), Some(&legacy))
+            .await
+            .unwrap();
+        for k in [&opened.unwrapped.keys, &reopened.unwrapped.keys] {
+            assert_eq!(
+                k.vault_key().expose_secret(),
+                old.vault_key().expose_secret()
+            );
+            assert_eq!(
+                k.fake_seed().expose_secret(),
+                old.fake_seed().expose_secret()
+            );
+            let session = SessionId([7; 16]);
+            assert_eq!(
+                k.next_credential_id(&session, 3),
+                old.next_credential_id(&session, 3)
+            );
+        }
+        assert_eq!(reopened.unwrapped.setup.serialize(), setup.serialize());
+    }
 }

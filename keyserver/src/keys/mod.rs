@@ -171,6 +171,9 @@ pub struct Keyring {
     pub wrapped: BTreeMap<Purpose, Vec<u8>>,
     /// The OPAQUE setup, sealed under the opaque-setup data key.
     pub sealed_setup: Vec<u8>,
+    /// Imported from a data dir made before keyrings: the credential key is derived from
+    /// the setup, as it was there (see `ServerKeys::imported`).
+    pub imported: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -181,6 +184,8 @@ struct KeyringFile {
     kek: KekId,
     data_keys: BTreeMap<String, String>,
     opaque_setup: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    imported: bool,
 }
 
 impl Keyring {
@@ -196,6 +201,7 @@ impl Keyring {
                 .map(|(p, w)| (p.as_str().to_string(), B64.encode(w)))
                 .collect(),
             opaque_setup: B64.encode(&self.sealed_setup),
+            imported: self.imported,
         };
         serde_json::to_vec_pretty(&f).unwrap_or_else(|_| unreachable!("plain data"))
     }
@@ -235,6 +241,7 @@ impl Keyring {
             kek: f.kek,
             wrapped,
             sealed_setup,
+            imported: f.imported,
         })
     }
 }
@@ -270,6 +277,11 @@ pub enum KeyError {
         /// The KEK, described.
         kek: String,
     },
+    /// The database has accounts but no keyring: new keys would lock every user out.
+    #[error(
+        "the database has accounts but no keyring (it was deleted, or the database was restored from a copy made before keyrings): refusing to make new keys, which would lock every user out. Restore the keyring row, or the data dir's server-setup.sealed with its key file"
+    )]
+    Lost,
     /// The keyring is not one this server can read.
     #[error("the deployment's keyring is malformed: {0}")]
     Malformed(String),
@@ -425,6 +437,7 @@ pub async fn create(
         purpose,
         deployment,
     };
+    let imported = new.data_keys.is_some();
     let (setup_key, setup_wrapped) = kek.generate(at(Purpose::OpaqueSetup)).await?;
     let mut wrapped = BTreeMap::from([(Purpose::OpaqueSetup, setup_wrapped)]);
     let data_keys = match new.data_keys {
@@ -471,12 +484,14 @@ pub async fn create(
         kek: kek.id(),
         wrapped,
         sealed_setup,
+        imported,
     };
+    let keys = server_keys(&keyring, data_keys, &new.setup);
     Ok((
         keyring,
         Unwrapped {
             setup: new.setup,
-            keys: ServerKeys::from_data_keys(data_keys),
+            keys,
         },
     ))
 }
@@ -504,14 +519,24 @@ pub async fn open_keyring(
     let setup = ServerSetup::deserialize(&setup).map_err(|_| {
         KeyError::Malformed("the OPAQUE setup opens but is not a valid setup".into())
     })?;
+    let data_keys = DataKeys {
+        session_vault,
+        login_names,
+        server_held_keys,
+    };
     Ok(Unwrapped {
+        keys: server_keys(keyring, data_keys, &setup),
         setup,
-        keys: ServerKeys::from_data_keys(DataKeys {
-            session_vault,
-            login_names,
-            server_held_keys,
-        }),
     })
+}
+
+/// The server's keys from `keyring`'s data keys `d`.
+fn server_keys(keyring: &Keyring, d: DataKeys, setup: &ServerSetup) -> ServerKeys {
+    if keyring.imported {
+        ServerKeys::imported(d, setup)
+    } else {
+        ServerKeys::from_data_keys(d)
+    }
 }
 
 /// Every data key of `keyring`, in [`Purpose::ALL`]'s order.
@@ -584,6 +609,7 @@ pub async fn rewrap(
         kek: to.id(),
         wrapped,
         sealed_setup: keyring.sealed_setup.clone(),
+        imported: keyring.imported,
     })
 }
 

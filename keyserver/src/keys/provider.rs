@@ -178,13 +178,20 @@ impl KmsKek {
     /// The KMS key named `key_id` (an ARN, key id or alias) as its ARN, after checking
     /// that it can be used.
     pub async fn resolve(client: KmsClient, key_id: &str) -> Result<Self, KeyError> {
-        let d = client
-            .describe_key(key_id)
-            .await
-            .map_err(|source| KeyError::Kms {
-                kek: format!("the KMS key {key_id}"),
-                source,
-            })?;
+        let d = match client.describe_key(key_id).await {
+            Ok(d) => d,
+            // A role allowed to decrypt but not to describe (least privilege, an enclave's):
+            // a full ARN needs no resolving, and the calls themselves say what is wrong.
+            Err(e) if e.code() == Some("AccessDeniedException") && key_id.starts_with("arn:") => {
+                return Ok(Self::new(client, key_id.to_string()));
+            }
+            Err(source) => {
+                return Err(KeyError::Kms {
+                    kek: format!("the KMS key {key_id} at {}", client.endpoint()),
+                    source,
+                });
+            }
+        };
         if d.state != "Enabled" {
             return Err(KeyError::KeyState {
                 key: d.arn,
@@ -263,7 +270,15 @@ impl KeyProvider for KmsKek {
             .client
             .decrypt(wrapped, &binding.context(), Some(&self.key), None)
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| match e.code() {
+                // Altered, swapped for another purpose's or deployment's, or wrapped by
+                // another key: name which data key.
+                Some("InvalidCiphertextException" | "IncorrectKeyException") => KeyError::Unwrap {
+                    purpose: binding.purpose.as_str(),
+                    kek: format!("the KMS key {} ({e})", self.key),
+                },
+                _ => self.err(e),
+            })?;
         self.plain(d.secret, binding)
     }
 

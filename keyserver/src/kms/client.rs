@@ -27,8 +27,10 @@ const MAX_RESPONSE: usize = 1024 * 1024;
 const ATTEMPTS: u32 = 5;
 /// The first pause between attempts; it doubles.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
-/// How long one attempt may take, connection included.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one attempt may take, connection included. Five attempts and their pauses
+/// (23 s in all) end before the server's 25 s limit to unwrap its keys at start, so a KMS
+/// that never answers is reported with its endpoint and last error.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A byte stream to KMS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -137,6 +139,13 @@ impl Endpoint {
             ),
             _ => (rest.to_string(), if tls { 443 } else { 80 }),
         };
+        // Decrypt answers carry keys: in clear only to this machine (an emulator).
+        if !tls && !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(format!(
+                "{url}: http:// is allowed only on loopback (127.0.0.1, localhost, [::1]): \
+                 KMS answers carry keys"
+            ));
+        }
         Ok(Self { tls, host, port })
     }
 
@@ -244,6 +253,14 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
     Arc::new(config.unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3")))
 }
 
+/// Overwrites the string `field` of `v` (a key in base64, in a request or an answer) with
+/// zeros before it is dropped. (Copies inside hyper's and rustls' buffers are not reached.)
+fn wipe(v: &mut Value, field: &str) {
+    if let Some(Value::String(s)) = v.get_mut(field) {
+        zeroize::Zeroize::zeroize(s);
+    }
+}
+
 fn b64(v: &Value, field: &str) -> Option<Vec<u8>> {
     v.get(field)?.as_str().and_then(|s| B64.decode(s).ok())
 }
@@ -285,11 +302,11 @@ impl KmsClient {
             "EncryptionContext": context,
         });
         add_recipient(&mut body, recipient);
-        let v = self.call(ACTION, &body).await?;
+        let mut v = self.call(ACTION, &body).await?;
         let ciphertext_blob =
             b64(&v, "CiphertextBlob").ok_or_else(|| self.bad(ACTION, "no CiphertextBlob"))?;
         Ok(DataKey {
-            secret: self.secret_of(ACTION, &v, recipient)?,
+            secret: self.secret_of(ACTION, &mut v, recipient)?,
             ciphertext_blob,
         })
     }
@@ -313,9 +330,9 @@ impl KmsClient {
             body["KeyId"] = json!(k);
         }
         add_recipient(&mut body, recipient);
-        let v = self.call(ACTION, &body).await?;
+        let mut v = self.call(ACTION, &body).await?;
         Ok(Decrypted {
-            secret: self.secret_of(ACTION, &v, recipient)?,
+            secret: self.secret_of(ACTION, &mut v, recipient)?,
             key_id: v.get("KeyId").and_then(Value::as_str).map(str::to_string),
         })
     }
@@ -328,12 +345,14 @@ impl KmsClient {
         context: &Context,
     ) -> Result<Vec<u8>, KmsError> {
         const ACTION: &str = "Encrypt";
-        let body = json!({
+        let mut body = json!({
             "KeyId": key_id,
             "Plaintext": B64.encode(plaintext),
             "EncryptionContext": context,
         });
-        let v = self.call(ACTION, &body).await?;
+        let v = self.call(ACTION, &body).await;
+        wipe(&mut body, "Plaintext");
+        let v = v?;
         b64(&v, "CiphertextBlob").ok_or_else(|| self.bad(ACTION, "no CiphertextBlob"))
     }
 
@@ -414,10 +433,11 @@ impl KmsClient {
     fn secret_of(
         &self,
         action: &'static str,
-        v: &Value,
+        v: &mut Value,
         recipient: Option<&Recipient>,
     ) -> Result<Secret, KmsError> {
         let plaintext = b64(v, "Plaintext").map(Zeroizing::new);
+        wipe(v, "Plaintext");
         match recipient {
             None => match plaintext {
                 Some(p) => Ok(Secret::Plain(p)),
@@ -441,7 +461,8 @@ impl KmsClient {
     /// One call, with bounded retries when KMS throttles, fails on its side or cannot be
     /// reached.
     async fn call(&self, action: &'static str, body: &Value) -> Result<Value, KmsError> {
-        let body = serde_json::to_vec(body).map_err(|e| self.bad(action, &e.to_string()))?;
+        let body =
+            Zeroizing::new(serde_json::to_vec(body).map_err(|e| self.bad(action, &e.to_string()))?);
         let mut pause = FIRST_PAUSE;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -468,7 +489,7 @@ impl KmsClient {
     }
 
     /// Sends one signed request on a new connection; the status and the body.
-    async fn once(&self, action: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    async fn once(&self, action: &str, body: &[u8]) -> Result<(u16, Zeroizing<Vec<u8>>), String> {
         let request = self.signed(action, body)?;
         let stream = self
             .connector
@@ -635,7 +656,7 @@ fn signing_time() -> std::time::SystemTime {
 async fn send<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     request: http::Request<Full<bytes::Bytes>>,
-) -> Result<(u16, Vec<u8>), String> {
+) -> Result<(u16, Zeroizing<Vec<u8>>), String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
@@ -652,7 +673,7 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .to_bytes()
         .to_vec();
     driver.abort();
-    Ok((status, body))
+    Ok((status, Zeroizing::new(body)))
 }
 
 #[cfg(test)]
@@ -677,6 +698,9 @@ mod tests {
             "https://",
             "https://h/path",
             "http://u@h",
+            // Keys in clear over a network.
+            "http://vpce-0123.kms.eu-west-1.vpce.amazonaws.com",
+            "http://10.0.0.5:443",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }

@@ -688,6 +688,13 @@ on_every_backend! {
         // A re-wrapping from a generation that is gone is not written.
         assert!(!put(&s, Some(1), 2, b"stale").await);
         assert_eq!(read(&s).await, Some((2, b"rewrapped".to_vec())));
+        let has = |s: &Storage| {
+            let s = s.clone();
+            async move { write(&s, |tx| Box::pin(async move { tx.has_accounts().await })).await }
+        };
+        assert!(!has(&s).await);
+        new_account(&s, "alice").await;
+        assert!(has(&s).await);
     }
 }
 

@@ -617,6 +617,10 @@ pub trait Tx: Send {
     /// The deployment's keyring (see `keys::Keyring`) and its generation, if it has one.
     async fn keyring(&mut self) -> Result<Option<(u64, Vec<u8>)>, StorageError>;
 
+    /// Whether any account exists (a database without a keyring but with accounts lost its
+    /// keyring: a new one would lock every user out).
+    async fn has_accounts(&mut self) -> Result<bool, StorageError>;
+
     /// Writes the keyring at `generation`: the first one if `previous` is `None` (unless
     /// there is one already), else in place of generation `previous` (unless another
     /// replaced it). Returns whether it was written.

@@ -729,6 +729,12 @@ impl Tx for PgTx {
             .transpose()
     }
 
+    async fn has_accounts(&mut self) -> Result<bool, StorageError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts)")
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
     async fn put_keyring(
         &mut self,
         previous: Option<u64>,

@@ -996,6 +996,13 @@ impl Tx for SqliteTx {
         row.map(|(g, body)| Ok((u64_of(g)?, body))).transpose()
     }
 
+    async fn has_accounts(&mut self) -> Result<bool, StorageError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts)")?
+            .query_row([], |r| r.get::<_, bool>(0))?)
+    }
+
     async fn put_keyring(
         &mut self,
         previous: Option<u64>,

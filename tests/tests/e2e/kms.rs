@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keyserver_tests::{KMS_REGION, Moto, PgSchema, Server, bin, file, random_bytes, sqlite_blob};
+use keyserver_tests::{
+    KMS_REGION, Moto, PgSchema, Server, bin, file, random_bytes, sqlite_blob, sqlite_exec,
+};
 
 /// The standard AWS environment the server reads its credentials from.
 fn aws_env(id: &str, secret: &str) -> Vec<(&'static str, String)> {
@@ -136,6 +138,26 @@ fn a_deployment_under_a_kms_key_serves_restarts_and_keeps_no_secret_at_rest() {
     let got = c.with_password("pw", &["retrieve", "--user", "alice", "--name", "wallet"]);
     assert_eq!(got.ok().stdout, secret);
     assert_eq!(server.terminate().code(), Some(0));
+    let db = dir.join("keyserver.db");
+    let body = sqlite_blob(&db, "SELECT body FROM keyring");
+    // Two purposes' wrapped keys swapped in the database: refused, and named.
+    let mut ring: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let keys = ring["data_keys"].as_object_mut().unwrap();
+    let vault = keys["session-vault"].clone();
+    keys["session-vault"] = keys["login-names"].clone();
+    keys["login-names"] = vault;
+    let swapped = serde_json::to_vec(&ring).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    sqlite_exec(
+        &db,
+        &format!("UPDATE keyring SET body = X'{}'", hex(&swapped)),
+    );
+    let (err, _) = failed_start(&dir, &[], &env);
+    assert!(
+        err.contains("session-vault data key does not unwrap"),
+        "{err}"
+    );
+    sqlite_exec(&db, &format!("UPDATE keyring SET body = X'{}'", hex(&body)));
     // At rest: no key file anywhere, and no data key in clear in any file of the data dir
     // (the database, its WAL, the configuration).
     for f in files_under(tmp.path()) {
@@ -357,4 +379,33 @@ fn three_instances_on_one_postgres_share_the_wrapped_keys_and_only_their_tls_mat
     for s in &mut servers {
         assert_eq!(s.terminate().code(), Some(0));
     }
+}
+
+/// A KMS that accepts connections and never answers (a black hole in the network path):
+/// the server gives up within 30 s, naming the endpoint and what went wrong.
+#[test]
+fn a_kms_that_never_answers_is_an_exit_1_within_30_s() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in listener.incoming().take(64) {
+            open.push(c);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let env = aws_env("testing", "testing");
+    let key = "arn:aws:kms:eu-west-1:111122223333:key/00000000-0000-0000-0000-000000000000";
+    let mut args = vec!["init", "--data-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(&["--kms-key-id", key, "--kms-endpoint", &endpoint]);
+    let t = Instant::now();
+    let out = keyserver(&args, &env);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&endpoint), "{err}");
+    assert!(err.contains("no answer within"), "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    drop(held);
 }
