@@ -56,6 +56,44 @@ pub struct Cli {
     /// The KMS endpoint, for VPC endpoints and emulators (https://host[:port]).
     #[arg(long, global = true, env = "KEYSERVER_KMS_ENDPOINT")]
     pub kms_endpoint: Option<String>,
+    /// The log's format on stderr: text (colours only on a terminal) or json (one object per
+    /// line). KEYSERVER_LOG sets the level (default info).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYSERVER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How the log is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people; colour codes only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (time, level, message, fields, spans).
+    Json,
+}
+
+/// Starts the log on stderr in `format`.
+pub fn init_log(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("KEYSERVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Subcommands.
@@ -78,6 +116,22 @@ pub enum Command {
         /// --kms-key-id.
         #[arg(long)]
         from_file: bool,
+    },
+    /// Copy the SQLite database to a new file while the server serves: a consistent
+    /// snapshot, synced, mode 0600. It holds no key-encryption key: keep the key file (or
+    /// access to the KMS key) apart. A Postgres database is backed up with its own tools.
+    Backup {
+        /// The new file (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place of the database of a stopped data dir, after checking that it
+    /// opens and that this server knows its migrations. The database replaced is kept as
+    /// keyserver.db.before-restore.
+    Restore {
+        /// The backup.
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -169,8 +223,42 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::RotateKek { to_file, from_file }) => {
             rotate_kek(cli, to_file, from_file).await
         }
+        Some(Command::Backup { ref to }) => {
+            sqlite_only(&cli, "back up")?;
+            crate::backup::backup(&cli.data_dir, to).map_err(|e| CliError::Other(e.to_string()))?;
+            println!("backed up {} to {}", cli.data_dir.display(), to.display());
+            Ok(())
+        }
+        Some(Command::Restore { ref from }) => {
+            sqlite_only(&cli, "restore")?;
+            crate::backup::restore(
+                &cli.data_dir,
+                from,
+                &crate::storage::sqlite::known_migrations(),
+            )
+            .map_err(|e| CliError::Other(e.to_string()))?;
+            println!(
+                "restored {} from {} (the database it replaced is {})",
+                cli.data_dir.display(),
+                from.display(),
+                cli.data_dir.join(crate::backup::BEFORE_RESTORE).display()
+            );
+            Ok(())
+        }
         None | Some(Command::Serve) => serve(cli).await,
     }
+}
+
+/// Refuses `what` for a deployment on Postgres.
+fn sqlite_only(cli: &Cli, what: &str) -> Result<(), CliError> {
+    let file = config_file(cli)?;
+    if config(cli, file).database_url.is_some() {
+        return Err(CliError::Other(format!(
+            "this deployment's database is Postgres: {what} it with its own tools \
+             (pg_dump and pg_restore, or base backups with WAL archiving)"
+        )));
+    }
+    Ok(())
 }
 
 async fn init(cli: Cli) -> Result<(), CliError> {

@@ -22,6 +22,7 @@
 //! requests in flight and returns.
 
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -87,6 +88,9 @@ pub enum StartError {
     /// The deployment's keys could not be unwrapped (or made).
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// Another server runs on this data dir's SQLite database.
+    #[error("another keyserver is running on {0} (its {lock} is held)", lock = backup::LOCK_FILE)]
+    DataDirInUse(String),
 }
 
 /// How long unwrapping the deployment's keys may take at start (a KMS that does not
@@ -153,6 +157,8 @@ pub struct Server {
     core: Arc<Core>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The data dir's lock, held while serving its SQLite database.
+    _lock: Option<std::fs::File>,
 }
 
 /// How long shutdown waits for requests in flight.
@@ -185,6 +191,13 @@ impl Server {
                  enough to guess passwords offline; move it out and set setup_key_file"
             );
         }
+        let lock = match config.database_url {
+            None => Some(
+                backup::lock(&data_dir)?
+                    .ok_or_else(|| StartError::DataDirInUse(data_dir.display().to_string()))?,
+            ),
+            Some(_) => None,
+        };
         let storage = open_storage(&data_dir, &config).await?;
         let deployment::Opened { unwrapped, .. } =
             unwrap_keys(&storage, &data_dir, &config, key).await?;
@@ -250,6 +263,7 @@ impl Server {
             core,
             shutdown,
             tasks,
+            _lock: lock,
         })
     }
 

@@ -42,6 +42,11 @@ use super::{
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// The versions of every migration this server knows (a backup with another is refused).
+pub fn known_migrations() -> Vec<i64> {
+    MIGRATOR.iter().map(|m| m.version).collect()
+}
+
 /// Most jobs committed together.
 pub const MAX_BATCH: usize = 1024;
 

@@ -76,13 +76,14 @@ struct Cli {
 enum Cmd {
     /// Create an account.
     Register {
-        /// User name.
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
     },
     /// Store a secret from a file (or stdin with `--file -`).
     Store {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
         /// The secret's name.
         #[arg(long)]
@@ -96,14 +97,17 @@ enum Cmd {
     },
     /// Write a secret's bytes to stdout.
     Retrieve {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
+        /// The secret's name.
         #[arg(long)]
         name: String,
     },
     /// List secrets.
     List {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
         /// One JSON array.
         #[arg(long)]
@@ -111,14 +115,17 @@ enum Cmd {
     },
     /// Delete a secret.
     Delete {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
+        /// The secret's name.
         #[arg(long)]
         name: String,
     },
     /// Show the audit log and check its hash chain.
     Audit {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
         /// One JSON document.
         #[arg(long)]
@@ -126,15 +133,22 @@ enum Cmd {
     },
     /// Change the password (secrets stay as they are; every other session ends).
     ChangePassword {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
     },
     /// Replace the storage key and seal every secret again under the new one (for when the
     /// old key may have been seen); every other session ends. Safe to interrupt: nothing
     /// changes unless it finishes.
     RotateKey {
-        #[arg(long)]
+        /// The account's user name [env: KEYSERVER_USER].
+        #[arg(long, env = "KEYSERVER_USER")]
         user: String,
+    },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -194,6 +208,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Cmd::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "local-client", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -719,6 +738,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                  session of {user} has ended"
             );
         }
+        // Printed in `main`, before anything connects.
+        Cmd::Completions { .. } => {}
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ mod flow;
 mod guessing;
 mod hostile_transport;
 mod kms;
+mod operability;
 mod rollback;
 mod security;
 mod storage;

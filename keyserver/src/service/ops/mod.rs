@@ -129,7 +129,7 @@ impl<'a> Call<'a> {
 
 /// Runs `op`, the request `req`, in `session`: its answer, sealed as it will be sent
 /// (with the account's audit position when the operation read it).
-#[instrument(skip_all, fields(op = op.kind()))]
+#[instrument(skip_all, fields(op = op.kind(), outcome = tracing::field::Empty))]
 pub(super) async fn run(
     core: &Core,
     session: &Session,
@@ -175,6 +175,13 @@ pub(super) async fn run(
             }
         }
     }
+    let outcome = match &answer {
+        Answer::Fresh(OpResponse::Error(e)) => e.code.name(),
+        Answer::Fresh(_) => "ok",
+        Answer::Recorded(_) => "recorded",
+    };
+    tracing::Span::current().record("outcome", outcome);
+    tracing::debug!("request answered");
     (answer, call.position())
 }
 
