@@ -56,6 +56,10 @@ pub struct Cli {
     /// The KMS endpoint, for VPC endpoints and emulators (https://host[:port]).
     #[arg(long, global = true, env = "KEYSERVER_KMS_ENDPOINT")]
     pub kms_endpoint: Option<String>,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address [default:
+    /// metrics_listen in keyserver.toml, else off].
+    #[arg(long, global = true, env = "KEYSERVER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The log's format on stderr: text (colours only on a terminal) or json (one object per
     /// line). KEYSERVER_LOG sets the level (default info).
     #[arg(
@@ -198,6 +202,9 @@ fn config(cli: &Cli, file: Option<Config>) -> Config {
     config.keys = keys;
     if let Some(listen) = cli.listen {
         config.listen = listen;
+    }
+    if let Some(m) = cli.metrics_listen {
+        config.metrics_listen = Some(m);
     }
     if let Some(url) = &cli.database_url {
         config.database_url = Some(config::DatabaseUrl::new(url.clone()));

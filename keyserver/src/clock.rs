@@ -136,3 +136,24 @@ mod tests {
         assert!(a.unix_secs() > 1_700_000_000);
     }
 }
+
+/// A stopwatch for metrics: how long something took, on the monotonic clock. Never a
+/// decision's input (those take [`Now`]), so a test moving time does not need it.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// Started now.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "measures durations for metrics only; no rule reads it"
+    )]
+    pub fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// The time since it started.
+    pub fn elapsed(self) -> Duration {
+        self.0.elapsed()
+    }
+}

@@ -168,6 +168,9 @@ pub struct Config {
     pub lockout_base_secs: u64,
     /// Lockouts never last longer than this. Default 1 day.
     pub lockout_max_secs: u64,
+    /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz` over plain HTTP;
+    /// off by default. Bind it to an address only the monitoring network reaches.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where the deployment's keys are wrapped (`[keys]`).
     pub keys: KeySettings,
 }
@@ -240,6 +243,7 @@ impl Default for Config {
             max_failed_logins: 10,
             lockout_base_secs: 60,
             lockout_max_secs: 24 * 3600,
+            metrics_listen: None,
             keys: KeySettings::default(),
         }
     }
@@ -501,6 +505,11 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # lockout_base_secs = 60
 # lockout_max_secs = 86400
 
+# Prometheus metrics (/metrics) and health checks (/healthz, /readyz) over plain HTTP on
+# their own address; off unless set. No metric carries a user name, a secret name or an
+# address.
+# metrics_listen = "127.0.0.1:9443"
+
 # Where the server's own secrets (the OPAQUE setup, the session vault key, the keys of
 # unknown names and of server-held keys) are wrapped. Each is a data key kept in the
 # database only wrapped by a key-encryption key: a key file (provider = "file", the key in
@@ -582,6 +591,7 @@ mod tests {
                     && !l.contains("database_url")
                     && !l.contains("setup_key_file")
                     && !l.contains("kms_")
+                    && !l.contains("metrics_listen")
                     && !l.contains("provider")
             })
             .map(|l| format!("{}\n", &l[2..]))

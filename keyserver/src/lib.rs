@@ -31,6 +31,7 @@ pub mod files;
 pub mod guess_limit;
 pub mod keys;
 pub mod kms;
+pub mod metrics;
 pub mod pki;
 pub mod server_setup;
 pub mod service;
@@ -159,6 +160,7 @@ pub struct Server {
     tasks: TaskTracker,
     /// The data dir's lock, held while serving its SQLite database.
     _lock: Option<std::fs::File>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// How long shutdown waits for requests in flight.
@@ -183,6 +185,36 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        // The metrics port serves first, so that /readyz can say what start-up waits for.
+        let shutdown = CancellationToken::new();
+        let stop_on_error = shutdown.clone().drop_guard();
+        let storage_kind = if config.database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let metrics = Arc::new(metrics::Metrics::new(
+            storage_kind,
+            config.keys.provider.as_str(),
+        ));
+        let ready = Arc::new(metrics::Readiness::default());
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let bind_err = |source| StartError::Bind { addr, source };
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err)?;
+                let bound = l.local_addr().map_err(bind_err)?;
+                tokio::spawn(metrics::serve(
+                    l,
+                    metrics.clone(),
+                    ready.clone(),
+                    shutdown.clone(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
         data_dir::init(&data_dir, &config::template_with(&config.keys))?;
         if config.keys.provider == config::Provider::File && key.is_inside(&data_dir) {
             tracing::warn!(
@@ -199,6 +231,12 @@ impl Server {
             Some(_) => None,
         };
         let storage = open_storage(&data_dir, &config).await?;
+        let observed = metrics.clone();
+        storage.observe_commits(storage::CommitObserver(Arc::new(move |took, jobs| {
+            observed.commit_seconds.observe(took.as_secs_f64());
+            observed.commit_batch_size.observe(jobs as f64);
+        })));
+        ready.storage_open(storage.clone());
         let deployment::Opened { unwrapped, .. } =
             unwrap_keys(&storage, &data_dir, &config, key).await?;
         let (certs, key) = pki::load_server_identity(&data_dir)?;
@@ -225,14 +263,12 @@ impl Server {
             max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
         };
-        let core = Arc::new(Core::new(
-            config,
-            storage,
-            unwrapped.setup,
-            unwrapped.keys,
-            clock,
-        ));
-        let shutdown = CancellationToken::new();
+        let core = Arc::new(
+            Core::new(config, storage, unwrapped.setup, unwrapped.keys, clock)
+                .with_metrics(metrics),
+        );
+        let counted = core.clone();
+        ready.serving(move || (counted.open_sessions(), counted.pending_handshakes()));
         let tasks = TaskTracker::new();
         let killer = Arc::new(transport::ConnectionKiller::default());
         tokio::spawn(transport::quic::serve(
@@ -254,6 +290,7 @@ impl Server {
         ));
         tokio::spawn(sweeper(core.clone(), shutdown.clone()));
         info!(quic = %quic_addr, tcp = %tcp_addr, "serving");
+        stop_on_error.disarm();
         Ok(Self {
             quic,
             connections,
@@ -264,6 +301,7 @@ impl Server {
             shutdown,
             tasks,
             _lock: lock,
+            metrics_addr,
         })
     }
 
@@ -279,10 +317,18 @@ impl Server {
 
     /// The line printed once the server accepts connections.
     pub fn listening_line(&self) -> String {
+        let metrics = self
+            .metrics_addr
+            .map_or_else(String::new, |a| format!(" metrics={a}"));
         format!(
-            "keyserver listening quic={} tcp={}",
+            "keyserver listening quic={} tcp={}{metrics}",
             self.quic_addr, self.tcp_addr
         )
+    }
+
+    /// The metrics and health address actually bound, if serving them.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Closes every open connection now, as a network failure would; sessions stay open

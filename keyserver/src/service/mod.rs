@@ -32,7 +32,7 @@ mod upkeep;
 
 use std::net::IpAddr;
 
-use keyserver_protocol::{Request, Response};
+use keyserver_protocol::{ErrorCode, Request, Response};
 use tracing::debug;
 
 pub use self::{error::ServerError, state::Core};
@@ -46,14 +46,16 @@ impl Core {
         let response = match Request::decode(bytes) {
             Ok(req) => {
                 let kind = req.kind();
-                match self.dispatch(req, peer, now).await {
+                let response = match self.dispatch(req, peer, now).await {
                     Ok(r) => r,
                     Err(e) => {
                         let reply = e.reply();
                         debug!(request = kind, code = reply.code.name(), "request refused");
                         Response::Error(reply)
                     }
-                }
+                };
+                self.count(kind, &response);
+                response
             }
             Err(e) => {
                 debug!(error = %e, "undecodable request");
@@ -96,6 +98,37 @@ impl Core {
             }
             Request::LoginAbort { handshake } => login::abort(self, handshake, now).await,
             Request::Sealed(req) => sealed::handle(self, &req, peer, now).await,
+        }
+    }
+
+    /// Counts request `kind` answered with `response` (a sealed answer counts as `ok` here;
+    /// its operation is counted by name where it runs).
+    fn count(&self, kind: &'static str, response: &Response) {
+        use crate::metrics::{Login, Op, Outcome};
+        let code = match response {
+            Response::Error(e) => Some(e.code),
+            _ => None,
+        };
+        let outcome = code.map_or("ok", |c| c.name());
+        let m = &self.metrics;
+        m.requests
+            .get_or_create(&Outcome { op: kind, outcome })
+            .inc();
+        if code == Some(ErrorCode::SLOW_DOWN) {
+            m.rate_limited.get_or_create(&Op { op: kind }).inc();
+        }
+        let event = match (kind, code) {
+            ("login_start", None) => Some("started"),
+            ("login_start", Some(ErrorCode::ACCOUNT_LOCKED)) => Some("locked"),
+            ("login_finish", None) => Some("succeeded"),
+            // A client that cannot finish (a wrong password) aborts: a guess counted.
+            ("login_finish", Some(ErrorCode::AUTH_FAILED)) | ("login_abort", None) => {
+                Some("failed")
+            }
+            _ => None,
+        };
+        if let Some(event) = event {
+            m.logins.get_or_create(&Login { event }).inc();
         }
     }
 

@@ -33,6 +33,7 @@ pub struct Core {
     pub(crate) policy: LockoutPolicy,
     pub(crate) gates: Arc<AccountGates>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Core {
@@ -79,7 +80,9 @@ impl Core {
             overall_burst: 40.0 * per_address,
         });
         let storage_jobs_per_account = storage.jobs_per_account();
+        let metrics = Arc::new(crate::metrics::Metrics::new(storage.kind(), "unset"));
         Self {
+            metrics,
             policy: LockoutPolicy::from_config(&config),
             vault: keys.vault(),
             keys,
@@ -94,6 +97,18 @@ impl Core {
             gates: AccountGates::new(storage_jobs_per_account),
             clock,
         }
+    }
+
+    /// The same core, counting into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Sessions held by this instance.

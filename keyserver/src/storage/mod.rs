@@ -676,6 +676,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn jobs_per_account(&self) -> Option<usize> {
         None
     }
+
+    /// Its connection pools: (name, connections open, idle).
+    fn pools(&self) -> Vec<(&'static str, u32, u32)> {
+        Vec::new()
+    }
+
+    /// Has `observer` told of every commit: its time and how many jobs it held.
+    fn observe_commits(&self, _observer: CommitObserver) {}
+}
+
+/// Told of every commit: its time and its number of jobs (see [`Backend::observe_commits`]).
+#[derive(Clone)]
+pub struct CommitObserver(pub Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>);
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitObserver")
+    }
 }
 
 /// The server's handle on its database. Clone it freely.
@@ -697,6 +715,16 @@ impl Storage {
     /// `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         self.backend.kind()
+    }
+
+    /// See [`Backend::pools`].
+    pub fn pools(&self) -> Vec<(&'static str, u32, u32)> {
+        self.backend.pools()
+    }
+
+    /// See [`Backend::observe_commits`].
+    pub fn observe_commits(&self, observer: CommitObserver) {
+        self.backend.observe_commits(observer);
     }
 
     /// See [`Backend::jobs_per_account`].

@@ -40,6 +40,7 @@ pub const READ_POOL: u32 = 8;
 pub struct PostgresBackend {
     write: PgPool,
     read: PgPool,
+    observer: std::sync::OnceLock<super::CommitObserver>,
 }
 
 impl PostgresBackend {
@@ -67,19 +68,30 @@ impl PostgresBackend {
             .await
             .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
         let read = pool(READ_POOL).await?;
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            observer: std::sync::OnceLock::new(),
+        })
     }
 }
 
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn write(&self, _durability: Durability, job: Job) -> Result<(), StorageError> {
+        let started = crate::clock::Stopwatch::start();
         let mut tx = PgTx {
             tx: self.write.begin().await?,
             locking: true,
         };
         match job(&mut tx).await {
-            Ok(()) => Ok(tx.tx.commit().await?),
+            Ok(()) => {
+                tx.tx.commit().await?;
+                if let Some(o) = self.observer.get() {
+                    (o.0)(started.elapsed(), 1);
+                }
+                Ok(())
+            }
             Err(e) => {
                 // End the transaction now: dropped, it would hold its locks until the
                 // connection is next used.
@@ -108,6 +120,16 @@ impl Backend for PostgresBackend {
     /// `WRITE_POOL` connections.
     fn jobs_per_account(&self) -> Option<usize> {
         Some(2)
+    }
+
+    fn pools(&self) -> Vec<(&'static str, u32, u32)> {
+        let of = |p: &PgPool| (p.size(), u32::try_from(p.num_idle()).unwrap_or(u32::MAX));
+        let ((ws, wi), (rs, ri)) = (of(&self.write), of(&self.read));
+        vec![("write", ws, wi), ("read", rs, ri)]
+    }
+
+    fn observe_commits(&self, observer: super::CommitObserver) {
+        let _ = self.observer.set(observer);
     }
 }
 

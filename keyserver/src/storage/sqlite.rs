@@ -78,6 +78,7 @@ impl From<rusqlite::Error> for StorageError {
 pub struct SqliteBackend {
     jobs: mpsc::Sender<WriteJob>,
     readers: Readers,
+    observer: Arc<std::sync::OnceLock<super::CommitObserver>>,
 }
 
 impl SqliteBackend {
@@ -105,9 +106,11 @@ impl SqliteBackend {
             .await
             .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
         migrate.close().await;
+        let observer = Arc::new(std::sync::OnceLock::new());
         Ok(Self {
-            jobs: start_writer(path)?,
+            jobs: start_writer(path, observer.clone())?,
             readers: Readers::new(path.to_path_buf()),
+            observer,
         })
     }
 }
@@ -149,6 +152,10 @@ impl Backend for SqliteBackend {
 
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn observe_commits(&self, observer: super::CommitObserver) {
+        let _ = self.observer.set(observer);
     }
 }
 
@@ -239,7 +246,10 @@ struct WriteJob {
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
-fn start_writer(path: &Path) -> Result<mpsc::Sender<WriteJob>, StorageError> {
+fn start_writer(
+    path: &Path,
+    observer: Arc<std::sync::OnceLock<super::CommitObserver>>,
+) -> Result<mpsc::Sender<WriteJob>, StorageError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -270,7 +280,7 @@ fn start_writer(path: &Path) -> Result<mpsc::Sender<WriteJob>, StorageError> {
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            write_loop(SqliteTx { conn }, rx);
+            write_loop(SqliteTx { conn }, rx, &observer);
             // The last change is committed: one more checkpoint, then the thread ends.
             drop(stop);
         })
@@ -320,7 +330,11 @@ fn wal_kib(conn: &Connection) -> u64 {
         .map_or(0, |m| m.len() / 1024)
 }
 
-fn write_loop(mut tx: SqliteTx, mut rx: mpsc::Receiver<WriteJob>) {
+fn write_loop(
+    mut tx: SqliteTx,
+    mut rx: mpsc::Receiver<WriteJob>,
+    observer: &std::sync::OnceLock<super::CommitObserver>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut synced = Durability::Disk;
     while let Some(first) = rx.blocking_recv() {
@@ -352,7 +366,11 @@ fn write_loop(mut tx: SqliteTx, mut rx: mpsc::Receiver<WriteJob>) {
                 }
             }
         }
+        let (jobs, started) = (batch.len(), crate::clock::Stopwatch::start());
         commit_batch(&mut tx, &mut batch);
+        if let Some(o) = observer.get() {
+            (o.0)(started.elapsed(), jobs);
+        }
     }
 }
 

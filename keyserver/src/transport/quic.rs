@@ -86,9 +86,11 @@ pub async fn serve(
             killer.token(),
         );
         tasks.spawn(async move {
+            let counted = core.metrics().connection("quic");
             let budget = permit.budget().clone();
             connection(incoming, core, budget, shutdown, kill, t).await;
             drop(permit);
+            drop(counted);
         });
     }
 }

@@ -83,6 +83,7 @@ pub async fn serve(
         let (tls, core, shutdown, t) = (tls.clone(), core.clone(), shutdown.clone(), tasks.clone());
         tasks.spawn(
             async move {
+                let _counted = core.metrics().connection("tcp");
                 let budget = permit.budget().clone();
                 tokio::select! {
                     () = connection(tcp, remote.ip(), tls, core, limits, budget, shutdown, t) => {},

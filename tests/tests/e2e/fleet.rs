@@ -252,14 +252,14 @@ fn an_unreachable_database_at_start_is_a_clear_error_and_a_failed_start() {
 }
 
 /// A TCP proxy the test can cut and restore, standing between the server and Postgres.
-struct Proxy {
-    addr: std::net::SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: std::net::SocketAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
     cut: Arc<tokio::sync::Notify>,
 }
 
 impl Proxy {
-    async fn start(target: String) -> Self {
+    pub(crate) async fn start(target: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -288,7 +288,7 @@ impl Proxy {
         Self { addr, up, cut }
     }
 
-    fn set_up(&self, up: bool) {
+    pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, std::sync::atomic::Ordering::SeqCst);
         if !up {
             self.cut.notify_waiters();

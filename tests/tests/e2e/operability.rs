@@ -234,3 +234,139 @@ fn completions_generate_for_every_shell() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `GET path` on `addr`: the status and the body.
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // The body is sent whole (content-length), never chunked.
+    (status, body.to_string())
+}
+
+/// The samples of a scrape, parsed by a Prometheus text parser: (name, labels) → value.
+async fn scrape(addr: &str) -> (std::collections::BTreeMap<String, f64>, String) {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        };
+        out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), value);
+    }
+    (out, body)
+}
+
+/// The metrics move by exactly what a known sequence of operations does, and name no user,
+/// secret or address; health answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_sequence_and_name_no_user_secret_or_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = keyserver_tests::listening(&server.line, "metrics").expect("metrics= in the line");
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(&addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(&addr, "/nothing").await.0, 404);
+    let (before, _) = scrape(&addr).await;
+    let conn = Connection::connect(&config(&server)).await.unwrap();
+    let user = UserName::new("alice-metrics").unwrap();
+    let pw = SecretBytes::new(b"pw".to_vec());
+    conn.register(&user, &pw).await.unwrap();
+    let session = conn.login(&user, &pw).await.unwrap();
+    let name = SecretName::new("wallet-metrics").unwrap();
+    session
+        .store(&name, &SecretBytes::new(b"s".to_vec()), false)
+        .await
+        .unwrap();
+    session.retrieve(&name).await.unwrap();
+    assert!(
+        conn.login(&user, &SecretBytes::new(b"wrong".to_vec()))
+            .await
+            .is_err()
+    );
+    let (after, text) = scrape(&addr).await;
+    let moved =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    for (k, by) in [
+        ("keyserver_operations_total{op=store,outcome=ok}", 1.0),
+        ("keyserver_operations_total{op=retrieve,outcome=ok}", 1.0),
+        ("keyserver_logins_total{event=started}", 2.0),
+        ("keyserver_logins_total{event=succeeded}", 1.0),
+        ("keyserver_logins_total{event=failed}", 1.0),
+        (
+            "keyserver_requests_total{op=register_start,outcome=ok}",
+            1.0,
+        ),
+        (
+            "keyserver_requests_total{op=register_finish,outcome=ok}",
+            1.0,
+        ),
+        ("keyserver_operation_seconds_count{op=store}", 1.0),
+    ] {
+        assert_eq!(moved(k), by, "{k} in {after:?}");
+    }
+    assert!(after["keyserver_connections_open{transport=quic}"] >= 1.0);
+    assert!(after["keyserver_sessions_open{}"] >= 1.0);
+    assert!(
+        after.keys().any(|k| k.starts_with("keyserver_build_info")
+            && k.contains("storage=sqlite")
+            && k.contains("key_provider=file")),
+        "{after:?}"
+    );
+    for private in ["alice", "wallet", "127.0.0.1"] {
+        assert!(!text.contains(private), "{private} in the metrics");
+    }
+}
+
+/// `/readyz` says 503 while the Postgres database is cut away, and 200 once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database() {
+    let Some(pg) = keyserver_tests::PgSchema::create() else {
+        return;
+    };
+    let base: sqlx::postgres::PgConnectOptions = pg.base().parse().unwrap();
+    let target = format!("{}:{}", base.get_host(), base.get_port());
+    let proxy = crate::fleet::Proxy::start(target.clone()).await;
+    let url = pg.url().replacen(&target, &proxy.addr.to_string(), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--database-url", &url, "--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = keyserver_tests::listening(&server.line, "metrics").unwrap();
+    assert_eq!(http_get(&addr, "/readyz").await.0, 200);
+    proxy.set_up(false);
+    let (status, why) = http_get(&addr, "/readyz").await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.starts_with("storage"), "{why}");
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    proxy.set_up(true);
+    let mut back = false;
+    for _ in 0..50 {
+        if http_get(&addr, "/readyz").await.0 == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "/readyz did not come back with the database");
+}

@@ -137,6 +137,8 @@ pub(super) async fn run(
     op: OpRequest,
     now: Now,
 ) -> (Answer, Option<AuditPosition>) {
+    let started = crate::clock::Stopwatch::start();
+    let kind = op.kind();
     let call = Call::new(core, session, req, now);
     let r = match op {
         OpRequest::Store(op) => store::handle(&call, op).await,
@@ -182,6 +184,13 @@ pub(super) async fn run(
     };
     tracing::Span::current().record("outcome", outcome);
     tracing::debug!("request answered");
+    let m = &core.metrics;
+    m.operations
+        .get_or_create(&crate::metrics::Outcome { op: kind, outcome })
+        .inc();
+    m.operation_seconds
+        .get_or_create(&crate::metrics::Op { op: kind })
+        .observe(started.elapsed().as_secs_f64());
     (answer, call.position())
 }
 
