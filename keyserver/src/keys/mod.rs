@@ -705,6 +705,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_others_can_read_is_not_used_and_a_made_one_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek");
+        let made = FileKek::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Made once: the next load (or a second first start) reads the same key.
+        use provider::KeyProvider as _;
+        assert_eq!(FileKek::load_or_create(&path).unwrap().id(), made.id());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = FileKek::load(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("644"), "{e}");
+        assert!(
+            FileKek::load(&dir.path().join("missing"))
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+    }
+
+    #[test]
     fn a_malformed_keyring_is_refused_with_a_reason() {
         for (bytes, why) in [
             (&b"{"[..], "EOF"),

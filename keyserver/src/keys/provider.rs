@@ -95,6 +95,19 @@ impl FileKek {
             .as_slice()
             .try_into()
             .map_err(|_| bad("a key file is exactly 32 bytes".into()))?;
+        // Like ssh with a private key: a key others can read is not used.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| bad(e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(bad(format!(
+                "is readable or writable by others than its owner (mode {:o}): \
+                 chmod 600 it, and consider whether the key was exposed",
+                mode & 0o777
+            )));
+        }
         Ok(Self::from_key(
             path.display().to_string(),
             Zeroizing::new(key),
@@ -108,11 +121,19 @@ impl FileKek {
         }
         let mut key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(key.as_mut());
-        write_private(path, key.as_ref()).map_err(|e| KeyError::KeyFile {
-            path: path.display().to_string(),
-            why: e.to_string(),
-        })?;
-        Ok(Self::from_key(path.display().to_string(), key))
+        match write_private(path, key.as_ref()) {
+            Ok(()) => Ok(Self::from_key(path.display().to_string(), key)),
+            // Another process made it first (two first starts at once): use theirs.
+            Err(FileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Self::load(path)
+            }
+            Err(e) => Err(KeyError::KeyFile {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            }),
+        }
     }
 
     /// Where the key came from.
