@@ -8,7 +8,7 @@
 //! `../shared/nitro-vectors/kms-cms` are taken apart exactly as documented, and fixtures made
 //! by OpenSSL with a test key of this project (`tests/fixtures/cms`) decrypt to their key.
 
-use std::path::PathBuf;
+use std::{io::Write, path::PathBuf};
 
 use keyserver::kms::cms;
 use rsa::{RsaPrivateKey, pkcs8::DecodePrivateKey};
@@ -27,7 +27,8 @@ fn vectors() -> Option<PathBuf> {
             std::env::var_os("KEYSERVER_REQUIRE_VECTORS").is_none(),
             "{msg}"
         );
-        eprintln!("{msg}");
+        // Past the test harness's capture, so that CI can see it.
+        let _ = writeln!(std::io::stderr(), "{msg}");
         return None;
     };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
