@@ -106,26 +106,13 @@ impl Checks {
             return Err(self.caught(Rollback::Behind { pinned, seen: p }));
         }
         self.check_against_pin(p)?;
-        match self.seen.get(&p.seq) {
-            Some(h) if *h != p.head => {
-                let pinned = *h;
-                Err(self.caught(Rollback::Forked {
-                    seq: p.seq,
-                    pinned,
-                    seen: p.head,
-                }))
+        if !self.check_seen(p)? && self.state.pinned.is_none_or(|v| p.seq > v.seq) {
+            if self.seen.len() >= MAX_UNCHECKED {
+                return Err(TOO_MANY_UNCHECKED);
             }
-            Some(_) => Ok(()),
-            None => {
-                if self.state.pinned.is_none_or(|v| p.seq > v.seq) {
-                    if self.seen.len() >= MAX_UNCHECKED {
-                        return Err(TOO_MANY_UNCHECKED);
-                    }
-                    self.seen.insert(p.seq, p.head);
-                }
-                Ok(())
-            }
+            self.seen.insert(p.seq, p.head);
         }
+        Ok(())
     }
 
     /// Refuses a position behind or beside the verified one.
@@ -144,6 +131,14 @@ impl Checks {
     /// Adds `p` to the positions the chain must pass through (a checkpoint's, or one another
     /// process verified).
     pub(crate) fn must_pass(&mut self, p: AuditPosition) -> Result<(), ClientError> {
+        if !self.check_seen(p)? {
+            self.seen.insert(p.seq, p.head);
+        }
+        Ok(())
+    }
+
+    /// Refuses `p` if another head was seen at its seq; whether `p` was seen already.
+    fn check_seen(&mut self, p: AuditPosition) -> Result<bool, ClientError> {
         match self.seen.get(&p.seq) {
             Some(h) if *h != p.head => {
                 let pinned = *h;
@@ -153,10 +148,8 @@ impl Checks {
                     seen: p.head,
                 }))
             }
-            _ => {
-                self.seen.insert(p.seq, p.head);
-                Ok(())
-            }
+            Some(_) => Ok(true),
+            None => Ok(false),
         }
     }
 

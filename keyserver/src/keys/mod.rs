@@ -246,6 +246,39 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// Refuses `kek` unless it is the one this keyring is wrapped by (`hint`: what to do).
+    fn wrapped_by(
+        &self,
+        kek: &dyn provider::KeyProvider,
+        hint: &'static str,
+    ) -> Result<(), KeyError> {
+        if kek.id() == self.kek {
+            return Ok(());
+        }
+        Err(KeyError::WrongKek {
+            keyring: self.kek.to_string(),
+            configured: kek.id().to_string(),
+            hint,
+        })
+    }
+
+    /// The data key of purpose `p`, wrapped, and what it is bound to.
+    fn wrapped_key(&self, p: Purpose) -> Result<(&[u8], Binding), KeyError> {
+        let w = self
+            .wrapped
+            .get(&p)
+            .ok_or_else(|| KeyError::Malformed(format!("no {} data key", p.as_str())))?;
+        Ok((
+            w,
+            Binding {
+                purpose: p,
+                deployment: self.deployment,
+            },
+        ))
+    }
+}
+
 /// What went wrong with the deployment's keys.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -544,24 +577,14 @@ async fn unwrap_all(
     kek: &dyn provider::KeyProvider,
     keyring: &Keyring,
 ) -> Result<[Key32; 4], KeyError> {
-    if kek.id() != keyring.kek {
-        return Err(KeyError::WrongKek {
-            keyring: keyring.kek.to_string(),
-            configured: kek.id().to_string(),
-            hint: "configure the provider and key the keyring names ([keys] in keyserver.toml, \
-                   --kms-key-id, --setup-key)",
-        });
-    }
+    keyring.wrapped_by(
+        kek,
+        "configure the provider and key the keyring names ([keys] in keyserver.toml, \
+         --kms-key-id, --setup-key)",
+    )?;
     let mut out = Vec::with_capacity(4);
     for p in Purpose::ALL {
-        let w = keyring
-            .wrapped
-            .get(&p)
-            .ok_or_else(|| KeyError::Malformed(format!("no {} data key", p.as_str())))?;
-        let binding = Binding {
-            purpose: p,
-            deployment: keyring.deployment,
-        };
+        let (w, binding) = keyring.wrapped_key(p)?;
         out.push(kek.unwrap(w, binding).await?);
     }
     out.try_into()
@@ -576,25 +599,15 @@ pub async fn rewrap(
     from: &dyn provider::KeyProvider,
     to: &dyn provider::KeyProvider,
 ) -> Result<Keyring, KeyError> {
-    if from.id() != keyring.kek {
-        return Err(KeyError::WrongKek {
-            keyring: keyring.kek.to_string(),
-            configured: from.id().to_string(),
-            hint: "the key it is wrapped by now must be usable to re-wrap it",
-        });
-    }
+    keyring.wrapped_by(
+        from,
+        "the key it is wrapped by now must be usable to re-wrap it",
+    )?;
     from.check().await?;
     to.check().await?;
     let mut wrapped = BTreeMap::new();
     for p in Purpose::ALL {
-        let w = keyring
-            .wrapped
-            .get(&p)
-            .ok_or_else(|| KeyError::Malformed(format!("no {} data key", p.as_str())))?;
-        let binding = Binding {
-            purpose: p,
-            deployment: keyring.deployment,
-        };
+        let (w, binding) = keyring.wrapped_key(p)?;
         let again = match from.reencrypt_to(w, binding, to).await {
             Some(r) => r?,
             None => {
