@@ -38,6 +38,7 @@ pub mod seal;
 pub mod secret;
 pub mod server_keys;
 pub mod session;
+pub mod signing;
 pub mod suite;
 
 pub use envelope::{HandshakeId, Request, Response, SealedRequest, SealedResponse};
