@@ -111,6 +111,15 @@ pub struct Config {
     /// Most secrets one account may hold; more stores of new names get `QUOTA`.
     /// Default 10,000.
     pub max_secrets_per_account: u64,
+    /// Most keys the server holds for one account; more generates and imports get
+    /// `QUOTA`. Default 100.
+    pub max_keys_per_account: u64,
+    /// Signatures one server-held key may make per minute; more get `SLOW_DOWN`. Signing
+    /// is what a stolen session would abuse: the limit bounds the damage until the user
+    /// notices (every signature is in the audit log). Default 120.
+    pub signatures_per_minute_per_key: u64,
+    /// Signatures all the keys of one account may make per minute. Default 600.
+    pub signatures_per_minute_per_account: u64,
     /// A session ends after this long without a request. Default 15 minutes.
     pub session_idle_timeout_secs: u64,
     /// A session ends this long after login whatever happens. Default 12 hours.
@@ -223,6 +232,9 @@ impl Default for Config {
             setup_key_file: None,
             max_sessions_per_account: 32,
             max_secrets_per_account: 10_000,
+            max_keys_per_account: 100,
+            signatures_per_minute_per_key: 120,
+            signatures_per_minute_per_account: 600,
             session_idle_timeout_secs: 15 * 60,
             session_lifetime_secs: 12 * 3600,
             max_sessions: 100_000,
@@ -336,6 +348,24 @@ impl Config {
             10_000_000,
         )?;
         range(
+            "max_keys_per_account",
+            self.max_keys_per_account,
+            1,
+            100_000,
+        )?;
+        range(
+            "signatures_per_minute_per_key",
+            self.signatures_per_minute_per_key,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "signatures_per_minute_per_account",
+            self.signatures_per_minute_per_account,
+            1,
+            10_000_000,
+        )?;
+        range(
             "handshake_timeout_secs",
             self.handshake_timeout_secs,
             1,
@@ -436,6 +466,14 @@ impl Config {
         Duration::from_secs(self.session_lifetime_secs)
     }
 
+    /// The limits on signatures by server-held keys.
+    pub fn sign_limits(&self) -> crate::held_keys::SignLimits {
+        crate::held_keys::SignLimits {
+            per_key: self.signatures_per_minute_per_key,
+            per_account: self.signatures_per_minute_per_account,
+        }
+    }
+
     /// `handshake_timeout_secs` as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
@@ -467,6 +505,12 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 
 # Most secrets one account may hold.
 # max_secrets_per_account = 10000
+
+# Keys the server holds for users and signs with: at most this many per account, and at
+# most this many signatures per minute per key and per account (fleet-wide).
+# max_keys_per_account = 100
+# signatures_per_minute_per_key = 120
+# signatures_per_minute_per_account = 600
 
 # A login or registration must finish within this time; unfinished logins count as failed.
 # handshake_timeout_secs = 30

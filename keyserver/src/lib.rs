@@ -29,6 +29,7 @@ pub mod config;
 pub mod data_dir;
 pub mod files;
 pub mod guess_limit;
+pub mod held_keys;
 pub mod keys;
 pub mod kms;
 pub mod metrics;

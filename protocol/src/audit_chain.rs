@@ -9,13 +9,18 @@
 //!
 //! `encoding(event)` = `"keyserver/1 audit" || seq (u64 BE) || time (i64 BE) || kind (u8) ||
 //! tag length (u16 BE: 0, or 32 for an event about a secret) || the secret's name tag ||
-//! outcome (u8) [|| version (u64 BE), for an event about one version of a secret]`.
+//! outcome (u8) [|| version (u64 BE), for an event about one version of a secret]
+//! [|| key name length (u16 BE) || key name || digest length (u8: 0 or 32) || digest, for an
+//! event about a server-held key]`.
+//!
+//! Which optional parts an event has is fixed by its kind ([`EventBody::is_well_formed`],
+//! which the verifier checks), so no two events encode alike.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::names::{NameTag, UserName};
+use crate::names::{KeyName, NameTag, UserName};
 
 const GENESIS_LABEL: &[u8] = b"keyserver/1 audit genesis";
 const EVENT_LABEL: &[u8] = b"keyserver/1 audit";
@@ -48,6 +53,17 @@ pub enum EventKind {
     Logout = 11,
     /// The storage key was replaced and every secret sealed again under the new one.
     RotateKey = 12,
+    /// The server made a key for the user and holds it.
+    KeyGenerate = 13,
+    /// The user gave the server a key to hold.
+    KeyImport = 14,
+    /// The server signed a message with a key it holds (the event carries the message's
+    /// SHA-256).
+    KeySign = 15,
+    /// A key the server holds was exported to the user.
+    KeyExport = 16,
+    /// A key the server held was deleted.
+    KeyDelete = 17,
 }
 
 impl EventKind {
@@ -66,7 +82,20 @@ impl EventKind {
             Self::ChangePassword => "change_password",
             Self::Logout => "logout",
             Self::RotateKey => "rotate_key",
+            Self::KeyGenerate => "key_generate",
+            Self::KeyImport => "key_import",
+            Self::KeySign => "key_sign",
+            Self::KeyExport => "key_export",
+            Self::KeyDelete => "key_delete",
         }
+    }
+
+    /// Whether the event is about a key the server holds (and names it).
+    pub fn is_about_a_key(self) -> bool {
+        matches!(
+            self,
+            Self::KeyGenerate | Self::KeyImport | Self::KeySign | Self::KeyExport | Self::KeyDelete
+        )
     }
 
     /// The kind stored as `code`, if any.
@@ -84,6 +113,11 @@ impl EventKind {
             10 => Self::ChangePassword,
             11 => Self::Logout,
             12 => Self::RotateKey,
+            13 => Self::KeyGenerate,
+            14 => Self::KeyImport,
+            15 => Self::KeySign,
+            16 => Self::KeyExport,
+            17 => Self::KeyDelete,
             _ => return None,
         })
     }
@@ -138,6 +172,12 @@ pub struct EventBody {
     /// The secret's version it concerned: the one stored, read or deleted. A verified
     /// chain thus shows which version of each secret is current.
     pub version: Option<u64>,
+    /// The server-held key it concerned, by name.
+    pub key: Option<KeyName>,
+    /// For a signature: the SHA-256 of the message signed, as the user sent it. For a key
+    /// generated or imported: the SHA-256 of its public key (the chain then records which
+    /// public key each name was given).
+    pub digest: Option<[u8; 32]>,
 }
 
 impl EventBody {
@@ -148,16 +188,51 @@ impl EventBody {
             secret: None,
             outcome,
             version: None,
+            key: None,
+            digest: None,
         }
     }
 
     /// An event about a secret.
     pub fn about(kind: EventKind, secret: &NameTag, outcome: Outcome) -> Self {
         Self {
-            kind,
             secret: Some(*secret),
-            outcome,
-            version: None,
+            ..Self::new(kind, outcome)
+        }
+    }
+
+    /// An event about a server-held key.
+    pub fn about_key(kind: EventKind, key: &KeyName, outcome: Outcome) -> Self {
+        Self {
+            key: Some(key.clone()),
+            ..Self::new(kind, outcome)
+        }
+    }
+
+    /// This event, with `digest` (of a signed message, or of a new key's public key).
+    #[must_use]
+    pub fn with_digest(self, digest: [u8; 32]) -> Self {
+        Self {
+            digest: Some(digest),
+            ..self
+        }
+    }
+
+    /// Whether its optional parts are the ones its kind has: a key's events name the key
+    /// and nothing else (a digest only for a signature, a generate or an import); other
+    /// events name no key.
+    pub fn is_well_formed(&self) -> bool {
+        if self.kind.is_about_a_key() {
+            self.key.is_some()
+                && self.secret.is_none()
+                && self.version.is_none()
+                && (self.digest.is_none()
+                    || matches!(
+                        self.kind,
+                        EventKind::KeySign | EventKind::KeyGenerate | EventKind::KeyImport
+                    ))
+        } else {
+            self.key.is_none() && self.digest.is_none()
         }
     }
 
@@ -232,6 +307,15 @@ pub fn link(prev: &[u8; 32], seq: u64, time: i64, body: &EventBody) -> [u8; 32] 
     if let Some(v) = body.version {
         h.update(v.to_be_bytes());
     }
+    // Only events about a key have these (their kinds are new with them).
+    if let Some(key) = &body.key {
+        let key = key.as_str().as_bytes();
+        h.update(u16::try_from(key.len()).unwrap_or(u16::MAX).to_be_bytes());
+        h.update(key);
+        let digest = body.digest.as_ref().map_or(&[][..], |d| &d[..]);
+        h.update([u8::try_from(digest.len()).unwrap_or(u8::MAX)]);
+        h.update(digest);
+    }
     h.finalize().into()
 }
 
@@ -249,6 +333,9 @@ pub enum ChainError {
     /// An event's hash is not the hash of its content and its predecessor.
     #[error("event {0} does not match its hash: it or an earlier event was changed")]
     BadHash(u64),
+    /// An event has parts its kind does not have (a key named by a secret's event, say).
+    #[error("event {0} is malformed for its kind")]
+    Malformed(u64),
 }
 
 impl ChainError {
@@ -256,7 +343,7 @@ impl ChainError {
     pub fn seq(&self) -> u64 {
         match *self {
             Self::Gap { previous, .. } => previous.saturating_add(1),
-            Self::BadHash(seq) => seq,
+            Self::BadHash(seq) | Self::Malformed(seq) => seq,
         }
     }
 }
@@ -298,6 +385,9 @@ impl ChainVerifier {
                 previous: self.last_seq,
                 found: e.seq,
             });
+        }
+        if !e.body.is_well_formed() {
+            return Err(ChainError::Malformed(e.seq));
         }
         let expected = link(&self.prev, e.seq, e.time, &e.body);
         if !bool::from(expected.ct_eq(&e.hash)) {
@@ -392,8 +482,50 @@ mod tests {
     }
 
     #[test]
+    fn key_events_are_chained_with_their_key_and_digest() {
+        let alice = UserName::new("alice").unwrap();
+        let key = KeyName::new("eth-hot").unwrap();
+        let body = EventBody::about_key(EventKind::KeySign, &key, Outcome::Ok).with_digest([7; 32]);
+        assert!(body.is_well_formed());
+        let prev = genesis(&alice);
+        let hash = link(&prev, 1, 5, &body);
+        let e = AuditEvent {
+            seq: 1,
+            time: 5,
+            body,
+            hash,
+        };
+        assert_eq!(ChainVerifier::new(&alice).push(&e), Ok(()));
+        // Another key, another message, no message: each another hash.
+        let other = KeyName::new("eth-cold").unwrap();
+        for changed in [
+            EventBody::about_key(EventKind::KeySign, &other, Outcome::Ok).with_digest([7; 32]),
+            EventBody::about_key(EventKind::KeySign, &key, Outcome::Ok).with_digest([8; 32]),
+            EventBody::about_key(EventKind::KeySign, &key, Outcome::Ok),
+        ] {
+            assert_ne!(link(&prev, 1, 5, &changed), hash);
+        }
+        // A key's event that also names a secret, or a secret's event that names a key, is
+        // refused before its hash is even checked.
+        let mut bad = e.clone();
+        bad.body.secret = Some(NameTag([1; 32]));
+        bad.hash = link(&prev, 1, 5, &bad.body);
+        assert_eq!(
+            ChainVerifier::new(&alice).push(&bad),
+            Err(ChainError::Malformed(1))
+        );
+        let mut bad = e;
+        bad.body.kind = EventKind::Store;
+        bad.hash = link(&prev, 1, 5, &bad.body);
+        assert_eq!(
+            ChainVerifier::new(&alice).push(&bad),
+            Err(ChainError::Malformed(1))
+        );
+    }
+
+    #[test]
     fn codes_round_trip() {
-        for c in 1..=11 {
+        for c in 1..=17 {
             assert_eq!(EventKind::from_code(c).map(|k| k as u8), Some(c));
         }
         for c in 1..=4 {

@@ -73,6 +73,10 @@ error_codes! {
     /// The account changed since the request was prepared (another password change or key
     /// rotation, or a rotation that did not stage every secret); start again.
     STALE = 18, "the account changed since this was prepared; start again";
+    /// The key was not made exportable: its private key never leaves the server.
+    NOT_EXPORTABLE = 19, "the key was not made exportable; its private key never leaves the server";
+    /// An option the key's algorithm does not take (a hash or recovery id for Ed25519).
+    NOT_FOR_ALGORITHM = 20, "that option does not apply to the key's algorithm";
 }
 
 impl std::fmt::Debug for ErrorCode {

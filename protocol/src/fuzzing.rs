@@ -20,6 +20,38 @@ use crate::{
     session::{ClientChannel, ReplayWindow, ServerChannel, SessionKeys},
 };
 
+/// Server-held keys: a private key as imported (the first byte picks the algorithm and
+/// options, the next 32 are the key), and signature verification of arbitrary public keys and
+/// signatures. Whatever imports signs, and what it signs verifies; nothing panics.
+pub fn signing(data: &[u8]) {
+    use crate::signing::{Algorithm, MessageHash, PrivateKey, SignOptions, verify};
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let algorithm = Algorithm::ALL[usize::from(selector & 1)];
+    let options = SignOptions {
+        hash: match (selector >> 1) & 3 {
+            0 => None,
+            1 => Some(MessageHash::Sha256),
+            2 => Some(MessageHash::Keccak256),
+            _ => Some(MessageHash::Prehashed),
+        },
+        recoverable: selector & 8 != 0,
+    };
+    let (key, message) = rest.split_at(rest.len().min(32));
+    if let Ok(k) = PrivateKey::from_bytes(algorithm, key) {
+        let public = k.public_key().unwrap();
+        if let Ok(sig) = k.sign(message, options) {
+            verify(algorithm, &public, message, options, &sig).unwrap();
+        }
+    }
+    // Arbitrary public key and signature: split what is left at the selector's high bits.
+    let cut = usize::from(selector >> 4).min(rest.len());
+    let (a, b) = rest.split_at(cut.saturating_mul(3).min(rest.len()));
+    let _ = verify(algorithm, a, message, options, b);
+    let _ = verify(algorithm, key, b, options, a);
+}
+
 /// Stream framing: parse, and re-encode what parsed.
 pub fn frame(data: &[u8]) {
     if let Ok((frames, used)) = frame::parse_all(data) {
@@ -147,6 +179,7 @@ pub fn audit_chain(data: &[u8]) {
 /// Every check, by target name (for the regression replay).
 pub fn by_name(target: &str) -> Option<fn(&[u8])> {
     Some(match target {
+        "signing" => signing,
         "frame" => frame,
         "envelope" => envelope,
         "op" => op,

@@ -43,12 +43,12 @@ pub mod suite;
 
 pub use envelope::{HandshakeId, Request, Response, SealedRequest, SealedResponse};
 pub use error::{DecodeError, ErrorCode, ErrorReply};
-pub use names::{NameTag, SecretName, UserName};
+pub use names::{KeyName, NameTag, SecretName, UserName};
 pub use ops::{OpRequest, OpResponse};
 pub use secret::SecretBytes;
 
 /// The ALPN protocol id of this protocol on every transport.
-pub const ALPN: &[u8] = b"keyserver/3";
+pub const ALPN: &[u8] = b"keyserver/4";
 
 /// Re-exported so that the server can hold its OPAQUE setup without depending on
 /// opaque-ke's generics.

@@ -29,8 +29,12 @@ pub const MAX_SEALED_BODY: usize = MAX_SEALED_SECRET + 1024;
 pub const MAX_MESSAGE: usize = MAX_SEALED_BODY + 256;
 /// Most entries in one page of `list`.
 pub const LIST_PAGE: usize = 256;
-/// Most events in one page of `audit`.
-pub const AUDIT_PAGE: usize = 256;
+/// Largest message a server-held key signs in one request (64 KiB): a transaction or a
+/// document; anything larger is hashed by the caller and signed as a digest.
+pub const MAX_SIGN_MESSAGE: usize = MAX_SECRET;
+/// Most events in one page of `audit` (an event about a server-held key carries its name and
+/// a digest: about 250 bytes at most).
+pub const AUDIT_PAGE: usize = 192;
 /// Width of the per-session replay window, in sequence numbers.
 pub const REPLAY_WINDOW: u64 = 1024;
 
@@ -44,8 +48,8 @@ mod tests {
         // tag + sealed name + version + size + created + deleted + postcard overhead.
         let entry = 32 + MAX_SEALED_NAME + 3 * 10 + 8;
         assert!(LIST_PAGE * entry < MAX_SEALED_BODY);
-        // seq + time + kind + outcome + tag + version + hash, generously.
-        let event = 3 * 10 + 4 + 32 + 10 + 32 + 8;
+        // seq + time + kind + outcome + tag + version + key name + digest + hash, generously.
+        let event = 3 * 10 + 4 + 32 + 10 + (3 + MAX_SECRET_NAME) + 33 + 32 + 8;
         assert!(AUDIT_PAGE * event < MAX_SEALED_BODY);
     }
 }

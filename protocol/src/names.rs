@@ -95,6 +95,15 @@ name_type!(
     MAX_SECRET_NAME
 );
 
+name_type!(
+    /// The name of a key the server holds ([`crate::ops::key_generate`]): the same limits as
+    /// a secret's name, in a namespace of its own. Unlike a secret's name it is not sealed:
+    /// the server uses the key on the user's request, sees its public key and every message
+    /// it signs, and names it in the account's audit events.
+    KeyName,
+    MAX_SECRET_NAME
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +117,9 @@ mod tests {
         assert_eq!(SecretName::new("x\ny"), Err(NameError::BadCharacter));
         assert_eq!(SecretName::new(" x"), Err(NameError::BadCharacter));
         assert!(SecretName::new("wallet seed (2024)").is_ok());
+        assert_eq!(KeyName::new("a".repeat(129)), Err(NameError::TooLong(128)));
+        assert_eq!(KeyName::new("eth\u{0}hot"), Err(NameError::BadCharacter));
+        assert!(KeyName::new("eth-hot").is_ok());
     }
 
     #[test]

@@ -292,6 +292,20 @@ impl PrivateKey {
     }
 }
 
+/// Checks that `public` is a public key of `algorithm`: 32 bytes that decode to an Ed25519
+/// point, or 33 bytes of a compressed secp256k1 point.
+pub fn check_public_key(algorithm: Algorithm, public: &[u8]) -> Result<(), SigningError> {
+    let bad = SigningError::BadPublicKey(algorithm);
+    let ok = match algorithm {
+        Algorithm::Ed25519 => <&[u8; 32]>::try_from(public)
+            .is_ok_and(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_ok()),
+        Algorithm::Secp256k1 => {
+            public.len() == 33 && k256::ecdsa::VerifyingKey::from_sec1_bytes(public).is_ok()
+        }
+    };
+    if ok { Ok(()) } else { Err(bad) }
+}
+
 /// Checks that `signature` is `public`'s signature of `message` under `options`: strict
 /// Ed25519, or secp256k1 ECDSA with a low `s` (and, if recoverable, a recovery id that
 /// recovers `public`).

@@ -18,12 +18,13 @@
 use std::collections::BTreeMap;
 
 use keyserver_protocol::{
-    ErrorCode, ErrorReply, HandshakeId, NameTag, OpRequest, OpResponse, Request, Response,
+    ErrorCode, ErrorReply, HandshakeId, KeyName, NameTag, OpRequest, OpResponse, Request, Response,
     SealedRequest, SealedResponse, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
     codec::Bytes,
     ops::{self, SecretEntry},
     session::SessionId,
+    signing::{Algorithm, MessageHash, SignOptions},
 };
 
 fn bytes<const N: usize>(fill: u8, len: usize) -> Bytes<N> {
@@ -223,7 +224,68 @@ fn op_requests() -> Vec<(&'static str, OpRequest)> {
             }),
         ),
         ("Checkpoints", OpRequest::Checkpoints),
+        (
+            "KeyGenerate",
+            OpRequest::KeyGenerate(ops::KeyGenerate {
+                name: key_name(),
+                algorithm: Algorithm::Secp256k1,
+                exportable: true,
+            }),
+        ),
+        (
+            "KeyImport",
+            OpRequest::KeyImport(ops::KeyImport {
+                name: key_name(),
+                algorithm: Algorithm::Ed25519,
+                private_key: ops::KeyMaterial::new([0x42; 32]),
+                exportable: false,
+            }),
+        ),
+        (
+            "KeySign",
+            OpRequest::KeySign(ops::KeySign {
+                name: key_name(),
+                message: bytes(0x13, 40),
+                options: SignOptions {
+                    hash: Some(MessageHash::Keccak256),
+                    recoverable: true,
+                },
+            }),
+        ),
+        (
+            "KeyPublic",
+            OpRequest::KeyPublic(ops::KeyPublic { name: key_name() }),
+        ),
+        (
+            "KeyList",
+            OpRequest::KeyList(ops::KeyList {
+                after: Some(key_name()),
+            }),
+        ),
+        (
+            "KeyExport",
+            OpRequest::KeyExport(ops::KeyExport { name: key_name() }),
+        ),
+        (
+            "KeyDelete",
+            OpRequest::KeyDelete(ops::KeyDelete { name: key_name() }),
+        ),
     ]
+}
+
+fn key_name() -> KeyName {
+    KeyName::new("eth-hot").unwrap()
+}
+
+fn key_info() -> ops::KeyInfo {
+    ops::KeyInfo {
+        name: key_name(),
+        algorithm: Algorithm::Secp256k1,
+        public_key: bytes(0x02, 33),
+        exportable: false,
+        created: 1_700_000_000,
+        signatures: 9,
+    }
 }
 
 fn op_responses() -> Vec<(&'static str, OpResponse)> {
@@ -232,6 +294,13 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
         time: 1_700_000_000,
         body: EventBody::about(EventKind::Store, &tag(0x11), Outcome::Ok).at_version(2),
         hash: [0xab; 32],
+    };
+    let key_event = AuditEvent {
+        seq: 8,
+        time: 1_700_000_001,
+        body: EventBody::about_key(EventKind::KeySign, &key_name(), Outcome::Ok)
+            .with_digest([0x5a; 32]),
+        hash: [0xac; 32],
     };
     vec![
         (
@@ -267,7 +336,7 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
         (
             "Audit",
             OpResponse::Audit(ops::AuditPage {
-                events: vec![event],
+                events: vec![event, key_event],
                 more: true,
             }),
         ),
@@ -323,6 +392,30 @@ fn op_responses() -> Vec<(&'static str, OpResponse)> {
                 }],
             }),
         ),
+        ("Key", OpResponse::Key(key_info())),
+        (
+            "Signature",
+            OpResponse::Signature(ops::KeySignature {
+                signature: bytes(0x33, 65),
+                key: key_info(),
+            }),
+        ),
+        (
+            "Keys",
+            OpResponse::Keys(ops::KeyListPage {
+                keys: vec![key_info()],
+                more: false,
+            }),
+        ),
+        (
+            "ExportedKey",
+            OpResponse::ExportedKey(ops::ExportedKey {
+                algorithm: Algorithm::Ed25519,
+                public_key: bytes(0x03, 32),
+                private_key: ops::KeyMaterial::new([0x44; 32]),
+            }),
+        ),
+        ("KeyDeleted", OpResponse::KeyDeleted),
     ]
 }
 

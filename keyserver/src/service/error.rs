@@ -62,6 +62,12 @@ pub enum ServerError {
     /// The account reached a limit.
     #[error("quota")]
     Quota,
+    /// The key was not made exportable.
+    #[error("not exportable")]
+    NotExportable,
+    /// An option the key's algorithm does not take.
+    #[error("option not for the key's algorithm")]
+    NotForAlgorithm,
     /// The operation needs a fresh proof of the password (reauth) in this session.
     #[error("reauth required")]
     ReauthRequired,
@@ -131,6 +137,8 @@ impl ServerError {
                 ..code(ErrorCode::VERSION_MISMATCH)
             },
             Self::Quota => code(ErrorCode::QUOTA),
+            Self::NotExportable => code(ErrorCode::NOT_EXPORTABLE),
+            Self::NotForAlgorithm => code(ErrorCode::NOT_FOR_ALGORITHM),
             Self::ReauthRequired => code(ErrorCode::REAUTH_REQUIRED),
             Self::Stale => code(ErrorCode::STALE),
             Self::SlowDown { retry_after_secs } => ErrorReply {

@@ -53,14 +53,15 @@ pub(super) async fn handle(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         session.channel.open_request(req, &mut window)
     };
-    let plain = match opened {
+    // Zeroized when dropped: a key import carries a private key in clear here.
+    let plain = zeroize::Zeroizing::new(match opened {
         Ok(p) => p,
         Err(ChannelError::Replay(ReplayError::Duplicate | ReplayError::TooOld)) => {
             return again(core, &session, req, id).await;
         }
         Err(ChannelError::Replay(_)) => return Err(ServerError::Replayed),
         Err(_) => return Err(ServerError::BadSeal),
-    };
+    });
     // Authenticated: now, and only now, the session counts as used.
     session.touch(now);
     if session.due_for_check(now, SESSION_CHECK) {
@@ -83,7 +84,8 @@ pub(super) async fn handle(
             None,
         ),
     };
-    let bytes = match answer {
+    // Zeroized when dropped: a key export carries a private key in clear here.
+    let bytes = zeroize::Zeroizing::new(match answer {
         Answer::Fresh(response) => {
             if matches!(&response, OpResponse::Error(e) if e.code == ErrorCode::UNKNOWN_SESSION) {
                 // The operation found the session gone from the database (a logout or a
@@ -93,7 +95,7 @@ pub(super) async fn handle(
             OpAnswer { position, response }.encode()
         }
         Answer::Recorded(b) => b,
-    };
+    });
     let sealed = session
         .channel
         .seal_response(&mut OsRng, req.seq, &bytes)

@@ -15,9 +15,9 @@ use keyserver_protocol::{
 };
 
 use super::{
-    AccountId, AccountRow, Durability, Guesses, NewAccount, RequestId, SecretRow, SessionRow,
-    SessionState, Storage, StorageError, StoredSession, Tx, UnknownRow, postgres::PostgresBackend,
-    sqlite::SqliteBackend,
+    AccountId, AccountRow, Durability, Guesses, HeldKeyRow, KeyUsage, NewAccount, RequestId,
+    SecretRow, SessionRow, SessionState, Storage, StorageError, StoredSession, Tx, UnknownRow,
+    postgres::PostgresBackend, sqlite::SqliteBackend,
 };
 
 /// A fresh database of each kind, and what must live as long as it.
@@ -831,4 +831,124 @@ async fn a_database_with_protocol_2_secrets_is_refused_by_the_sealed_names_migra
         .unwrap_err()
         .to_string();
     assert!(e.contains("protocol 2"), "{e}");
+}
+
+fn held_key(name: &str, public: u8) -> HeldKeyRow {
+    HeldKeyRow {
+        name: keyserver_protocol::KeyName::new(name).unwrap(),
+        algorithm: keyserver_protocol::signing::Algorithm::Secp256k1,
+        public_key: vec![public; 33],
+        sealed_key: vec![public; 61],
+        exportable: public.is_multiple_of(2),
+        created: 1000 + i64::from(public),
+        usage: KeyUsage::default(),
+    }
+}
+
+on_every_backend! {
+    async fn a_held_key_name_is_taken_once_per_account_and_listed_bytewise(s: Storage) {
+        let a = new_account(&s, "alice").await.id;
+        let b = new_account(&s, "bob").await.id;
+        // "Z" < "a" < "é" bytewise, whatever a collation would say.
+        let names = ["a", "Z", "\u{e9}", "b"];
+        let inserted = write(&s, move |tx| {
+            Box::pin(async move {
+                let mut inserted = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    inserted.push(tx.insert_held_key(a, &held_key(n, u8::try_from(i).unwrap())).await?);
+                }
+                // Taken in alice's account, free in bob's.
+                inserted.push(tx.insert_held_key(a, &held_key("a", 9)).await?);
+                inserted.push(tx.insert_held_key(b, &held_key("a", 9)).await?);
+                Ok(inserted)
+            })
+        })
+        .await;
+        assert_eq!(inserted, [true, true, true, true, false, true]);
+        let (all, page, after, count, one, none) = s
+            .read(move |tx| {
+                Box::pin(async move {
+                    let k = |n: &str| keyserver_protocol::KeyName::new(n).unwrap();
+                    Ok((
+                        tx.held_keys(a, None, 10).await?,
+                        tx.held_keys(a, None, 2).await?,
+                        tx.held_keys(a, Some(&k("a")), 10).await?,
+                        tx.count_held_keys(a).await?,
+                        tx.held_key(a, &k("a")).await?,
+                        tx.held_key(a, &k("missing")).await?,
+                    ))
+                })
+            })
+            .await
+            .unwrap();
+        let names_of = |rows: &[HeldKeyRow]| {
+            rows.iter().map(|r| r.name.as_str().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(names_of(&all), ["Z", "a", "b", "\u{e9}"]);
+        assert_eq!(names_of(&page), ["Z", "a"]);
+        assert_eq!(names_of(&after), ["b", "\u{e9}"]);
+        assert_eq!(count, 4);
+        assert_eq!(one, Some(held_key("a", 0)), "every column comes back");
+        assert!(none.is_none());
+    }
+}
+
+on_every_backend! {
+    async fn a_held_keys_usage_is_saved_and_summed_per_window_and_it_deletes(s: Storage) {
+        let a = new_account(&s, "alice").await.id;
+        let k = |n: &str| keyserver_protocol::KeyName::new(n).unwrap();
+        let (in_window, later, gone, again, row) = write(&s, move |tx| {
+            Box::pin(async move {
+                for n in ["one", "two", "three"] {
+                    tx.insert_held_key(a, &held_key(n, 2)).await?;
+                }
+                let usage = |signatures, window_start, window_count| KeyUsage {
+                    signatures,
+                    window_start,
+                    window_count,
+                };
+                tx.save_key_usage(a, &k("one"), &usage(10, 600, 3)).await?;
+                tx.save_key_usage(a, &k("two"), &usage(4, 600, 4)).await?;
+                // An older window does not count in the current one.
+                tx.save_key_usage(a, &k("three"), &usage(50, 540, 9)).await?;
+                let in_window = tx.signatures_in_window(a, 600).await?;
+                let later = tx.signatures_in_window(a, 660).await?;
+                let gone = tx.delete_held_key(a, &k("two")).await?;
+                let again = tx.delete_held_key(a, &k("two")).await?;
+                Ok((in_window, later, gone, again, tx.held_key(a, &k("one")).await?))
+            })
+        })
+        .await;
+        assert_eq!((in_window, later), (7, 0));
+        assert_eq!((gone, again), (true, false));
+        assert_eq!(
+            row.unwrap().usage,
+            KeyUsage {
+                signatures: 10,
+                window_start: 600,
+                window_count: 3
+            }
+        );
+    }
+}
+
+on_every_backend! {
+    async fn an_event_about_a_held_key_keeps_its_name_and_digest(s: Storage) {
+        let a = new_account(&s, "alice").await.id;
+        let key = keyserver_protocol::KeyName::new("eth-hot").unwrap();
+        let e = AuditEvent {
+            seq: 1,
+            time: 5,
+            body: EventBody::about_key(EventKind::KeySign, &key, Outcome::Ok)
+                .with_digest([0x5a; 32]),
+            hash: [1; 32],
+        };
+        let stored = e.clone();
+        write(&s, move |tx| Box::pin(async move { tx.insert_event(a, &stored).await })).await;
+        let back = s
+            .read(move |tx| Box::pin(async move { tx.events(a, 0, 10).await }))
+            .await
+            .unwrap();
+        assert_eq!(back, [e]);
+    }
 }

@@ -38,9 +38,10 @@ use std::{
 
 use async_trait::async_trait;
 use keyserver_protocol::{
-    NameTag, UserName,
+    KeyName, NameTag, UserName,
     audit_chain::{AuditEvent, EventBody, EventKind, Outcome},
     ops::StoredCheckpoint,
+    signing::Algorithm,
 };
 
 /// A boxed future that can move between threads.
@@ -172,6 +173,8 @@ pub(crate) struct RawEvent {
     pub(crate) outcome: i64,
     pub(crate) hash: Vec<u8>,
     pub(crate) version: Option<i64>,
+    pub(crate) key: Option<String>,
+    pub(crate) digest: Option<Vec<u8>>,
 }
 
 impl RawEvent {
@@ -191,11 +194,65 @@ impl RawEvent {
                     .and_then(Outcome::from_code)
                     .ok_or_else(|| corrupt("outcome"))?,
                 version: self.version.map(u64_of).transpose()?,
+                key: self.key.map(key_name_of).transpose()?,
+                digest: self.digest.as_deref().map(hash_of).transpose()?,
             },
             hash: hash_of(&self.hash)?,
         })
     }
 }
+
+/// A stored key name, checked again on the way out.
+pub(crate) fn key_name_of(s: String) -> Result<KeyName, StorageError> {
+    KeyName::new(s).map_err(|e| StorageError::Corrupt(format!("stored key name: {e}")))
+}
+
+/// A server-held key's row as a database returns it, before its values are checked.
+pub(crate) struct RawHeldKey {
+    pub(crate) name: String,
+    pub(crate) algorithm: i64,
+    pub(crate) public_key: Vec<u8>,
+    pub(crate) sealed_key: Vec<u8>,
+    pub(crate) exportable: bool,
+    pub(crate) created: i64,
+    pub(crate) signatures: i64,
+    pub(crate) window_start: i64,
+    pub(crate) window_count: i64,
+}
+
+impl RawHeldKey {
+    pub(crate) fn check(self) -> Result<HeldKeyRow, StorageError> {
+        let algorithm = u8::try_from(self.algorithm)
+            .ok()
+            .and_then(Algorithm::from_code)
+            .ok_or_else(|| StorageError::Corrupt("held key: bad algorithm".into()))?;
+        if self.public_key.len() != algorithm.public_key_len() {
+            return Err(StorageError::Corrupt("held key: bad public key".into()));
+        }
+        Ok(HeldKeyRow {
+            name: key_name_of(self.name)?,
+            algorithm,
+            public_key: self.public_key,
+            sealed_key: self.sealed_key,
+            exportable: self.exportable,
+            created: self.created,
+            usage: KeyUsage {
+                signatures: u64_of(self.signatures)?,
+                window_start: self.window_start,
+                window_count: u64_of(self.window_count)?,
+            },
+        })
+    }
+}
+
+/// The columns of [`RawHeldKey`], in its order, for both dialects.
+macro_rules! held_key_columns {
+    () => {
+        "name, algorithm, public_key, sealed_key, exportable, created_at, signatures, \
+         window_start, window_count"
+    };
+}
+pub(crate) use held_key_columns;
 
 /// A `LIMIT` as the databases take it.
 pub(crate) fn limit_of(limit: usize) -> i64 {
@@ -313,6 +370,53 @@ pub struct SecretListing {
     pub sealed_len: Option<u64>,
     /// When the version was stored.
     pub created: i64,
+}
+
+/// How much a server-held key has signed: in all, and in the current window of the rate
+/// limit (see `held_keys::SignLimits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// Signatures made with it, ever.
+    pub signatures: u64,
+    /// Start of the window `window_count` counts in (Unix seconds, a multiple of the
+    /// window's length).
+    pub window_start: i64,
+    /// Signatures made in that window.
+    pub window_count: u64,
+}
+
+/// A key the server holds for an account. Its private key is sealed (`sealed_key`) under
+/// the deployment's data key for server-held keys, bound to the account, the name, the
+/// algorithm and the public key (`held_keys::seal`): a row copied to another account or
+/// name, or given another public key, no longer opens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HeldKeyRow {
+    /// Its name.
+    pub name: KeyName,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its public key.
+    pub public_key: Vec<u8>,
+    /// Its private key, sealed.
+    pub sealed_key: Vec<u8>,
+    /// Whether it may be exported.
+    pub exportable: bool,
+    /// When it was made or imported (Unix seconds).
+    pub created: i64,
+    /// Its signatures.
+    pub usage: KeyUsage,
+}
+
+impl std::fmt::Debug for HeldKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldKeyRow")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("sealed_key", &self.sealed_key.len())
+            .field("exportable", &self.exportable)
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A session's row: what another instance (or this one after a restart) needs to carry it
@@ -462,6 +566,55 @@ pub trait Tx: Send {
 
     /// How many secret rows `account` has, live and deleted.
     async fn count_secret_rows(&mut self, account: AccountId) -> Result<u64, StorageError>;
+
+    /// The server-held key `name` of `account`.
+    async fn held_key(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+    ) -> Result<Option<HeldKeyRow>, StorageError>;
+
+    /// Inserts a server-held key; `false` if `account` has one of that name (nothing is
+    /// changed then).
+    async fn insert_held_key(
+        &mut self,
+        account: AccountId,
+        row: &HeldKeyRow,
+    ) -> Result<bool, StorageError>;
+
+    /// Writes the usage of `account`'s key `name`.
+    async fn save_key_usage(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+        usage: &KeyUsage,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes `account`'s key `name`; `false` if there was none.
+    async fn delete_held_key(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+    ) -> Result<bool, StorageError>;
+
+    /// At most `limit` of `account`'s keys with a name after `after`, in name order
+    /// (bytewise, whatever the database's collation).
+    async fn held_keys(
+        &mut self,
+        account: AccountId,
+        after: Option<&KeyName>,
+        limit: usize,
+    ) -> Result<Vec<HeldKeyRow>, StorageError>;
+
+    /// How many keys `account` holds.
+    async fn count_held_keys(&mut self, account: AccountId) -> Result<u64, StorageError>;
+
+    /// How many signatures `account`'s keys made in the window starting at `window_start`.
+    async fn signatures_in_window(
+        &mut self,
+        account: AccountId,
+        window_start: i64,
+    ) -> Result<u64, StorageError>;
 
     /// The response recorded for `req`, if any.
     async fn recorded(&mut self, req: RequestId) -> Result<Option<Vec<u8>>, StorageError>;

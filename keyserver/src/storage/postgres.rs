@@ -15,17 +15,19 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use keyserver_protocol::{NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
+use keyserver_protocol::{
+    KeyName, NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint,
+};
 use sqlx::{
     PgPool, Postgres, Row, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 
 use super::{
-    AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
-    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
-    StorageError, StoredSession, Tx, UnknownRow, account_columns, checkpoint_of, hash_of, i64_of,
-    limit_of, tag_of, u64_of, user_of,
+    AccountId, AccountRow, Backend, Credentials, Durability, Guesses, HeldKeyRow, Job, KeyUsage,
+    NewAccount, RawAccount, RawEvent, RawHeldKey, RequestId, SecretListing, SecretRow, SessionRow,
+    SessionState, StagedRow, StorageError, StoredSession, Tx, UnknownRow, account_columns,
+    checkpoint_of, hash_of, held_key_columns, i64_of, limit_of, tag_of, u64_of, user_of,
 };
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -281,7 +283,7 @@ impl Tx for PgTx {
     ) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash, \
-             version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             version, key_name, digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(account)
         .bind(i64_of(e.seq)?)
@@ -291,6 +293,8 @@ impl Tx for PgTx {
         .bind(e.body.outcome as i64)
         .bind(&e.hash[..])
         .bind(e.body.version.map(i64_of).transpose()?)
+        .bind(e.body.key.as_ref().map(KeyName::as_str))
+        .bind(e.body.digest.as_ref().map(|d| &d[..]))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -303,8 +307,8 @@ impl Tx for PgTx {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError> {
         let rows = sqlx::query(
-            "SELECT seq, time, kind, secret, outcome, hash, version FROM audit_events \
-             WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT seq, time, kind, secret, outcome, hash, version, key_name, digest \
+             FROM audit_events WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(account)
         .bind(i64_of(after)?)
@@ -321,6 +325,8 @@ impl Tx for PgTx {
                     outcome: r.try_get(4)?,
                     hash: r.try_get(5)?,
                     version: r.try_get(6)?,
+                    key: r.try_get(7)?,
+                    digest: r.try_get(8)?,
                 }
                 .check()
             })
@@ -413,6 +419,127 @@ impl Tx for PgTx {
             .bind(account)
             .fetch_one(&mut *self.tx)
             .await?;
+        u64_of(n)
+    }
+
+    async fn held_key(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+    ) -> Result<Option<HeldKeyRow>, StorageError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            held_key_columns!(),
+            " FROM held_keys WHERE account_id = $1 AND name = $2"
+        ))
+        .bind(account)
+        .bind(name.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| held_key_row(&r)?.check()).transpose()
+    }
+
+    async fn insert_held_key(
+        &mut self,
+        account: AccountId,
+        row: &HeldKeyRow,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO held_keys (account_id, name, algorithm, public_key, sealed_key, \
+             exportable, created_at, signatures, window_start, window_count) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (account_id, name) DO NOTHING",
+        )
+        .bind(account)
+        .bind(row.name.as_str())
+        .bind(i16::from(row.algorithm.code()))
+        .bind(&row.public_key)
+        .bind(&row.sealed_key)
+        .bind(row.exportable)
+        .bind(row.created)
+        .bind(i64_of(row.usage.signatures)?)
+        .bind(row.usage.window_start)
+        .bind(i64_of(row.usage.window_count)?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_key_usage(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+        usage: &KeyUsage,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE held_keys SET signatures = $1, window_start = $2, window_count = $3 \
+             WHERE account_id = $4 AND name = $5",
+        )
+        .bind(i64_of(usage.signatures)?)
+        .bind(usage.window_start)
+        .bind(i64_of(usage.window_count)?)
+        .bind(account)
+        .bind(name.as_str())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_held_key(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM held_keys WHERE account_id = $1 AND name = $2")
+            .bind(account)
+            .bind(name.as_str())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn held_keys(
+        &mut self,
+        account: AccountId,
+        after: Option<&KeyName>,
+        limit: usize,
+    ) -> Result<Vec<HeldKeyRow>, StorageError> {
+        // The "C" collation compares bytewise, whatever the database's default.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            held_key_columns!(),
+            " FROM held_keys WHERE account_id = $1 AND name COLLATE \"C\" > $2 \
+             ORDER BY name COLLATE \"C\" LIMIT $3"
+        ))
+        .bind(account)
+        .bind(after.map_or("", KeyName::as_str))
+        .bind(limit_of(limit))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(|r| held_key_row(r)?.check()).collect()
+    }
+
+    async fn count_held_keys(&mut self, account: AccountId) -> Result<u64, StorageError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM held_keys WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        u64_of(n)
+    }
+
+    async fn signatures_in_window(
+        &mut self,
+        account: AccountId,
+        window_start: i64,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(window_count), 0)::BIGINT FROM held_keys \
+             WHERE account_id = $1 AND window_start = $2",
+        )
+        .bind(account)
+        .bind(window_start)
+        .fetch_one(&mut *self.tx)
+        .await?;
         u64_of(n)
     }
 
@@ -925,6 +1052,20 @@ impl Tx for PgTx {
                 .rows_affected(),
         )
     }
+}
+
+fn held_key_row(r: &PgRow) -> Result<RawHeldKey, StorageError> {
+    Ok(RawHeldKey {
+        name: r.try_get(0)?,
+        algorithm: i64::from(r.try_get::<i16, _>(1)?),
+        public_key: r.try_get(2)?,
+        sealed_key: r.try_get(3)?,
+        exportable: r.try_get(4)?,
+        created: r.try_get(5)?,
+        signatures: r.try_get(6)?,
+        window_start: r.try_get(7)?,
+        window_count: r.try_get(8)?,
+    })
 }
 
 #[cfg(test)]

@@ -28,16 +28,18 @@ use std::{
 };
 
 use async_trait::async_trait;
-use keyserver_protocol::{NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint};
+use keyserver_protocol::{
+    KeyName, NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
-    AccountId, AccountRow, Backend, Credentials, Durability, Guesses, Job, NewAccount, RawAccount,
-    RawEvent, RequestId, SecretListing, SecretRow, SessionRow, SessionState, StagedRow,
-    StorageError, StoredSession, Tx, UnknownRow, account_columns, checkpoint_of, hash_of, i64_of,
-    limit_of, tag_of, u64_of, user_of,
+    AccountId, AccountRow, Backend, Credentials, Durability, Guesses, HeldKeyRow, Job, KeyUsage,
+    NewAccount, RawAccount, RawEvent, RawHeldKey, RequestId, SecretListing, SecretRow, SessionRow,
+    SessionState, StagedRow, StorageError, StoredSession, Tx, UnknownRow, account_columns,
+    checkpoint_of, hash_of, held_key_columns, i64_of, limit_of, tag_of, u64_of, user_of,
 };
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -450,6 +452,22 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
         outcome: r.get(4)?,
         hash: r.get(5)?,
         version: r.get(6)?,
+        key: r.get(7)?,
+        digest: r.get(8)?,
+    })
+}
+
+fn held_key_row(r: &Row<'_>) -> rusqlite::Result<RawHeldKey> {
+    Ok(RawHeldKey {
+        name: r.get(0)?,
+        algorithm: r.get(1)?,
+        public_key: r.get(2)?,
+        sealed_key: r.get(3)?,
+        exportable: r.get::<_, i64>(4)? != 0,
+        created: r.get(5)?,
+        signatures: r.get(6)?,
+        window_start: r.get(7)?,
+        window_count: r.get(8)?,
     })
 }
 
@@ -569,7 +587,7 @@ impl Tx for SqliteTx {
         self.conn
             .prepare_cached(
                 "INSERT INTO audit_events (account_id, seq, time, kind, secret, outcome, hash, \
-                 version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 version, key_name, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 account,
@@ -580,6 +598,8 @@ impl Tx for SqliteTx {
                 e.body.outcome as i64,
                 &e.hash[..],
                 e.body.version.map(i64_of).transpose()?,
+                e.body.key.as_ref().map(KeyName::as_str),
+                e.body.digest.as_ref().map(|d| &d[..]),
             ])?;
         Ok(())
     }
@@ -591,8 +611,8 @@ impl Tx for SqliteTx {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StorageError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, time, kind, secret, outcome, hash, version FROM audit_events \
-             WHERE account_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, time, kind, secret, outcome, hash, version, key_name, digest \
+             FROM audit_events WHERE account_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt
             .query_map(params![account, i64_of(after)?, limit_of(limit)], event_row)?
@@ -700,6 +720,128 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("SELECT COUNT(*) FROM secrets WHERE account_id = ?1")?
             .query_row(params![account], |r| r.get(0))?;
+        u64_of(n)
+    }
+
+    async fn held_key(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+    ) -> Result<Option<HeldKeyRow>, StorageError> {
+        let row = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                held_key_columns!(),
+                " FROM held_keys WHERE account_id = ?1 AND name = ?2"
+            ))?
+            .query_row(params![account, name.as_str()], held_key_row)
+            .optional()?;
+        row.map(RawHeldKey::check).transpose()
+    }
+
+    async fn insert_held_key(
+        &mut self,
+        account: AccountId,
+        row: &HeldKeyRow,
+    ) -> Result<bool, StorageError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO held_keys (account_id, name, algorithm, public_key, sealed_key, \
+                 exportable, created_at, signatures, window_start, window_count) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (account_id, name) DO NOTHING",
+            )?
+            .execute(params![
+                account,
+                row.name.as_str(),
+                i64::from(row.algorithm.code()),
+                row.public_key,
+                row.sealed_key,
+                i64::from(row.exportable),
+                row.created,
+                i64_of(row.usage.signatures)?,
+                row.usage.window_start,
+                i64_of(row.usage.window_count)?,
+            ])?;
+        Ok(n == 1)
+    }
+
+    async fn save_key_usage(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+        usage: &KeyUsage,
+    ) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE held_keys SET signatures = ?1, window_start = ?2, window_count = ?3 \
+                 WHERE account_id = ?4 AND name = ?5",
+            )?
+            .execute(params![
+                i64_of(usage.signatures)?,
+                usage.window_start,
+                i64_of(usage.window_count)?,
+                account,
+                name.as_str(),
+            ])?;
+        Ok(())
+    }
+
+    async fn delete_held_key(
+        &mut self,
+        account: AccountId,
+        name: &KeyName,
+    ) -> Result<bool, StorageError> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM held_keys WHERE account_id = ?1 AND name = ?2")?
+            .execute(params![account, name.as_str()])?;
+        Ok(n == 1)
+    }
+
+    async fn held_keys(
+        &mut self,
+        account: AccountId,
+        after: Option<&KeyName>,
+        limit: usize,
+    ) -> Result<Vec<HeldKeyRow>, StorageError> {
+        // TEXT compares with the BINARY collation: bytewise, as the contract says.
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            held_key_columns!(),
+            " FROM held_keys WHERE account_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![account, after.map_or("", KeyName::as_str), limit_of(limit)],
+                held_key_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(RawHeldKey::check).collect()
+    }
+
+    async fn count_held_keys(&mut self, account: AccountId) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM held_keys WHERE account_id = ?1")?
+            .query_row(params![account], |r| r.get(0))?;
+        u64_of(n)
+    }
+
+    async fn signatures_in_window(
+        &mut self,
+        account: AccountId,
+        window_start: i64,
+    ) -> Result<u64, StorageError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(window_count), 0) FROM held_keys \
+                 WHERE account_id = ?1 AND window_start = ?2",
+            )?
+            .query_row(params![account, window_start], |r| r.get(0))?;
         u64_of(n)
     }
 

@@ -18,6 +18,7 @@
 mod guessing;
 mod handshakes;
 mod harness;
+mod held_keys;
 mod operations;
 mod rekey;
 mod replay;

@@ -39,11 +39,18 @@ mod tests {
 
     #[test]
     fn a_full_page_of_the_largest_events_fits_in_a_sealed_body() {
+        // Every optional part at once (no real event has them all).
+        let mut body = EventBody::about(EventKind::Store, &NameTag([0xff; 32]), Outcome::Refused)
+            .at_version(u64::MAX)
+            .with_digest([0xff; 32]);
+        body.key = Some(
+            crate::names::KeyName::new("\u{10ffff}".repeat(crate::limits::MAX_SECRET_NAME / 4))
+                .unwrap(),
+        );
         let ev = AuditEvent {
             seq: u64::MAX,
             time: i64::MIN,
-            body: EventBody::about(EventKind::Store, &NameTag([0xff; 32]), Outcome::Refused)
-                .at_version(u64::MAX),
+            body,
             hash: [0xff; 32],
         };
         let page = crate::ops::OpAnswer {

@@ -12,6 +12,13 @@ pub mod audit;
 pub mod change_password;
 pub mod checkpoint;
 pub mod delete;
+pub mod key_delete;
+pub mod key_export;
+pub mod key_generate;
+pub mod key_import;
+pub mod key_list;
+pub mod key_public;
+pub mod key_sign;
 pub mod list;
 pub mod logout;
 pub mod reauth;
@@ -26,6 +33,13 @@ pub use self::{
     change_password::{ChangePasswordFinish, ChangePasswordStart, ChangePasswordStarted, Rekeyed},
     checkpoint::{CheckpointList, SaveCheckpoint, StoredCheckpoint},
     delete::Delete,
+    key_delete::KeyDelete,
+    key_export::{ExportedKey, KeyExport},
+    key_generate::KeyGenerate,
+    key_import::{KeyImport, KeyMaterial},
+    key_list::{KeyList, KeyListPage},
+    key_public::{KeyInfo, KeyPublic},
+    key_sign::{KeySign, KeySignature},
     list::{List, ListPage, SecretEntry},
     reauth::{
         ReauthAbort, ReauthAborted, ReauthFinish, ReauthStart, ReauthStarted, Reauthenticated,
@@ -77,6 +91,20 @@ pub enum OpRequest {
     SaveCheckpoint(SaveCheckpoint),
     /// See [`checkpoint`]: the account's newest checkpoints.
     Checkpoints,
+    /// See [`key_generate`].
+    KeyGenerate(KeyGenerate),
+    /// See [`key_import`].
+    KeyImport(KeyImport),
+    /// See [`key_sign`].
+    KeySign(KeySign),
+    /// See [`key_public`].
+    KeyPublic(KeyPublic),
+    /// See [`key_list`].
+    KeyList(KeyList),
+    /// See [`key_export`].
+    KeyExport(KeyExport),
+    /// See [`key_delete`].
+    KeyDelete(KeyDelete),
 }
 
 /// A response inside a session.
@@ -114,6 +142,17 @@ pub enum OpResponse {
     CheckpointSaved,
     /// Answers [`OpRequest::Checkpoints`].
     Checkpoints(CheckpointList),
+    /// Answers [`OpRequest::KeyGenerate`], [`OpRequest::KeyImport`] and
+    /// [`OpRequest::KeyPublic`].
+    Key(KeyInfo),
+    /// Answers [`OpRequest::KeySign`].
+    Signature(KeySignature),
+    /// Answers [`OpRequest::KeyList`].
+    Keys(KeyListPage),
+    /// Answers [`OpRequest::KeyExport`].
+    ExportedKey(ExportedKey),
+    /// Answers [`OpRequest::KeyDelete`].
+    KeyDeleted,
 }
 
 impl OpRequest {
@@ -129,6 +168,8 @@ impl OpRequest {
 
     /// Whether the operation changes the account. Mutations are applied at most once per
     /// sequence number, and their responses recorded; reads may simply be sent again. (A
+    /// key export writes its audit event but is no mutation: its answer, the private key,
+    /// must never be recorded in the database.) (A
     /// reauth start counts a password guess, but is no mutation: like a login start it is
     /// never sent again by itself, see [`Self::is_guess`].)
     pub fn is_mutation(&self) -> bool {
@@ -142,6 +183,10 @@ impl OpRequest {
                 | Self::RotateKeyStage(_)
                 | Self::RotateKeyFinish(_)
                 | Self::SaveCheckpoint(_)
+                | Self::KeyGenerate(_)
+                | Self::KeyImport(_)
+                | Self::KeySign(_)
+                | Self::KeyDelete(_)
         )
     }
 
@@ -169,6 +214,13 @@ impl OpRequest {
             Self::ReauthAbort(_) => "reauth_abort",
             Self::SaveCheckpoint(_) => "save_checkpoint",
             Self::Checkpoints => "checkpoints",
+            Self::KeyGenerate(_) => "key_generate",
+            Self::KeyImport(_) => "key_import",
+            Self::KeySign(_) => "key_sign",
+            Self::KeyPublic(_) => "key_public",
+            Self::KeyList(_) => "key_list",
+            Self::KeyExport(_) => "key_export",
+            Self::KeyDelete(_) => "key_delete",
         }
     }
 }

@@ -47,6 +47,8 @@ const TAG_LEN: usize = 16;
 pub const RESPONSE_NONCE_LEN: usize = 24;
 /// The label at the start of a response's associated data.
 pub const RESPONSE_LABEL: &[u8] = b"keyserver/2 response";
+/// Bytes a sealed request adds to its plaintext.
+pub const REQUEST_OVERHEAD: usize = TAG_LEN;
 /// Bytes a sealed response adds to its plaintext.
 pub const RESPONSE_OVERHEAD: usize = RESPONSE_NONCE_LEN + TAG_LEN;
 
@@ -106,7 +108,7 @@ fn seal_request(
     seq: u64,
     plain: &[u8],
 ) -> Result<Bytes<MAX_SEALED_BODY>, ChannelError> {
-    if plain.len() + TAG_LEN > MAX_SEALED_BODY {
+    if plain.len() + REQUEST_OVERHEAD > MAX_SEALED_BODY {
         return Err(ChannelError::TooLarge);
     }
     let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);

@@ -14,6 +14,13 @@ mod audit;
 mod change_password;
 mod checkpoint;
 mod delete;
+mod key_delete;
+mod key_export;
+mod key_generate;
+mod key_import;
+mod key_list;
+mod key_public;
+mod key_sign;
 mod list;
 mod logout;
 mod reauth;
@@ -156,6 +163,13 @@ pub(super) async fn run(
         OpRequest::ReauthAbort(op) => reauth::abort(&call, op).await,
         OpRequest::SaveCheckpoint(op) => checkpoint::save(&call, op).await,
         OpRequest::Checkpoints => checkpoint::list(&call).await,
+        OpRequest::KeyGenerate(op) => key_generate::handle(&call, op).await,
+        OpRequest::KeyImport(op) => key_import::handle(&call, op).await,
+        OpRequest::KeySign(op) => key_sign::handle(&call, op).await,
+        OpRequest::KeyPublic(op) => key_public::handle(&call, op).await,
+        OpRequest::KeyList(op) => key_list::handle(&call, op).await,
+        OpRequest::KeyExport(op) => key_export::handle(&call, op).await,
+        OpRequest::KeyDelete(op) => key_delete::handle(&call, op).await,
     };
     let answer = r.unwrap_or_else(|e| Answer::Fresh(OpResponse::Error(e.reply())));
     if let (Answer::Fresh(response), None) = (&answer, call.position())

@@ -1,8 +1,11 @@
 //! `local-client`: the keyserver command-line client. See `local-client --help`.
 //!
-//! Exit codes: 0 success; 2 usage; 3 authentication failed; 4 no such secret; 5 account
-//! locked; 6 server unreachable or TLS/certificate failure; 7 name exists; 9 the server went
-//! back (its data is older than this client saw before); 1 anything else.
+//! Exit codes: 0 success; 2 usage (an unknown algorithm or a bad key file too); 3
+//! authentication failed; 4 no such secret or key; 5 account locked; 6 server unreachable or
+//! TLS/certificate failure; 7 name exists; 9 the server went back (its data is older than
+//! this client saw before); 1 anything else (an export of a key not made exportable too).
+
+mod keys;
 
 use std::{
     io::{BufRead, IsTerminal, Read, Write},
@@ -144,6 +147,13 @@ enum Cmd {
         /// The account's user name [env: KEYSERVER_USER].
         #[arg(long, env = "KEYSERVER_USER")]
         user: String,
+    },
+    /// Keys the server holds and signs with: generate, import, sign, public, list, export,
+    /// delete. Their private keys never reach this machine (unless made exportable and
+    /// exported); every use is in the audit log.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCmd,
     },
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
@@ -499,6 +509,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             "--file - and --password-stdin both need stdin; use KEYSERVER_PASSWORD instead",
         ));
     }
+    if let Cmd::Keys { command } = &cli.command
+        && command.reads_stdin()
+        && cli.password_stdin
+    {
+        return Err(usage(
+            "--file - and --password-stdin both need stdin; use KEYSERVER_PASSWORD instead",
+        ));
+    }
     let pw = Passwords::new(cli.password_stdin)?;
     let mut out = std::io::stdout().lock();
     match &cli.command {
@@ -610,6 +628,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             "secret_tag": e.body.secret.as_ref().map(|t| hex(&t.0)),
                             "outcome": e.body.outcome.as_str(),
                             "version": e.body.version,
+                            "key": e.body.key.as_ref().map(keyserver_protocol::KeyName::as_str),
+                            "digest": e.body.digest.as_ref().map(|d| hex(d)),
                             "hash": hex(&e.hash),
                         })
                     })
@@ -640,15 +660,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .secret
                         .as_ref()
                         .map(|t| format!(" {}", report.secret_name(t)))
+                        .or_else(|| e.body.key.as_ref().map(|k| format!(" key {k}")))
+                        .unwrap_or_default();
+                    // A signature's message, a new key's public key: by their SHA-256.
+                    let digest = e
+                        .body
+                        .digest
+                        .as_ref()
+                        .map(|d| format!(" sha256:{}", hex(d)))
                         .unwrap_or_default();
                     writeln!(
                         out,
-                        "{:>6} {} {}{} {}",
+                        "{:>6} {} {}{} {}{}",
                         e.seq,
                         rfc3339(e.time),
                         e.body.kind.as_str(),
                         secret,
-                        e.body.outcome.as_str()
+                        e.body.outcome.as_str(),
+                        digest
                     )
                     .context("cannot write to stdout")?;
                 }
@@ -738,6 +767,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                  session of {user} has ended"
             );
         }
+        Cmd::Keys { command } => keys::run(&cli, &pw, command, &mut out).await?,
         // Printed in `main`, before anything connects.
         Cmd::Completions { .. } => {}
     }
