@@ -40,6 +40,40 @@ pub(crate) struct OpaqueFloor {
     pub(crate) whole_us: f64,
 }
 
+/// Signatures per second of the bare crate on one core, for `secs`: `ed25519-dalek`'s
+/// `SigningKey::sign`, or `k256`'s RFC 6979 signature of the message's SHA-256, with the key
+/// made once (the server opens and expands the key at every request: that is part of what
+/// the ratio shows).
+pub(crate) fn signing_floor(
+    algorithm: keyserver_protocol::signing::Algorithm,
+    message: &[u8],
+    secs: f64,
+) -> f64 {
+    use keyserver_protocol::signing::Algorithm;
+    let ed = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let k1 = k256::ecdsa::SigningKey::random(&mut OsRng);
+    let sign = || match algorithm {
+        Algorithm::Ed25519 => {
+            use ed25519_dalek::Signer;
+            std::hint::black_box(ed.sign(std::hint::black_box(message)));
+        }
+        Algorithm::Secp256k1 => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(std::hint::black_box(message));
+            std::hint::black_box(k1.sign_prehash_recoverable(&digest).ok());
+        }
+    };
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..64 {
+            sign();
+        }
+        n += 64;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Runs `n` logins of one registered user in a loop, timing each step.
 pub(crate) fn opaque_floor(n: usize) -> anyhow::Result<OpaqueFloor> {
     let mut rng = OsRng;

@@ -215,6 +215,8 @@ max_pending_handshakes = 1000000
 max_sessions_per_account = 100000
 max_sessions = 10000000
 max_streams_per_connection = 1024
+signatures_per_minute_per_key = 10000000
+signatures_per_minute_per_account = 10000000
 ";
 
 /// One line of the table.
@@ -670,6 +672,10 @@ async fn measure_all(
                 );
             }
         }
+        if tname == "quic" {
+            eprintln!("signatures by server-held keys ...");
+            figures.extend(sign_figures(pid, &sessions, plan.secs).await?);
+        }
         c.shutdown().await;
     }
     drop(conn);
@@ -681,6 +687,49 @@ async fn measure_all(
     if let Some(url) = database_url {
         eprintln!("Postgres ...");
         figures.extend(postgres_stores(bin, tmp.path(), url, plan).await?);
+    }
+    Ok(figures)
+}
+
+/// Signatures by server-held keys (each audited, durably, before it is answered), 16 in
+/// flight over `sessions`, beside the bare crate's signing loop on one core.
+async fn sign_figures(
+    pid: u32,
+    sessions: &Arc<Vec<Session>>,
+    secs: f64,
+) -> anyhow::Result<Vec<Figure>> {
+    use keyserver_protocol::{
+        KeyName,
+        signing::{Algorithm, SignOptions},
+    };
+    let mut figures = Vec::new();
+    let message = [0x42u8; 64];
+    for (algorithm, name) in [
+        (Algorithm::Ed25519, "bench-ed25519"),
+        (Algorithm::Secp256k1, "bench-secp256k1"),
+    ] {
+        let key = KeyName::new(name)?;
+        for s in sessions.iter() {
+            s.generate_key(&key, algorithm, false).await?;
+        }
+        let bare = floors::signing_floor(algorithm, &message, secs);
+        let ss = sessions.clone();
+        let cpu0 = cpu_time_us(pid)?;
+        let load = measure(16, secs, move |id| {
+            let s = pick(&ss, id).clone();
+            let key = key.clone();
+            async move {
+                s.sign(&key, &message, SignOptions::default()).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let cpu = (cpu_time_us(pid)? - cpu0) / load.requests.max(1) as f64;
+        figures.push(
+            Figure::load(format!("sign 64 B, {algorithm}, QUIC, 16 in flight"), load)
+                .cpu(cpu)
+                .floor("bare crate signatures/s, one core", bare),
+        );
     }
     Ok(figures)
 }

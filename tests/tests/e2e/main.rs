@@ -17,6 +17,7 @@ mod fleet;
 mod flow;
 mod guessing;
 mod hostile_transport;
+mod keys;
 mod kms;
 mod operability;
 mod rollback;
