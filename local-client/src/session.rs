@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use keyserver_protocol::{
-    ErrorCode, NameTag, OpRequest, OpResponse, Request, Response, SecretName, UserName,
+    ErrorCode, KeyName, NameTag, OpRequest, OpResponse, Request, Response, SecretName, UserName,
     audit_chain::AuditPosition, ops::OpAnswer, seal::StorageKey, session::ClientChannel,
 };
 
@@ -45,6 +45,10 @@ pub(crate) struct Checks {
     /// store of a newer version may come before it (another device may have stored one
     /// that this client had not heard of).
     served: BTreeMap<(NameTag, u64), (SecretName, u64)>,
+    /// The public keys of server-held keys this session was given (by the SHA-256 of each),
+    /// with the newest position of an answer that gave it: each must be the one the
+    /// verified chain records for its name (checked when the chain is read).
+    served_keys: BTreeMap<(KeyName, [u8; 32]), u64>,
     /// Whether the server was caught going back: nothing of this session is then kept.
     caught: bool,
 }
@@ -237,6 +241,76 @@ impl Checks {
         self.served.retain(|_, (_, at)| *at > end);
         Ok(())
     }
+
+    /// Notes that an answer at position `at` gave `public` as the public key of `name`.
+    pub(crate) fn saw_key(
+        &mut self,
+        name: &KeyName,
+        public: &[u8],
+        at: u64,
+    ) -> Result<(), ClientError> {
+        let digest = keyserver_protocol::signing::message_digest(public);
+        let full = self.served_keys.len() >= MAX_UNCHECKED;
+        match self.served_keys.get_mut(&(name.clone(), digest)) {
+            Some(newest_at) => *newest_at = (*newest_at).max(at),
+            None if full => return Err(TOO_MANY_UNCHECKED),
+            None => {
+                self.served_keys.insert((name.clone(), digest), at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in the key events of a verified stretch of the chain ending at `end`, in
+    /// order: `(name, Some(digest))` for a key made or imported with that public key,
+    /// `(name, None)` for one deleted. Then every public key given in answers up to `end`
+    /// must be the one the chain recorded for its name: the one remembered before, or one
+    /// the stretch gave it. A key made before this client's verified position, and never
+    /// seen, is remembered as first given.
+    pub(crate) fn recheck_served_keys(
+        &mut self,
+        changes: &[(KeyName, Option<[u8; 32]>)],
+        end: u64,
+    ) -> Result<(), ClientError> {
+        let mut recorded: BTreeMap<&KeyName, Vec<[u8; 32]>> = BTreeMap::new();
+        for (name, digest) in changes {
+            let entry = recorded.entry(name).or_default();
+            if let Some(d) = self.state.key_pin(name) {
+                entry.push(d);
+            }
+            self.state.pin_key(name, *digest);
+            entry.extend(digest);
+        }
+        let mut swapped = None;
+        let mut first_seen = Vec::new();
+        for ((name, digest), at) in &self.served_keys {
+            if *at > end {
+                continue;
+            }
+            let known = recorded.get(name);
+            let pin = self.state.key_pin(name);
+            let ok = pin == Some(*digest) || known.is_some_and(|ds| ds.contains(digest));
+            match (ok, pin, known) {
+                (true, _, _) => {}
+                // Made before the chain this client verified, and never seen: first seen.
+                (false, None, None) => first_seen.push((name.clone(), *digest)),
+                _ => {
+                    swapped = Some(Rollback::KeySwapped {
+                        name: name.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(r) = swapped {
+            return Err(self.caught(r));
+        }
+        for (name, digest) in first_seen {
+            self.state.pin_key(&name, Some(digest));
+        }
+        self.served_keys.retain(|_, at| *at > end);
+        Ok(())
+    }
 }
 
 /// What a session knows of its account's keys: the storage key, and the epoch it is sealed
@@ -376,6 +450,17 @@ impl Session {
     /// The newest version of `name` (tagged `tag`) known, to check an answer against.
     pub(crate) fn newest_known(&self, name: &SecretName, tag: &NameTag) -> Option<u64> {
         self.checks().state.newest_known(name, tag)
+    }
+
+    /// Notes that an answer at `at` gave `public` as the public key of `name`: the chain
+    /// must record it ([`Session::check_recent_events`] checks).
+    pub(crate) fn saw_key(
+        &self,
+        name: &KeyName,
+        public: &[u8],
+        at: AuditPosition,
+    ) -> Result<(), ClientError> {
+        self.checks().saw_key(name, public, at.seq)
     }
 
     /// Checks version `seen` of `name`, tagged `tag`, from an answer at position `at` (see
@@ -641,5 +726,59 @@ mod tests {
         c.saw_version(&w, &t, None, 1, 20).unwrap();
         c.recheck_served(&[], 15).unwrap();
         assert!(c.recheck_served(&[(18, t, 2)], 20).is_err());
+    }
+
+    #[test]
+    fn a_public_key_must_be_the_one_the_chain_records_for_its_name() {
+        use keyserver_protocol::signing::message_digest;
+        let name = KeyName::new("eth-hot").unwrap();
+        let (a, b) = ([2u8; 33], [3u8; 33]);
+        // Made in the verified stretch with public key a: a given is fine, and remembered.
+        let mut c = Checks::new(AccountState::new());
+        c.saw_key(&name, &a, 3).unwrap();
+        c.recheck_served_keys(&[(name.clone(), Some(message_digest(&a)))], 5)
+            .unwrap();
+        assert_eq!(c.state.key_pin(&name), Some(message_digest(&a)));
+        // b given later, with nothing in the chain about it: swapped.
+        c.saw_key(&name, &b, 6).unwrap();
+        assert!(matches!(
+            rollback(c.recheck_served_keys(&[], 7)),
+            Rollback::KeySwapped { .. }
+        ));
+        assert!(c.caught);
+
+        // Deleted and made again (by another device) between the answers: both given keys
+        // are in the chain, and the newest is remembered.
+        let mut c = Checks::new(AccountState::new());
+        c.state.pin_key(&name, Some(message_digest(&a)));
+        c.saw_key(&name, &a, 3).unwrap();
+        c.saw_key(&name, &b, 9).unwrap();
+        c.recheck_served_keys(
+            &[
+                (name.clone(), None),
+                (name.clone(), Some(message_digest(&b))),
+            ],
+            10,
+        )
+        .unwrap();
+        assert_eq!(c.state.key_pin(&name), Some(message_digest(&b)));
+
+        // A key made before this client verified anything of it: remembered as first given,
+        // then held to.
+        let mut c = Checks::new(AccountState::new());
+        c.saw_key(&name, &a, 3).unwrap();
+        c.recheck_served_keys(&[], 4).unwrap();
+        assert_eq!(c.state.key_pin(&name), Some(message_digest(&a)));
+        c.saw_key(&name, &b, 5).unwrap();
+        assert!(matches!(
+            rollback(c.recheck_served_keys(&[], 6)),
+            Rollback::KeySwapped { .. }
+        ));
+        // An answer past the stretch read waits for the next check.
+        let mut c = Checks::new(AccountState::new());
+        c.state.pin_key(&name, Some(message_digest(&a)));
+        c.saw_key(&name, &b, 9).unwrap();
+        c.recheck_served_keys(&[], 8).unwrap();
+        assert!(c.recheck_served_keys(&[], 9).is_err());
     }
 }

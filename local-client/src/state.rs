@@ -31,7 +31,7 @@ use std::{
 };
 
 use hmac::{Hmac, Mac};
-use keyserver_protocol::{NameTag, SecretName, UserName, audit_chain::AuditPosition};
+use keyserver_protocol::{KeyName, NameTag, SecretName, UserName, audit_chain::AuditPosition};
 use rand::{RngCore, rngs::OsRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -117,6 +117,13 @@ pub enum Rollback {
         /// The version the server gave now.
         seen: u64,
     },
+    /// A server-held key's public key is not the one the verified audit log recorded for
+    /// it (its generate or import event carries the SHA-256 of the public key): the key
+    /// was swapped.
+    KeySwapped {
+        /// The key's name.
+        name: String,
+    },
     /// The account's epoch (it grows with every password change and key rotation) is
     /// older than one this client saw: the account's credentials were restored.
     Epoch {
@@ -175,6 +182,11 @@ impl std::fmt::Display for Rollback {
                 "the server gave version {seen} of {name}, but this client stored or saw \
                  version {newest}: an older version was put back"
             ),
+            Self::KeySwapped { name } => write!(
+                f,
+                "the server gave a public key for its key {name} that the audit log does not \
+                 record for it: the key was swapped"
+            ),
             Self::Epoch { newest, seen } => write!(
                 f,
                 "the account is at epoch {seen}, but this client saw epoch {newest}: its \
@@ -211,6 +223,10 @@ pub struct AccountState {
     /// shown to extend (two processes saved at once): the next check reads the chain from
     /// the oldest of them, through the pinned one.
     unconfirmed: Vec<AuditPosition>,
+    /// Per server-held key (by a keyed hash of its name), the SHA-256 of its public key, as
+    /// the verified chain recorded it when the key was made or imported (or, for a key made
+    /// before this client's verified position, as first seen).
+    keys: BTreeMap<NameId, [u8; 32]>,
 }
 
 /// The most positions kept to confirm (see [`AccountState`]).
@@ -247,6 +263,10 @@ struct StateFile {
     tags: BTreeMap<String, String>,
     pending: BTreeMap<String, u64>,
     unconfirmed: Vec<PositionFile>,
+    /// Absent before server-held keys, and written only when there are some (so that an
+    /// older client still reads the file of an account without keys).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    keys: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -280,6 +300,36 @@ impl AccountState {
             tags: BTreeMap::new(),
             pending: BTreeMap::new(),
             unconfirmed: Vec::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    fn key_id(&self, name: &KeyName) -> NameId {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.names_key[..])
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        // Apart from secrets' names: a key and a secret may share a name.
+        m.update(b"key\0");
+        m.update(name.as_str().as_bytes());
+        NameId(m.finalize().into_bytes().into())
+    }
+
+    /// The SHA-256 of `name`'s public key as remembered.
+    pub fn key_pin(&self, name: &KeyName) -> Option<[u8; 32]> {
+        self.keys.get(&self.key_id(name)).copied()
+    }
+
+    /// Remembers `digest` as the SHA-256 of `name`'s public key (`None`: the key was
+    /// deleted). Past [`MAX_TRACKED`] keys, new ones are not remembered.
+    pub fn pin_key(&mut self, name: &KeyName, digest: Option<[u8; 32]>) {
+        let id = self.key_id(name);
+        match digest {
+            Some(d) if self.keys.len() < MAX_TRACKED || self.keys.contains_key(&id) => {
+                self.keys.insert(id, d);
+            }
+            Some(_) => {}
+            None => {
+                self.keys.remove(&id);
+            }
         }
     }
 
@@ -469,6 +519,11 @@ impl AccountState {
                     self.remember_version(t, *v);
                 }
             }
+            for (k, d) in &other.keys {
+                if self.keys.len() < MAX_TRACKED {
+                    self.keys.entry(*k).or_insert(*d);
+                }
+            }
         }
         Ok(())
     }
@@ -508,6 +563,11 @@ impl AccountState {
                     head: hex::encode(p.head),
                 })
                 .collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(k, d)| (hex::encode(k.0), hex::encode(d)))
+                .collect(),
         };
         serde_json::to_string_pretty(&f).unwrap_or_else(|_| unreachable!("plain data"))
     }
@@ -532,6 +592,7 @@ impl AccountState {
             || f.tags.len() > MAX_TRACKED
             || f.pending.len() > MAX_TRACKED
             || f.unconfirmed.len() > MAX_UNCONFIRMED
+            || f.keys.len() > MAX_TRACKED
         {
             return Err(bad("it tracks too many secrets or positions"));
         }
@@ -569,6 +630,11 @@ impl AccountState {
                 })
             })
             .collect::<Result<_, ClientError>>()?;
+        let keys = f
+            .keys
+            .iter()
+            .map(|(k, d)| Ok((NameId(hex_n(k)?), hex_n(d)?)))
+            .collect::<Result<_, ClientError>>()?;
         let tags_of = f.tags_of.map(|t| hex_n::<16>(&t)).transpose()?;
         let names_key = Zeroizing::new(hex_n::<32>(&f.names_key)?);
         Ok(Self {
@@ -580,6 +646,7 @@ impl AccountState {
             tags,
             pending,
             unconfirmed,
+            keys,
         })
     }
 }
@@ -790,9 +857,19 @@ mod tests {
         s.saw_version(&name("wallet-main"), &NameTag([3; 32]), None, 4)
             .unwrap();
         s.saw_epoch(3).unwrap();
+        // A file without server-held keys has no `keys` field (older clients read it).
+        assert!(!s.to_json(&alice).contains("\"keys\""));
+        let eth = KeyName::new("eth-hot").unwrap();
+        s.pin_key(&eth, Some([8; 32]));
         let json = s.to_json(&alice);
-        assert!(!json.contains("wallet"));
+        assert!(!json.contains("wallet") && !json.contains("eth-hot"));
         assert_eq!(AccountState::from_json(json.as_bytes(), &alice).unwrap(), s);
+        assert_eq!(
+            AccountState::from_json(json.as_bytes(), &alice)
+                .unwrap()
+                .key_pin(&eth),
+            Some([8; 32])
+        );
         let bob = UserName::new("bob").unwrap();
         assert!(AccountState::from_json(json.as_bytes(), &bob).is_err());
         for junk in [&b"{"[..], b"[]", b"{\"format\":1}", &[0xff; 10]] {

@@ -178,6 +178,19 @@ impl Session {
             c.state.remember_version(tag, *v);
         }
         c.recheck_served(&stored, end.seq)?;
+        // The public key each server-held key was made or imported with, and deletions.
+        let keys: Vec<_> = events
+            .iter()
+            .filter(|e| e.body.outcome == Outcome::Ok)
+            .filter_map(|e| match (e.body.kind, &e.body.key) {
+                (EventKind::KeyGenerate | EventKind::KeyImport, Some(k)) => {
+                    e.body.digest.map(|d| (k.clone(), Some(d)))
+                }
+                (EventKind::KeyDelete, Some(k)) => Some((k.clone(), None)),
+                _ => None,
+            })
+            .collect();
+        c.recheck_served_keys(&keys, end.seq)?;
         c.state.confirm();
         c.pin_verified(end);
         Ok(end)

@@ -20,7 +20,7 @@ impl Session {
     ) -> Result<PrivateKey, ClientError> {
         self.reauth(password).await?;
         let op = OpRequest::KeyExport(KeyExport { name: name.clone() });
-        let OpResponse::ExportedKey(exported) = self.call_recorded(&op, "key export").await?.0
+        let (OpResponse::ExportedKey(exported), at) = self.call_recorded(&op, "key export").await?
         else {
             return Err(ClientError::Protocol("unexpected reply to KeyExport"));
         };
@@ -35,6 +35,7 @@ impl Session {
                 "the exported key is not the key the server names",
             ));
         }
+        self.saw_key(name, &public, at)?;
         Ok(key)
     }
 }

@@ -41,10 +41,11 @@ impl Session {
             algorithm,
             exportable,
         });
-        let OpResponse::Key(info) = self.call_recorded(&op, "key generate").await?.0 else {
+        let (OpResponse::Key(info), at) = self.call_recorded(&op, "key generate").await? else {
             return Err(ClientError::Protocol("unexpected reply to KeyGenerate"));
         };
         check_info(&info, name, Some(algorithm))?;
+        self.saw_key(name, info.public_key.as_slice(), at)?;
         if info.exportable != exportable || info.signatures != 0 {
             return Err(ClientError::Protocol(
                 "the server described another key than the one asked for",

@@ -29,7 +29,7 @@ impl Session {
             private_key: KeyMaterial::new(*key.expose_secret()),
             exportable,
         });
-        let OpResponse::Key(info) = self.call_recorded(&op, "key import").await?.0 else {
+        let (OpResponse::Key(info), at) = self.call_recorded(&op, "key import").await? else {
             return Err(ClientError::Protocol("unexpected reply to KeyImport"));
         };
         check_info(&info, name, Some(key.algorithm()))?;
@@ -38,6 +38,7 @@ impl Session {
                 "the server holds another public key than the key imported",
             ));
         }
+        self.saw_key(name, info.public_key.as_slice(), at)?;
         Ok(info)
     }
 }

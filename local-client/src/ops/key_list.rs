@@ -24,7 +24,7 @@ impl Session {
             let op = OpRequest::KeyList(KeyList {
                 after: after.clone(),
             });
-            let OpResponse::Keys(page) = self.call(&op).await? else {
+            let (OpResponse::Keys(page), at) = self.call_at(&op).await? else {
                 return Err(ClientError::Protocol("unexpected reply to KeyList"));
             };
             // In order, after where the last page ended, no more than a page.
@@ -46,6 +46,7 @@ impl Session {
             }
             for k in &page.keys {
                 check_info(k, &k.name, None)?;
+                self.saw_key(&k.name, k.public_key.as_slice(), at)?;
             }
             keys.extend(page.keys);
             if !page.more {

@@ -45,10 +45,11 @@ impl Session {
             options,
         });
         let answer = self.call_recorded(&op, "key sign").await;
-        let OpResponse::Signature(signed) = answer.map_err(not_for_algorithm)?.0 else {
+        let (OpResponse::Signature(signed), at) = answer.map_err(not_for_algorithm)? else {
             return Err(ClientError::Protocol("unexpected reply to KeySign"));
         };
         check_info(&signed.key, name, None)?;
+        self.saw_key(name, signed.key.public_key.as_slice(), at)?;
         let OpRequest::KeySign(op) = op else {
             unreachable!("built above")
         };
