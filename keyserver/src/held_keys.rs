@@ -8,11 +8,13 @@
 //! ```text
 //! "keyserver/4 held key" || account (i64 BE) || u16 BE length || user name
 //!   || u16 BE length || key name || algorithm (u8) || u16 BE length || public key
+//!   || exportable (u8: 0 or 1)
 //! ```
 //!
-//! so a sealed key copied to another account or name, relabelled with another algorithm, or
-//! shown with another public key (a database writer swapping the address a user pays to)
-//! does not open: every use of a key (sign, public, list, export) opens it first.
+//! so a sealed key copied to another account or name, relabelled with another algorithm,
+//! shown with another public key (a database writer swapping the address a user pays to) or
+//! made exportable behind its user's back does not open: every use of a key (sign, public,
+//! list, export) opens it first.
 
 use keyserver_protocol::{
     KeyName, UserName,
@@ -33,21 +35,24 @@ fn put(aad: &mut Vec<u8>, field: &[u8]) {
 }
 
 /// The associated data a key is sealed with (see the module's documentation).
-fn aad(
-    account: AccountId,
-    user: &UserName,
-    name: &KeyName,
-    algorithm: Algorithm,
-    public_key: &[u8],
-) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_LABEL.len() + 8 + 3 * 2 + 64 + 128 + 1 + 33);
+fn aad(owner: Owner<'_>, name: &KeyName, key: Sealed<'_>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_LABEL.len() + 8 + 3 * 2 + 64 + 128 + 1 + 33 + 1);
     aad.extend_from_slice(AAD_LABEL);
-    aad.extend_from_slice(&account.to_be_bytes());
-    put(&mut aad, user.as_str().as_bytes());
+    aad.extend_from_slice(&owner.account.to_be_bytes());
+    put(&mut aad, owner.user.as_str().as_bytes());
     put(&mut aad, name.as_str().as_bytes());
-    aad.push(algorithm.code());
-    put(&mut aad, public_key);
+    aad.push(key.algorithm.code());
+    put(&mut aad, key.public_key);
+    aad.push(u8::from(key.exportable));
     aad
+}
+
+/// What a sealed key is bound to besides its owner and name.
+#[derive(Clone, Copy)]
+struct Sealed<'a> {
+    algorithm: Algorithm,
+    public_key: &'a [u8],
+    exportable: bool,
 }
 
 /// Who a key belongs to: what its sealing is bound to besides the key's own row.
@@ -59,29 +64,40 @@ pub struct Owner<'a> {
     pub user: &'a UserName,
 }
 
-/// Seals `key`, named `name`, for `owner`, under the data key `dek`; returns the public key
-/// and the sealed private key.
+/// Seals `key`, named `name`, for `owner`, under the data key `dek`, exportable or not;
+/// returns the public key and the sealed private key.
 pub fn seal(
     dek: &Key32,
     owner: Owner<'_>,
     name: &KeyName,
     key: &PrivateKey,
+    exportable: bool,
 ) -> Result<(Vec<u8>, Vec<u8>), keyserver_protocol::signing::SigningError> {
-    let public = key.public_key()?;
-    let aad = aad(owner.account, owner.user, name, key.algorithm(), &public);
-    let sealed = crate::keys::seal(dek.expose_secret(), &aad, key.expose_secret());
-    Ok((public, sealed))
+    let public_key = key.public_key()?;
+    let bound = Sealed {
+        algorithm: key.algorithm(),
+        public_key: &public_key,
+        exportable,
+    };
+    let sealed = crate::keys::seal(
+        dek.expose_secret(),
+        &aad(owner, name, bound),
+        key.expose_secret(),
+    );
+    Ok((public_key, sealed))
 }
 
 /// Opens `row`'s private key for `owner`: the row is the one sealed for this account, name,
 /// algorithm and public key, or this is an error (the database was altered).
 pub fn open(dek: &Key32, owner: Owner<'_>, row: &HeldKeyRow) -> Result<PrivateKey, StorageError> {
     let aad = aad(
-        owner.account,
-        owner.user,
+        owner,
         &row.name,
-        row.algorithm,
-        &row.public_key,
+        Sealed {
+            algorithm: row.algorithm,
+            public_key: &row.public_key,
+            exportable: row.exportable,
+        },
     );
     let corrupt = || {
         StorageError::Corrupt(format!(
@@ -106,7 +122,8 @@ pub struct SignLimits {
     pub per_account: u64,
 }
 
-/// The start of the window `now` falls in.
+/// The start of the window `now` falls in. (The account's count sums the windows from
+/// here on: see [`decide_sign`], whose windows never move back.)
 pub fn window_start(now: i64) -> i64 {
     now - now.rem_euclid(WINDOW_SECS)
 }
@@ -114,13 +131,17 @@ pub fn window_start(now: i64) -> i64 {
 /// Decides one more signature at `now` by a key that has signed as `usage` says, in an
 /// account whose keys signed `account_in_window` times in the current window: the key's
 /// usage after it, or the seconds to wait.
+///
+/// A window never moves back: a request stamped before another that committed first (many
+/// in flight at a minute's turn, or instances whose clocks differ by a second) counts in the
+/// newer window, so it cannot reset that window's count.
 pub fn decide_sign(
     limits: SignLimits,
     now: i64,
     usage: KeyUsage,
     account_in_window: u64,
 ) -> Result<KeyUsage, u64> {
-    let start = window_start(now);
+    let start = window_start(now).max(usage.window_start);
     let key_in_window = if usage.window_start == start {
         usage.window_count
     } else {
@@ -128,7 +149,9 @@ pub fn decide_sign(
     };
     if key_in_window >= limits.per_key || account_in_window >= limits.per_account {
         let wait = (start + WINDOW_SECS).saturating_sub(now);
-        return Err(u64::try_from(wait).unwrap_or(1).max(1));
+        return Err(u64::try_from(wait)
+            .unwrap_or(1)
+            .clamp(1, WINDOW_SECS as u64 * 2));
     }
     Ok(KeyUsage {
         signatures: usage.signatures.saturating_add(1),
@@ -144,7 +167,7 @@ mod tests {
 
     fn row(name: &str, key: &PrivateKey, owner: Owner<'_>, dek: &Key32) -> HeldKeyRow {
         let name = KeyName::new(name).unwrap();
-        let (public_key, sealed_key) = seal(dek, owner, &name, key).unwrap();
+        let (public_key, sealed_key) = seal(dek, owner, &name, key, false).unwrap();
         HeldKeyRow {
             name,
             algorithm: key.algorithm(),
@@ -206,6 +229,9 @@ mod tests {
             .public_key()
             .unwrap();
         assert!(open(&dek, owner, &swapped).is_err());
+        let mut exportable = good.clone();
+        exportable.exportable = true;
+        assert!(open(&dek, owner, &exportable).is_err());
         assert!(open(&Key32::from_bytes([8; 32]), owner, &good).is_err());
     }
 

@@ -566,7 +566,9 @@ impl Session {
         // The answer must not be behind what was seen before it was asked for (answers to
         // requests sent concurrently may come back in any order).
         let at_send = self.position();
-        let body = op.encode();
+        // Zeroized when dropped, as the opened answer below: an import carries a private key
+        // in clear here, an export's answer too.
+        let body = zeroize::Zeroizing::new(op.encode());
         let seal = |body: &[u8]| {
             self.channel
                 .seal_request(body)
@@ -607,10 +609,10 @@ impl Session {
                 Err(e) => return Err(e),
             }
         };
-        let plain = self
-            .channel
-            .open_response(req.seq, &resp)
-            .map_err(|_| ClientError::Integrity("the server's response did not authenticate"))?;
+        let plain =
+            zeroize::Zeroizing::new(self.channel.open_response(req.seq, &resp).map_err(|_| {
+                ClientError::Integrity("the server's response did not authenticate")
+            })?);
         let answer =
             OpAnswer::decode(&plain).map_err(|_| ClientError::Protocol("undecodable response"))?;
         match (answer.position, answer.response) {

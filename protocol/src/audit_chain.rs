@@ -219,18 +219,16 @@ impl EventBody {
     }
 
     /// Whether its optional parts are the ones its kind has: a key's events name the key
-    /// and nothing else (a digest only for a signature, a generate or an import); other
-    /// events name no key.
+    /// and nothing else (a digest only for a signature, a generate or an import, and always
+    /// for a generate or an import that succeeded); other events name no key.
     pub fn is_well_formed(&self) -> bool {
         if self.kind.is_about_a_key() {
+            let made = matches!(self.kind, EventKind::KeyGenerate | EventKind::KeyImport);
             self.key.is_some()
                 && self.secret.is_none()
                 && self.version.is_none()
-                && (self.digest.is_none()
-                    || matches!(
-                        self.kind,
-                        EventKind::KeySign | EventKind::KeyGenerate | EventKind::KeyImport
-                    ))
+                && (self.digest.is_none() || made || self.kind == EventKind::KeySign)
+                && !(made && self.outcome == Outcome::Ok && self.digest.is_none())
         } else {
             self.key.is_none() && self.digest.is_none()
         }

@@ -609,7 +609,8 @@ pub trait Tx: Send {
     /// How many keys `account` holds.
     async fn count_held_keys(&mut self, account: AccountId) -> Result<u64, StorageError>;
 
-    /// How many signatures `account`'s keys made in the window starting at `window_start`.
+    /// How many signatures `account`'s keys made in the window starting at `window_start`
+    /// (or in a later one: a window never moves back).
     async fn signatures_in_window(
         &mut self,
         account: AccountId,

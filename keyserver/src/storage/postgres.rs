@@ -534,7 +534,7 @@ impl Tx for PgTx {
     ) -> Result<u64, StorageError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(window_count), 0)::BIGINT FROM held_keys \
-             WHERE account_id = $1 AND window_start = $2",
+             WHERE account_id = $1 AND window_start >= $2",
         )
         .bind(account)
         .bind(window_start)

@@ -839,7 +839,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached(
                 "SELECT COALESCE(SUM(window_count), 0) FROM held_keys \
-                 WHERE account_id = ?1 AND window_start = ?2",
+                 WHERE account_id = ?1 AND window_start >= ?2",
             )?
             .query_row(params![account, window_start], |r| r.get(0))?;
         u64_of(n)

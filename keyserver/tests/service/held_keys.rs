@@ -249,5 +249,52 @@ on_every_backend! {
             a.sign(&key("moved"), b"m", SignOptions::default()).await,
             Err(ClientError::Server(ErrorCode::INTERNAL))
         ));
+        // A key made not exportable, flipped to exportable in the database: no export.
+        a.generate_key(&key("cold"), Algorithm::Ed25519, false).await.unwrap();
+        s.sql(
+            "UPDATE held_keys SET exportable = 1 WHERE name = 'cold'",
+            "UPDATE held_keys SET exportable = TRUE WHERE name = 'cold'",
+        )
+        .await;
+        assert!(matches!(
+            a.export_key(&key("cold"), &pw("pw")).await,
+            Err(ClientError::Server(ErrorCode::INTERNAL))
+        ));
+    }
+}
+
+on_every_backend! {
+    /// Many signatures in flight at once, from sessions on two instances: exactly the limit
+    /// gets through, each counted once, whatever order they commit in.
+    async fn concurrent_signatures_never_pass_the_limit(kind: Kind) {
+        let config = Config {
+            signatures_per_minute_per_key: 5,
+            signatures_per_minute_per_account: 1000,
+            ..Config::default()
+        };
+        let Some(s) = Server::new(kind, config).await else { return };
+        s.register("alice", "pw").await;
+        let a = s.login("alice", "pw").await.unwrap();
+        a.generate_key(&key("k"), Algorithm::Ed25519, false).await.unwrap();
+        let other = s.separate_instance().await;
+        let conn = connect(&other, LOCALHOST).await;
+        let b = conn.login(&name_of("alice"), &pw("pw")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..24u8 {
+            let session = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                session.sign(&key("k"), &[i], SignOptions::default()).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(ClientError::Server(ErrorCode::SLOW_DOWN)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, 5);
+        assert_eq!(a.key(&key("k")).await.unwrap().signatures, 5);
     }
 }

@@ -33,6 +33,11 @@ impl Session {
             return Err(ClientError::Protocol("unexpected reply to KeyImport"));
         };
         check_info(&info, name, Some(key.algorithm()))?;
+        if info.exportable != exportable || info.signatures != 0 {
+            return Err(ClientError::Protocol(
+                "the server described another key than the one asked for",
+            ));
+        }
         if info.public_key.as_slice() != public.as_slice() {
             return Err(ClientError::Integrity(
                 "the server holds another public key than the key imported",

@@ -39,7 +39,8 @@ pub(super) async fn handle(call: &Call<'_>, op: KeyExport) -> Result<Answer, Ser
                 let mut a = storage::account(tx, account).await?;
                 let (outcome, found) = match tx.held_key(account, &op.name).await? {
                     Some(row) if row.exportable => {
-                        // Opened here: a key that does not open is logged as no export.
+                        // Opened here, in the transaction: a key that does not open (its row
+                        // was altered) fails the whole export, event and all.
                         let owner = Owner {
                             account,
                             user: &user,

@@ -41,9 +41,14 @@ pub(super) async fn add(
         call.now.unix_secs(),
         call.core.config.max_keys_per_account,
     );
-    let (public_key, sealed_key) =
-        held_keys::seal(call.core.keys.server_held_keys(), owner(call), &name, key)
-            .map_err(|_| ServerError::Malformed)?;
+    let (public_key, sealed_key) = held_keys::seal(
+        call.core.keys.server_held_keys(),
+        owner(call),
+        &name,
+        key,
+        exportable,
+    )
+    .map_err(|_| ServerError::Malformed)?;
     let row = HeldKeyRow {
         name,
         algorithm: key.algorithm(),

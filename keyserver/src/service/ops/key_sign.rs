@@ -31,20 +31,24 @@ pub(super) async fn handle(call: &Call<'_>, op: KeySign) -> Result<Answer, Serve
         call.now.unix_secs(),
         call.core.config.sign_limits(),
     );
-    let name = op.name.clone();
-    // The key, and whether the limits leave room (checked again when it counts).
+    let (name, req) = (op.name.clone(), call.req);
+    // The key, and whether the limits leave room (checked again when it counts). A request
+    // applied before gets its recorded answer below, without signing again.
     let found = super::read(call, move |tx, _| {
         Box::pin(async move {
+            if tx.recorded(req).await?.is_some() {
+                return Ok(Found::Recorded);
+            }
             let Some(row) = tx.held_key(account, &name).await? else {
-                return Ok(None);
+                return Ok(Found::Missing);
             };
             let in_window = tx.signatures_in_window(account, window_start(secs)).await?;
-            Ok(Some((row, in_window)))
+            Ok(Found::Key(row, in_window))
         })
     })
     .await?;
     let signed = match found {
-        Some((row, in_window)) => {
+        Found::Key(row, in_window) => {
             if let Err(wait) = decide_sign(limits, secs, row.usage, in_window) {
                 return Err(ServerError::SlowDown {
                     retry_after_secs: Some(wait),
@@ -59,8 +63,9 @@ pub(super) async fn handle(call: &Call<'_>, op: KeySign) -> Result<Answer, Serve
                 })?;
             Some((row, signature))
         }
-        // Not found: said in the audit log, as a retrieve of a missing secret is.
-        None => None,
+        // Not found: said in the audit log, as a retrieve of a missing secret is. (Recorded:
+        // `once` answers what it recorded.)
+        Found::Missing | Found::Recorded => None,
     };
     let digest = message_digest(op.message.as_slice());
     let name = op.name;
@@ -105,6 +110,16 @@ pub(super) async fn handle(call: &Call<'_>, op: KeySign) -> Result<Answer, Serve
         })
     })
     .await
+}
+
+/// What the first look at a sign request found.
+enum Found {
+    /// The request was applied before.
+    Recorded,
+    /// No key of that name.
+    Missing,
+    /// The key, and the account's signatures in the current window.
+    Key(HeldKeyRow, u64),
 }
 
 /// Whether two reads of a key's row are the same key (not one deleted and made again under
