@@ -8,45 +8,12 @@
 //! `../shared/nitro-vectors/kms-cms` are taken apart exactly as documented, and fixtures made
 //! by OpenSSL with a test key of this project (`tests/fixtures/cms`) decrypt to their key.
 
-use std::{io::Write, path::PathBuf};
+use std::path::PathBuf;
 
 use keyserver::kms::cms;
 use rsa::{RsaPrivateKey, pkcs8::DecodePrivateKey};
 
-/// The AWS vectors, checked against their `SHA256SUMS` (missing: a loud failure in CI,
-/// where `KEYSERVER_REQUIRE_VECTORS` is set, and a loud skip elsewhere).
-fn vectors() -> Option<PathBuf> {
-    let dir = std::env::var_os("KEYSERVER_NITRO_VECTORS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/nitro-vectors"),
-        PathBuf::from,
-    );
-    let sums = dir.join("SHA256SUMS");
-    let Ok(text) = std::fs::read_to_string(&sums) else {
-        let msg = format!("SKIPPED: the Nitro vectors are not at {}", dir.display());
-        assert!(
-            std::env::var_os("KEYSERVER_REQUIRE_VECTORS").is_none(),
-            "{msg}"
-        );
-        // Past the test harness's capture, so that CI can see it.
-        let _ = writeln!(std::io::stderr(), "{msg}");
-        return None;
-    };
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let (sum, name) = line.split_once("  ").expect("sha256sum format");
-        let bytes = std::fs::read(dir.join(name.trim_start_matches('*'))).unwrap();
-        let got = sha256_hex(&bytes);
-        assert_eq!(got, sum, "{name} does not match SHA256SUMS");
-    }
-    Some(dir)
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
+use keyserver_tests::nitro_vectors as vectors;
 
 #[test]
 fn the_real_kms_answers_are_taken_apart_exactly() {

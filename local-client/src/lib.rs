@@ -30,6 +30,7 @@
 //! sealed here under a storage key that the server holds only sealed under a key derived
 //! from the password, so the server sees ciphertext only.
 
+pub mod attestation;
 mod config;
 pub mod connect;
 mod connection;

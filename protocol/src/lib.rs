@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attestation;
 pub mod audit_chain;
 pub mod checkpoint;
 pub mod codec;

@@ -722,3 +722,35 @@ pub fn sqlite_blob(db: &Path, sql: &str) -> Vec<u8> {
     .join()
     .expect("the SQLite thread failed")
 }
+
+/// The real AWS Nitro vectors beside the project (`../shared/nitro-vectors`, or
+/// `$KEYSERVER_NITRO_VECTORS`), checked against their `SHA256SUMS`. Missing: a loud failure
+/// where `KEYSERVER_REQUIRE_VECTORS` is set (CI), a loud `SKIPPED` and `None` elsewhere.
+pub fn nitro_vectors() -> Option<PathBuf> {
+    use sha2::Digest;
+    let dir = std::env::var_os("KEYSERVER_NITRO_VECTORS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/nitro-vectors"),
+        PathBuf::from,
+    );
+    let Ok(text) = std::fs::read_to_string(dir.join("SHA256SUMS")) else {
+        let msg = format!("SKIPPED: the Nitro vectors are not at {}", dir.display());
+        assert!(
+            std::env::var_os("KEYSERVER_REQUIRE_VECTORS").is_none(),
+            "{msg}"
+        );
+        // Past the test harness's capture, so that CI can see it.
+        let _ = writeln!(std::io::stderr(), "{msg}");
+        return None;
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (sum, name) = line.split_once("  ").expect("sha256sum format");
+        let bytes = std::fs::read(dir.join(name.trim_start_matches('*')))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        assert_eq!(got, sum, "{name} does not match SHA256SUMS");
+    }
+    Some(dir)
+}

@@ -12,6 +12,7 @@
 //! transports, processes killed, restarted and cut from their database. The server's rules
 //! are tested in-process in `keyserver/tests/service/`.
 
+mod attestation;
 mod corpus;
 mod fleet;
 mod flow;

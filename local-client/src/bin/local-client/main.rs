@@ -3,8 +3,10 @@
 //! Exit codes: 0 success; 2 usage (an unknown algorithm or a bad key file too); 3
 //! authentication failed; 4 no such secret or key; 5 account locked; 6 server unreachable or
 //! TLS/certificate failure; 7 name exists; 9 the server went back (its data is older than
-//! this client saw before); 1 anything else (an export of a key not made exportable too).
+//! this client saw before); 8 the server's identity could not be established (attestation);
+//! 1 anything else (an export of a key not made exportable too).
 
+mod attest;
 mod keys;
 
 use std::{
@@ -73,6 +75,17 @@ struct Cli {
     /// ~/.local/state/keyserver].
     #[arg(long, global = true, env = "KEYSERVER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// The PCRs the server's Nitro enclave must attest: a JSON object {"0": hex, "1": hex,
+    /// "2": hex} (and optionally "8"), as `nitro-cli describe-eif` gives them.
+    #[arg(long, global = true, env = "KEYSERVER_EXPECT_PCRS")]
+    expect_pcrs: Option<PathBuf>,
+    /// The root an attestation must chain to (PEM or DER) [default: the AWS Nitro root,
+    /// pinned by its fingerprint].
+    #[arg(long, global = true, env = "KEYSERVER_ATTESTATION_ROOT")]
+    attestation_root: Option<PathBuf>,
+    /// Accept an enclave in debug mode (PCR0, 1 and 2 zero), whose memory its host can read.
+    #[arg(long, global = true)]
+    allow_debug_enclave: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +167,11 @@ enum Cmd {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCmd,
+    },
+    /// AWS Nitro attestation documents.
+    Attestation {
+        #[command(subcommand)]
+        command: attest::AttestationCmd,
     },
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
@@ -517,8 +535,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             "--file - and --password-stdin both need stdin; use KEYSERVER_PASSWORD instead",
         ));
     }
-    let pw = Passwords::new(cli.password_stdin)?;
     let mut out = std::io::stdout().lock();
+    if let Cmd::Attestation { command } = &cli.command {
+        // Offline: no server, no password.
+        return attest::run(&cli, command, &mut out);
+    }
+    if cli.expect_pcrs.is_some() {
+        // Refused rather than ignored: a user who asked for an attested server must not be
+        // connected to one that was not checked.
+        return Err(Failure {
+            code: attest::NOT_ATTESTED,
+            message: "the server's identity could not be established: this client does not \
+                      yet check a live server's attestation (--expect-pcrs is only for \
+                      `attestation verify`); nothing was sent"
+                .into(),
+        });
+    }
+    let pw = Passwords::new(cli.password_stdin)?;
     match &cli.command {
         Cmd::Register { user } => {
             let user = user_name(user)?;
@@ -768,6 +801,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Cmd::Keys { command } => keys::run(&cli, &pw, command, &mut out).await?,
+        Cmd::Attestation { .. } => {}
         // Printed in `main`, before anything connects.
         Cmd::Completions { .. } => {}
     }
