@@ -1,9 +1,6 @@
 //! `local-client keys …`: keys the server holds and signs with.
 
-use std::{
-    io::{Read, Write},
-    path::{Path, PathBuf},
-};
+use std::{io::Write, path::PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -16,7 +13,9 @@ use keyserver_protocol::{
 use local_client::ClientError;
 use zeroize::Zeroizing;
 
-use crate::{Account, Cli, Failure, Passwords, hex, login, rfc3339, usage, user_name};
+use crate::{
+    Account, Cli, Failure, Passwords, hex, login, read_bounded, rfc3339, usage, user_name,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCmd {
@@ -176,22 +175,6 @@ fn failure(e: ClientError, name: &KeyName) -> Failure {
         },
         other => other.into(),
     }
-}
-
-/// Reads at most `max` bytes of `file` (`-`: stdin); more is an error.
-fn read_bounded(file: &Path, max: usize, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
-    let mut buf = Zeroizing::new(Vec::new());
-    let limit = max as u64 + 1;
-    let read = if file.as_os_str() == "-" {
-        std::io::stdin().lock().take(limit).read_to_end(&mut buf)
-    } else {
-        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut buf))
-    };
-    read.map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
-    if buf.len() > max {
-        return Err(usage(format!("{what} is larger than {max} bytes")));
-    }
-    Ok(buf)
 }
 
 fn info_json(k: &KeyInfo) -> serde_json::Value {

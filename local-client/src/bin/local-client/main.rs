@@ -501,36 +501,38 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-fn read_secret(file: &PathBuf) -> Result<SecretBytes, Failure> {
+/// Reads at most `max` bytes of `file` (`-`: stdin), zeroized when dropped; more is a
+/// usage error naming `what`.
+fn read_bounded(
+    file: &std::path::Path,
+    max: usize,
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let mut buf = Zeroizing::new(Vec::new());
-    let limit = MAX_SECRET as u64 + 1;
+    let limit = max as u64 + 1;
     let read = if file.as_os_str() == "-" {
         std::io::stdin().lock().take(limit).read_to_end(&mut buf)
     } else {
         std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut buf))
     };
     read.map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
-    if buf.len() > MAX_SECRET {
-        return Err(usage(format!(
-            "the secret is larger than {MAX_SECRET} bytes"
-        )));
+    if buf.len() > max {
+        return Err(usage(format!("{what} is larger than {max} bytes")));
     }
-    Ok(SecretBytes::from(buf))
+    Ok(buf)
+}
+
+fn read_secret(file: &std::path::Path) -> Result<SecretBytes, Failure> {
+    read_bounded(file, MAX_SECRET, "the secret").map(SecretBytes::from)
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Cmd::Store { file, .. } = &cli.command
-        && file.as_os_str() == "-"
-        && cli.password_stdin
-    {
-        return Err(usage(
-            "--file - and --password-stdin both need stdin; use KEYSERVER_PASSWORD instead",
-        ));
-    }
-    if let Cmd::Keys { command } = &cli.command
-        && command.reads_stdin()
-        && cli.password_stdin
-    {
+    let reads_stdin = match &cli.command {
+        Cmd::Store { file, .. } => file.as_os_str() == "-",
+        Cmd::Keys { command } => command.reads_stdin(),
+        _ => false,
+    };
+    if reads_stdin && cli.password_stdin {
         return Err(usage(
             "--file - and --password-stdin both need stdin; use KEYSERVER_PASSWORD instead",
         ));
