@@ -69,6 +69,11 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// The security module that vouches for this server: nsm (inside a Nitro enclave),
+    /// simulated (development; see `init --simulated-attestation`) or off [default:
+    /// attestation in keyserver.toml, else off].
+    #[arg(long, global = true, env = "KEYSERVER_ATTESTATION")]
+    pub attestation: Option<crate::attestation::Mode>,
 }
 
 /// How the log is written.
@@ -106,7 +111,13 @@ pub enum Command {
     /// Serve (the default).
     Serve,
     /// Create the data dir and the deployment's keys, and exit.
-    Init,
+    Init {
+        /// Also make a simulated security module (a test root, its key and the PCRs it
+        /// reports, in <data dir>/simulated-attestation/) for `serve --attestation
+        /// simulated`. For development and tests: it proves nothing about a machine.
+        #[arg(long)]
+        simulated_attestation: bool,
+    },
     /// Wrap every data key again under another key-encryption key, while servers keep
     /// running (they keep what they unwrapped; their next start uses the new wrapping).
     /// The new key: --kms-key-id, or --to-file. The current one: keyserver.toml's [keys],
@@ -209,6 +220,9 @@ fn config(cli: &Cli, file: Option<Config>) -> Config {
     if let Some(url) = &cli.database_url {
         config.database_url = Some(config::DatabaseUrl::new(url.clone()));
     }
+    if let Some(mode) = cli.attestation {
+        config.attestation = mode;
+    }
     config
 }
 
@@ -226,7 +240,9 @@ fn protect_memory() {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     protect_memory();
     match cli.command {
-        Some(Command::Init) => init(cli).await,
+        Some(Command::Init {
+            simulated_attestation,
+        }) => init(cli, simulated_attestation).await,
         Some(Command::RotateKek { to_file, from_file }) => {
             rotate_kek(cli, to_file, from_file).await
         }
@@ -268,7 +284,7 @@ fn sqlite_only(cli: &Cli, what: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn init(cli: Cli) -> Result<(), CliError> {
+async fn init(cli: Cli, simulated_attestation: bool) -> Result<(), CliError> {
     let file = config_file(&cli)?;
     let key = setup_key(&cli, file.as_ref())?;
     let config = config(&cli, file);
@@ -302,6 +318,18 @@ async fn init(cli: Cli) -> Result<(), CliError> {
         if key.is_inside(&cli.data_dir) {
             println!("warning: it is inside the data dir; move it out and set setup_key_file.");
         }
+    }
+    if simulated_attestation {
+        crate::attestation::simulated::create(&cli.data_dir).map_err(StartError::from)?;
+        let dir = cli.data_dir.join(crate::attestation::simulated::DIR);
+        println!(
+            "made a simulated security module in {}: serve with --attestation simulated; \
+             clients trust it only with --attestation-root {} and --expect-pcrs {}. It is \
+             for development and tests: whoever reads its root.key can attest anything.",
+            dir.display(),
+            dir.join(crate::attestation::simulated::ROOT_CERT).display(),
+            dir.join(crate::attestation::simulated::PCRS).display(),
+        );
     }
     Ok(())
 }
@@ -398,6 +426,10 @@ async fn serve(cli: Cli) -> Result<(), CliError> {
     let file = config_file(&cli)?;
     let key = setup_key(&cli, file.as_ref())?;
     let config = config(&cli, file);
+    // The handlers are in place before the listening line is printed: a SIGTERM sent as
+    // soon as it is read must shut down gracefully, not kill the process.
+    let signals = Signals::install()
+        .map_err(|e| CliError::Other(format!("cannot listen for signals: {e}")))?;
     let server = Server::start_with(
         cli.data_dir,
         config,
@@ -410,21 +442,32 @@ async fn serve(cli: Cli) -> Result<(), CliError> {
         writeln!(out, "{}", server.listening_line()).map_err(|e| CliError::Other(e.to_string()))?;
         out.flush().map_err(|e| CliError::Other(e.to_string()))?;
     }
-    wait_for_signal()
-        .await
-        .map_err(|e| CliError::Other(format!("cannot listen for signals: {e}")))?;
+    signals.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    /// Returns at the first of them.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }
