@@ -180,6 +180,11 @@ pub struct Config {
     /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz` over plain HTTP;
     /// off by default. Bind it to an address only the monitoring network reaches.
     pub metrics_listen: Option<SocketAddr>,
+    /// Which security module vouches for the server (`off`, `nsm` or `simulated`). With
+    /// one, the server makes its TLS key in memory at start, serves a certificate for it
+    /// instead of the data dir's, and answers attestation requests with documents bound to
+    /// it. Default `off`.
+    pub attestation: crate::attestation::Mode,
     /// Where the deployment's keys are wrapped (`[keys]`).
     pub keys: KeySettings,
 }
@@ -256,6 +261,7 @@ impl Default for Config {
             lockout_base_secs: 60,
             lockout_max_secs: 24 * 3600,
             metrics_listen: None,
+            attestation: crate::attestation::Mode::Off,
             keys: KeySettings::default(),
         }
     }
@@ -553,6 +559,12 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # their own address; off unless set. No metric carries a user name, a secret name or an
 # address.
 # metrics_listen = "127.0.0.1:9443"
+
+# Attestation: "nsm" inside an AWS Nitro enclave (documents from /dev/nsm), "simulated" for
+# development with the module `keyserver init --simulated-attestation` made, or "off". With
+# a module, the TLS key is made in memory at each start and clients check the enclave's
+# PCRs instead of a CA (local-client --expect-pcrs).
+# attestation = "off"
 
 # Where the server's own secrets (the OPAQUE setup, the session vault key, the keys of
 # unknown names and of server-held keys) are wrapped. Each is a data key kept in the

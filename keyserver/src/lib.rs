@@ -21,6 +21,7 @@
 //! [`Server::start`] binds and serves; [`Server::shutdown`] stops accepting, finishes the
 //! requests in flight and returns.
 
+pub mod attestation;
 pub mod audit;
 pub mod backup;
 pub mod cli;
@@ -90,6 +91,9 @@ pub enum StartError {
     /// The deployment's keys could not be unwrapped (or made).
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The security module named by `attestation` cannot be used.
+    #[error(transparent)]
+    Attestation(#[from] attestation::ModuleError),
     /// Another server runs on this data dir's SQLite database.
     #[error("another keyserver is running on {0} (its {lock} is held)", lock = backup::LOCK_FILE)]
     DataDirInUse(String),
@@ -146,6 +150,29 @@ pub async fn unwrap_keys(
     })??;
     info!(kek = %opened.keyring.kek, made = ?opened.made, "the deployment's keys are unwrapped");
     Ok(opened)
+}
+
+/// The server's TLS configuration, and what answers attestation requests: the data dir's
+/// certificate without a security module; with one, a key made now in memory, which the
+/// module's documents name.
+fn tls_identity(
+    data_dir: &std::path::Path,
+    config: &Config,
+) -> Result<(rustls::ServerConfig, Option<Arc<attestation::Attester>>), StartError> {
+    let Some(module) = attestation::open(config.attestation, data_dir)? else {
+        let (certs, key) = pki::load_server_identity(data_dir)?;
+        return Ok((transport::tls::server_config(certs, key)?, None));
+    };
+    let identity = attestation::TlsIdentity::generate()?;
+    info!(
+        module = config.attestation.as_str(),
+        "attested: the TLS key was made in memory now; documents name it"
+    );
+    let attester = attestation::Attester::new(module, identity.spki);
+    Ok((
+        transport::tls::server_config(identity.certs, identity.key)?,
+        Some(Arc::new(attester)),
+    ))
 }
 
 /// A running server.
@@ -240,8 +267,7 @@ impl Server {
         ready.storage_open(storage.clone());
         let deployment::Opened { unwrapped, .. } =
             unwrap_keys(&storage, &data_dir, &config, key).await?;
-        let (certs, key) = pki::load_server_identity(&data_dir)?;
-        let tls = transport::tls::server_config(certs, key)?;
+        let (tls, attester) = tls_identity(&data_dir, &config)?;
         let (quic, tcp) = bind_both(config.listen, &tls, &config).await?;
         let bind_err = |source| StartError::Bind {
             addr: config.listen,
@@ -264,10 +290,12 @@ impl Server {
             max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
         };
-        let core = Arc::new(
-            Core::new(config, storage, unwrapped.setup, unwrapped.keys, clock)
-                .with_metrics(metrics),
-        );
+        let mut core = Core::new(config, storage, unwrapped.setup, unwrapped.keys, clock)
+            .with_metrics(metrics);
+        if let Some(a) = attester {
+            core = core.with_attester(a);
+        }
+        let core = Arc::new(core);
         let counted = core.clone();
         ready.serving(move || (counted.open_sessions(), counted.pending_handshakes()));
         let tasks = TaskTracker::new();

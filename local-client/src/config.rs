@@ -20,6 +20,7 @@ pub struct ClientConfig {
     pub(crate) ca: Vec<CertificateDer<'static>>,
     pub(crate) ksf: KsfParams,
     pub(crate) transport: Transport,
+    pub(crate) attestation: Option<crate::attestation::Policy>,
 }
 
 impl ClientConfig {
@@ -32,7 +33,22 @@ impl ClientConfig {
             ca: connect::load_ca(ca)?,
             ksf: KsfParams::default(),
             transport: Transport::default(),
+            attestation: None,
         })
+    }
+
+    /// A server at `server` that must prove, on every connection and before anything else
+    /// is sent, that it runs in an enclave `policy` accepts, with the TLS key of that
+    /// connection (see [`crate::attestation`]). Its certificate needs no CA.
+    pub fn attested(server: &str, policy: crate::attestation::Policy) -> Self {
+        Self {
+            server: server.to_string(),
+            server_name: "localhost".into(),
+            ca: Vec::new(),
+            ksf: KsfParams::default(),
+            transport: Transport::default(),
+            attestation: Some(policy),
+        }
     }
 
     /// The name the server's certificate must carry. Default `localhost`.
@@ -60,12 +76,22 @@ impl ClientConfig {
 impl Connector for ClientConfig {
     async fn connect(&self) -> Result<Arc<dyn Link>, ClientError> {
         let addr = connect::resolve(&self.server).await?;
-        let tls = connect::tls_config(&self.ca)?;
-        Ok(match self.transport {
+        let tls = match &self.attestation {
+            Some(_) => connect::tls_config_attested()?,
+            None => connect::tls_config(&self.ca)?,
+        };
+        let link: Arc<dyn Link> = match self.transport {
             Transport::Quic => {
                 Arc::new(connect::QuicLink::connect(addr, &self.server_name, tls).await?)
             }
             Transport::Tcp => Arc::new(tcp::TcpLink::connect(addr, &self.server_name, tls).await?),
-        })
+        };
+        if let Some(policy) = &self.attestation
+            && let Err(e) = crate::attestation::check(link.as_ref(), policy).await
+        {
+            link.close();
+            return Err(e);
+        }
+        Ok(link)
     }
 }

@@ -64,6 +64,20 @@ pub fn tls_config(ca: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig
     Ok(config)
 }
 
+/// The client's TLS configuration for an attested server: TLS 1.3, our ALPN, no CA: the
+/// certificate is held to the attestation instead (`crate::attestation`).
+pub fn tls_config_attested() -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::InvalidInput(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::attestation::AttestedServer(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
 /// Resolves `host:port`.
 pub async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
     tokio::net::lookup_host(server)
@@ -172,6 +186,15 @@ impl Link for QuicLink {
 
     fn close(&self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+
+    fn peer_certificate(&self) -> Option<Vec<u8>> {
+        let certs = self
+            .conn
+            .peer_identity()?
+            .downcast::<Vec<CertificateDer<'static>>>()
+            .ok()?;
+        certs.first().map(|c| c.to_vec())
     }
 
     async fn close_and_wait(&self) {

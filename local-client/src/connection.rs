@@ -116,8 +116,12 @@ impl Connection {
                         ClientError::Unreachable(why)
                     }
                 },
-                // A certificate or usage problem does not heal by retrying.
-                Err(e @ (ClientError::Tls(_) | ClientError::InvalidInput(_))) => return Err(e),
+                // A certificate, attestation or usage problem does not heal by retrying.
+                Err(
+                    e @ (ClientError::Tls(_)
+                    | ClientError::NotAttested(_)
+                    | ClientError::InvalidInput(_)),
+                ) => return Err(e),
                 Err(e) => e,
             };
             if attempt >= RECONNECT_ATTEMPTS {

@@ -12,6 +12,12 @@ pub enum ClientError {
     /// common protocol. Do not retry; check `--ca` and `--server-name`.
     #[error("the server's TLS certificate could not be verified or TLS failed: {0}")]
     Tls(String),
+    /// The server's identity could not be established: it expected an attested enclave and
+    /// the attestation was missing, invalid, expired, not bound to the TLS key of the
+    /// connection, or for other PCRs. Nothing was sent but the attestation request. The
+    /// message says which check failed.
+    #[error("the server's identity could not be established: {0}")]
+    NotAttested(String),
     /// Wrong user name or password. Deliberately no more precise than that: the guesses
     /// left are counted the same way for a name that does not exist.
     #[error("authentication failed: wrong user name or password{}", guesses_hint(*.guesses_left))]

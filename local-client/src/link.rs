@@ -29,6 +29,12 @@ pub trait Link: Send + Sync + std::fmt::Debug {
     /// Closes the connection; requests in flight fail with [`LinkError::Lost`].
     fn close(&self);
 
+    /// The certificate (DER) the server presented in the TLS handshake, if the link knows
+    /// it: what an attestation document must be bound to.
+    fn peer_certificate(&self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Closes the connection and waits (briefly) until the server has been told, so that a
     /// process about to exit does not leave the server holding a dead connection.
     async fn close_and_wait(&self) {

@@ -41,6 +41,7 @@ pub struct TcpLink {
     next_id: Arc<AtomicU64>,
     slots: Arc<Semaphore>,
     dead: CancellationToken,
+    peer_certificate: Option<Vec<u8>>,
 }
 
 fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
@@ -85,9 +86,15 @@ impl TcpLink {
         // a server that did not agree on ours speaks something else.
         if stream.get_ref().1.alpn_protocol() != Some(keyserver_protocol::ALPN) {
             return Err(ClientError::Tls(
-                "the server did not agree on the keyserver/1 protocol (ALPN)".into(),
+                "the server did not agree on this version of the keyserver protocol (ALPN)".into(),
             ));
         }
+        let peer_certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
         let (mut reader, writer) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
         let pending: Pending = Arc::default();
@@ -149,6 +156,7 @@ impl TcpLink {
             next_id: Arc::new(AtomicU64::new(1)),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             dead,
+            peer_certificate,
         })
     }
 
@@ -195,6 +203,10 @@ impl Link for TcpLink {
 
     fn close(&self) {
         self.dead.cancel();
+    }
+
+    fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.peer_certificate.clone()
     }
 }
 

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 
 /// The largest document parsed (AWS's are about 4.5 KiB; every field's own bound adds up
 /// to less than this).
-pub const MAX_DOCUMENT: usize = 16 * 1024;
+pub const MAX_DOCUMENT: usize = crate::limits::MAX_ATTESTATION_DOCUMENT;
 
 /// SHA-256 of the DER of the AWS Nitro Enclaves Root-G1 certificate, as AWS publishes it.
 pub const AWS_NITRO_ROOT_SHA256: [u8; 32] = [

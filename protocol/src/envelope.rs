@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     codec::{self, Bytes},
     error::{DecodeError, ErrorReply},
-    limits::{MAX_MESSAGE, MAX_OPAQUE_MESSAGE, MAX_SEALED_BODY, MAX_SEALED_STORAGE_KEY},
+    limits::{
+        ATTESTATION_NONCE, MAX_ATTESTATION_DOCUMENT, MAX_MESSAGE, MAX_OPAQUE_MESSAGE,
+        MAX_SEALED_BODY, MAX_SEALED_STORAGE_KEY,
+    },
     names::UserName,
     session::SessionId,
 };
@@ -69,6 +72,13 @@ pub enum Request {
     },
     /// An operation inside a session.
     Sealed(SealedRequest),
+    /// The server's attestation document, bound to the TLS key of this connection and to
+    /// `nonce` (see `crate::attestation`). Needs no session; a client that expects an
+    /// attested server sends it first on every connection.
+    Attest {
+        /// Fresh random bytes of the client's, returned inside the signed document.
+        nonce: [u8; ATTESTATION_NONCE],
+    },
 }
 
 /// An operation sealed in a session.
@@ -132,6 +142,12 @@ pub enum Response {
     Sealed(SealedResponse),
     /// The request failed.
     Error(ErrorReply),
+    /// Reply to `Attest`: a COSE_Sign1 attestation document, as the Nitro security module
+    /// makes it.
+    Attestation {
+        /// The document.
+        document: Bytes<MAX_ATTESTATION_DOCUMENT>,
+    },
 }
 
 impl Request {
@@ -154,6 +170,7 @@ impl Request {
             Self::LoginFinish { .. } => "login_finish",
             Self::LoginAbort { .. } => "login_abort",
             Self::Sealed(_) => "sealed",
+            Self::Attest { .. } => "attest",
         }
     }
 }
@@ -214,6 +231,7 @@ mod tests {
                 seq: 42,
                 body: bytes(&[10; 100]),
             }),
+            Request::Attest { nonce: [11; 32] },
         ]
     }
 
@@ -255,6 +273,9 @@ mod tests {
                 expected_version: None,
                 guesses_left: None,
             }),
+            Response::Attestation {
+                document: bytes(&[0xd2; 4500]),
+            },
         ];
         for r in rs {
             assert_eq!(Response::decode(&r.encode()).unwrap(), r);

@@ -77,6 +77,8 @@ error_codes! {
     NOT_EXPORTABLE = 19, "the key was not made exportable; its private key never leaves the server";
     /// An option the key's algorithm does not take (a hash or recovery id for Ed25519).
     NOT_FOR_ALGORITHM = 20, "that option does not apply to the key's algorithm";
+    /// The server runs without a security module: it has no attestation to give.
+    NO_ATTESTATION = 21, "this server runs outside an enclave and has no attestation";
 }
 
 impl std::fmt::Debug for ErrorCode {

@@ -49,7 +49,7 @@ pub use ops::{OpRequest, OpResponse};
 pub use secret::SecretBytes;
 
 /// The ALPN protocol id of this protocol on every transport.
-pub const ALPN: &[u8] = b"keyserver/4";
+pub const ALPN: &[u8] = b"keyserver/5";
 
 /// Re-exported so that the server can hold its OPAQUE setup without depending on
 /// opaque-ke's generics.

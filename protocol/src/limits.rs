@@ -38,6 +38,11 @@ pub const AUDIT_PAGE: usize = 192;
 /// Width of the per-session replay window, in sequence numbers.
 pub const REPLAY_WINDOW: u64 = 1024;
 
+/// Bytes of the nonce a client puts in an attestation request.
+pub const ATTESTATION_NONCE: usize = 32;
+/// Largest attestation document (a Nitro document is about 4.5 KiB).
+pub const MAX_ATTESTATION_DOCUMENT: usize = 16 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

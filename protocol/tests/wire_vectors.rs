@@ -84,6 +84,7 @@ fn requests() -> Vec<(&'static str, Request)> {
                 body: bytes(10, 40),
             }),
         ),
+        ("Attest", Request::Attest { nonce: [11; 32] }),
     ]
 }
 
@@ -134,6 +135,12 @@ fn responses() -> Vec<(&'static str, Response)> {
                 expected_version: None,
                 guesses_left: None,
             }),
+        ),
+        (
+            "Attestation",
+            Response::Attestation {
+                document: bytes(0xd2, 20),
+            },
         ),
     ]
 }

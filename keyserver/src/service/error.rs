@@ -68,6 +68,9 @@ pub enum ServerError {
     /// An option the key's algorithm does not take.
     #[error("option not for the key's algorithm")]
     NotForAlgorithm,
+    /// This server has no security module to attest with.
+    #[error("no attestation")]
+    NoAttestation,
     /// The operation needs a fresh proof of the password (reauth) in this session.
     #[error("reauth required")]
     ReauthRequired,
@@ -139,6 +142,7 @@ impl ServerError {
             Self::Quota => code(ErrorCode::QUOTA),
             Self::NotExportable => code(ErrorCode::NOT_EXPORTABLE),
             Self::NotForAlgorithm => code(ErrorCode::NOT_FOR_ALGORITHM),
+            Self::NoAttestation => code(ErrorCode::NO_ATTESTATION),
             Self::ReauthRequired => code(ErrorCode::REAUTH_REQUIRED),
             Self::Stale => code(ErrorCode::STALE),
             Self::SlowDown { retry_after_secs } => ErrorReply {

@@ -71,11 +71,12 @@ impl Core {
         peer: IpAddr,
         now: Now,
     ) -> Result<Response, ServerError> {
-        // Handshake starts cost an OPAQUE evaluation and a durable write: they are what a
-        // flood costs the server most, so they are what the rate limits meter.
+        // Handshake starts cost an OPAQUE evaluation and a durable write, and an attestation
+        // a call to the security module: they are what a flood costs the server most, so
+        // they are what the rate limits meter.
         if matches!(
             req,
-            Request::RegisterStart { .. } | Request::LoginStart { .. }
+            Request::RegisterStart { .. } | Request::LoginStart { .. } | Request::Attest { .. }
         ) {
             self.limiter
                 .check(peer, now)
@@ -98,7 +99,24 @@ impl Core {
             }
             Request::LoginAbort { handshake } => login::abort(self, handshake, now).await,
             Request::Sealed(req) => sealed::handle(self, &req, peer, now).await,
+            Request::Attest { nonce } => self.attest(nonce).await,
         }
+    }
+
+    /// An attestation document bound to this server's TLS key and `nonce`.
+    async fn attest(
+        &self,
+        nonce: [u8; keyserver_protocol::limits::ATTESTATION_NONCE],
+    ) -> Result<Response, ServerError> {
+        let attester = self.attester.as_ref().ok_or(ServerError::NoAttestation)?;
+        let document = attester.document(nonce).await.map_err(|e| {
+            tracing::error!(error = %e, "no attestation document");
+            ServerError::Internal("the security module gave no document")
+        })?;
+        Ok(Response::Attestation {
+            document: keyserver_protocol::codec::Bytes::new(document)
+                .ok_or(ServerError::Internal("an attestation document too large"))?,
+        })
     }
 
     /// Counts request `kind` answered with `response` (a sealed answer counts as `ok` here;

@@ -34,6 +34,7 @@ pub struct Core {
     pub(crate) gates: Arc<AccountGates>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) attester: Option<Arc<crate::attestation::Attester>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -96,6 +97,7 @@ impl Core {
             misses: Misses::new(MISSES, MISS_TTL),
             gates: AccountGates::new(storage_jobs_per_account),
             clock,
+            attester: None,
         }
     }
 
@@ -103,6 +105,13 @@ impl Core {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// The same core, answering attestation requests with documents from `attester`.
+    #[must_use]
+    pub fn with_attester(mut self, attester: Arc<crate::attestation::Attester>) -> Self {
+        self.attester = Some(attester);
         self
     }
 

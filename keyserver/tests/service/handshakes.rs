@@ -1,6 +1,6 @@
 //! Registration and login.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use keyserver::config::Config;
 use keyserver_protocol::{
@@ -157,4 +157,58 @@ on_every_backend! {
             );
         }
     }
+}
+
+/// `Attest` needs no session: a server without a security module says so, one with the
+/// simulated module answers a document naming its TLS key and the nonce, and the requests
+/// are metered per address like handshake starts (each costs a module call).
+#[tokio::test]
+async fn attestation_is_answered_only_with_a_module_and_is_metered_like_a_handshake() {
+    use keyserver::attestation::{Attester, TlsIdentity, simulated};
+    use keyserver_protocol::attestation::{self, TrustedRoot};
+    let config = Config {
+        handshakes_per_second_per_address: 5,
+        handshake_burst_per_address: 10,
+        ..Config::default()
+    };
+    let s = Server::new(Kind::Sqlite, config).await.unwrap();
+    let r = s.raw().send(&Request::Attest { nonce: [1; 32] }).await;
+    assert!(
+        matches!(&r, Response::Error(e) if e.code == ErrorCode::NO_ATTESTATION),
+        "{r:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    simulated::create(dir.path()).unwrap();
+    let module = simulated::Simulated::open(dir.path()).unwrap();
+    let identity = TlsIdentity::generate().unwrap();
+    let core = s.attested_instance(Arc::new(Attester::new(
+        Arc::new(module),
+        identity.spki.clone(),
+    )));
+    let raw = Raw::new(&core, std::net::IpAddr::from([127, 0, 0, 9]));
+    let Response::Attestation { document } = raw.send(&Request::Attest { nonce: [2; 32] }).await
+    else {
+        panic!("no document")
+    };
+    let pem = std::fs::read(dir.path().join(simulated::DIR).join(simulated::ROOT_CERT)).unwrap();
+    let root = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    // The module signs with its own clock (a real one), not the harness's.
+    use keyserver::clock::Clock;
+    let now = u64::try_from(keyserver::clock::SystemClock::default().now().unix_secs()).unwrap();
+    let doc = attestation::verify(document.as_slice(), TrustedRoot::Der(&root), now).unwrap();
+    assert_eq!(doc.user_data.as_deref(), Some(identity.spki.as_slice()));
+    assert_eq!(doc.nonce.as_deref(), Some(&[2u8; 32][..]));
+    // The burst of 10 (one spent above), then SLOW_DOWN.
+    let mut refused = 0;
+    for _ in 0..20 {
+        if let Response::Error(e) = raw.send(&Request::Attest { nonce: [3; 32] }).await {
+            assert_eq!(e.code, ErrorCode::SLOW_DOWN);
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 11);
 }

@@ -159,6 +159,21 @@ impl Server {
         ))
     }
 
+    /// Another instance on the same database that answers attestation requests with
+    /// `attester`'s documents.
+    pub fn attested_instance(&self, attester: Arc<keyserver::attestation::Attester>) -> Arc<Core> {
+        Arc::new(
+            Core::new(
+                self.config.clone(),
+                self.storage.clone(),
+                ServerSetup::deserialize(&self.setup.serialize()).unwrap(),
+                ServerKeys::derive(&self.setup),
+                self.clock.clone(),
+            )
+            .with_attester(attester),
+        )
+    }
+
     /// Another instance with its own connections to the same database (Postgres: its own
     /// pools, as a separate process would have).
     pub async fn separate_instance(&self) -> Arc<Core> {

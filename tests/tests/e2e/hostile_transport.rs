@@ -42,16 +42,16 @@ fn openssl(server: &Server, args: &[&str]) -> Option<(bool, String)> {
 fn tls_1_2_is_refused_and_tls_1_3_with_our_alpn_is_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &[]);
-    let Some((ok, text)) = openssl(&server, &["-tls1_2", "-alpn", "keyserver/4"]) else {
+    let Some((ok, text)) = openssl(&server, &["-tls1_2", "-alpn", "keyserver/5"]) else {
         return;
     };
     assert!(
         !ok && text.contains("alert protocol version"),
         "TLS 1.2 must fail: {text}"
     );
-    let (ok, text) = openssl(&server, &["-tls1_3", "-alpn", "keyserver/4"]).unwrap();
+    let (ok, text) = openssl(&server, &["-tls1_3", "-alpn", "keyserver/5"]).unwrap();
     assert!(
-        ok && text.contains("ALPN protocol: keyserver/4") && text.contains("TLSv1.3"),
+        ok && text.contains("ALPN protocol: keyserver/5") && text.contains("TLSv1.3"),
         "{text}"
     );
     let (ok, text) = openssl(&server, &["-tls1_3", "-alpn", "http/1.1"]).unwrap();

@@ -76,7 +76,9 @@ struct Cli {
     #[arg(long, global = true, env = "KEYSERVER_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// The PCRs the server's Nitro enclave must attest: a JSON object {"0": hex, "1": hex,
-    /// "2": hex} (and optionally "8"), as `nitro-cli describe-eif` gives them.
+    /// "2": hex} (and optionally "8"), as `nitro-cli describe-eif` gives them. With it, every
+    /// connection first checks the server's attestation, bound to its TLS key, and --ca is
+    /// not used (exit 8 when the server's identity cannot be established).
     #[arg(long, global = true, env = "KEYSERVER_EXPECT_PCRS")]
     expect_pcrs: Option<PathBuf>,
     /// The root an attestation must chain to (PEM or DER) [default: the AWS Nitro root,
@@ -194,6 +196,7 @@ impl From<ClientError> for Failure {
             ClientError::Locked { .. } => 5,
             ClientError::Unreachable(_) | ClientError::Tls(_) => 6,
             ClientError::NameExists => 7,
+            ClientError::NotAttested(_) => attest::NOT_ATTESTED,
             ClientError::Rollback(_) => 9,
             ClientError::InvalidInput(_) => 2,
             _ => 1,
@@ -357,13 +360,28 @@ impl Passwords {
 }
 
 async fn connect(cli: &Cli) -> Result<Connection, Failure> {
-    let mut config = ClientConfig::new(&cli.server, &cli.ca).map_err(|e| match e {
-        ClientError::InvalidInput(m) => Failure {
-            code: 6,
-            message: m,
-        },
-        other => other.into(),
-    })?;
+    let mut config = match &cli.expect_pcrs {
+        // An attested server: its enclave's measurements vouch for its TLS key, not a CA.
+        Some(pcrs) => ClientConfig::attested(
+            &cli.server,
+            local_client::attestation::Policy {
+                pcrs: local_client::attestation::read_expected_pcrs(pcrs)?,
+                root: cli
+                    .attestation_root
+                    .as_deref()
+                    .map(local_client::attestation::read_root)
+                    .transpose()?,
+                allow_debug: cli.allow_debug_enclave,
+            },
+        ),
+        None => ClientConfig::new(&cli.server, &cli.ca).map_err(|e| match e {
+            ClientError::InvalidInput(m) => Failure {
+                code: 6,
+                message: m,
+            },
+            other => other.into(),
+        })?,
+    };
     config
         .server_name(&cli.server_name)
         .transport(cli.transport);
@@ -541,17 +559,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Cmd::Attestation { command } = &cli.command {
         // Offline: no server, no password.
         return attest::run(&cli, command, &mut out);
-    }
-    if cli.expect_pcrs.is_some() {
-        // Refused rather than ignored: a user who asked for an attested server must not be
-        // connected to one that was not checked.
-        return Err(Failure {
-            code: attest::NOT_ATTESTED,
-            message: "the server's identity could not be established: this client does not \
-                      yet check a live server's attestation (--expect-pcrs is only for \
-                      `attestation verify`); nothing was sent"
-                .into(),
-        });
     }
     let pw = Passwords::new(cli.password_stdin)?;
     match &cli.command {
