@@ -74,6 +74,11 @@ pub struct Cli {
     /// attestation in keyserver.toml, else off].
     #[arg(long, global = true, env = "KEYSERVER_ATTESTATION")]
     pub attestation: Option<crate::attestation::Mode>,
+    /// Serve inside a Nitro enclave: listen for `keyserver host` on this vsock port (any
+    /// context id), or on a Unix socket (`unix:PATH`) where there is no vsock, instead of on
+    /// UDP and TCP. On a vsock port, --attestation defaults to nsm.
+    #[arg(long, global = true, env = "KEYSERVER_VSOCK")]
+    pub vsock: Option<crate::relay::Endpoint>,
 }
 
 /// How the log is written.
@@ -139,6 +144,14 @@ pub enum Command {
         /// The new file (never overwritten).
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Relay clients to a keyserver inside a Nitro enclave (run on the parent instance):
+    /// accept QUIC and TLS over TCP on --listen and carry them over vsock. Holds no key and
+    /// sees only TLS.
+    Host {
+        /// Where the enclave listens: CID:PORT (vsock), or unix:PATH.
+        #[arg(long, env = "KEYSERVER_ENCLAVE")]
+        enclave: crate::relay::Endpoint,
     },
     /// Put a backup in place of the database of a stopped data dir, after checking that it
     /// opens and that this server knows its migrations. The database replaced is kept as
@@ -223,6 +236,16 @@ fn config(cli: &Cli, file: Option<Config>) -> Config {
     if let Some(mode) = cli.attestation {
         config.attestation = mode;
     }
+    if let Some(v) = &cli.vsock {
+        // A vsock port means a Nitro enclave: attested by its security module unless told.
+        if matches!(v, crate::relay::Endpoint::Vsock { .. })
+            && cli.attestation.is_none()
+            && config.attestation == crate::attestation::Mode::Off
+        {
+            config.attestation = crate::attestation::Mode::Nsm;
+        }
+        config.vsock = Some(v.clone());
+    }
     config
 }
 
@@ -268,6 +291,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Some(Command::Host { ref enclave }) => host(&cli, enclave.clone()).await,
         None | Some(Command::Serve) => serve(cli).await,
     }
 }
@@ -445,6 +469,27 @@ async fn serve(cli: Cli) -> Result<(), CliError> {
     signals.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    Ok(())
+}
+
+async fn host(cli: &Cli, enclave: crate::relay::Endpoint) -> Result<(), CliError> {
+    let signals = Signals::install()
+        .map_err(|e| CliError::Other(format!("cannot listen for signals: {e}")))?;
+    let listen = cli.listen.unwrap_or_else(|| Config::default().listen);
+    let host = crate::relay::host::Host::start(listen, enclave)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", host.listening_line()).map_err(|e| CliError::Other(e.to_string()))?;
+        out.flush().map_err(|e| CliError::Other(e.to_string()))?;
+    }
+    signals.wait().await;
+    tracing::info!("shutting down");
+    host.shutdown();
     Ok(())
 }
 

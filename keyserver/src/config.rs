@@ -185,6 +185,10 @@ pub struct Config {
     /// instead of the data dir's, and answers attestation requests with documents bound to
     /// it. Default `off`.
     pub attestation: crate::attestation::Mode,
+    /// Inside an enclave: listen for the host's relay here (a vsock port, or `unix:PATH`)
+    /// instead of on UDP and TCP. Set by `--vsock` only.
+    #[serde(skip)]
+    pub vsock: Option<crate::relay::Endpoint>,
     /// Where the deployment's keys are wrapped (`[keys]`).
     pub keys: KeySettings,
 }
@@ -262,6 +266,7 @@ impl Default for Config {
             lockout_max_secs: 24 * 3600,
             metrics_listen: None,
             attestation: crate::attestation::Mode::Off,
+            vsock: None,
             keys: KeySettings::default(),
         }
     }

@@ -35,6 +35,7 @@ pub mod keys;
 pub mod kms;
 pub mod metrics;
 pub mod pki;
+pub mod relay;
 pub mod server_setup;
 pub mod service;
 pub mod storage;
@@ -91,6 +92,14 @@ pub enum StartError {
     /// The deployment's keys could not be unwrapped (or made).
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The relay's socket (vsock or Unix) could not be listened on.
+    #[error("cannot listen for the host's relay on {endpoint}: {source}")]
+    Relay {
+        /// The vsock port or Unix socket.
+        endpoint: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The security module named by `attestation` cannot be used.
     #[error(transparent)]
     Attestation(#[from] attestation::ModuleError),
@@ -189,6 +198,8 @@ pub struct Server {
     /// The data dir's lock, held while serving its SQLite database.
     _lock: Option<std::fs::File>,
     metrics_addr: Option<SocketAddr>,
+    /// Where the host's relay reaches this server, when it serves inside an enclave.
+    relay: Option<relay::Endpoint>,
 }
 
 /// How long shutdown waits for requests in flight.
@@ -268,13 +279,12 @@ impl Server {
         let deployment::Opened { unwrapped, .. } =
             unwrap_keys(&storage, &data_dir, &config, key).await?;
         let (tls, attester) = tls_identity(&data_dir, &config)?;
-        let (quic, tcp) = bind_both(config.listen, &tls, &config).await?;
-        let bind_err = |source| StartError::Bind {
-            addr: config.listen,
-            source,
-        };
-        let quic_addr = quic.local_addr().map_err(bind_err)?;
-        let tcp_addr = tcp.local_addr().map_err(bind_err)?;
+        let listeners = Listeners::bind(&config, &tls).await?;
+        let (quic, quic_addr, tcp_addr) = (
+            listeners.quic.clone(),
+            listeners.quic_addr,
+            listeners.tcp_addr,
+        );
         let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let connections = transport::limits::ConnectionLimits::new(
             usize_of(config.max_connections),
@@ -308,17 +318,44 @@ impl Server {
             killer.clone(),
             tasks.clone(),
         ));
-        tokio::spawn(transport::tcp::serve(
-            tcp,
+        let tcp_context = transport::tcp::Context::new(
             Arc::new(tls),
             core.clone(),
             tcp_limits,
             shutdown.clone(),
             killer.clone(),
             tasks.clone(),
-        ));
+        );
+        let relay = listeners
+            .relay
+            .as_ref()
+            .map(|(endpoint, _)| endpoint.clone());
+        match listeners.streams {
+            Streams::Tcp(tcp) => {
+                tokio::spawn(transport::tcp::serve_with(
+                    tcp,
+                    tcp_context,
+                    shutdown.clone(),
+                ));
+            }
+            Streams::Relay(listener) => {
+                let udp = listeners
+                    .relay
+                    .map(|(_, udp)| udp)
+                    .ok_or_else(|| StartError::Tls(TlsConfigError("no relayed socket".into())))?;
+                tokio::spawn(transport::relayed::serve(
+                    listener,
+                    tcp_context,
+                    udp,
+                    shutdown.clone(),
+                ));
+            }
+        }
         tokio::spawn(sweeper(core.clone(), shutdown.clone()));
-        info!(quic = %quic_addr, tcp = %tcp_addr, "serving");
+        match &relay {
+            Some(r) => info!(relay = %r.describe(), "serving through the host's relay"),
+            None => info!(quic = %quic_addr, tcp = %tcp_addr, "serving"),
+        }
         stop_on_error.disarm();
         Ok(Self {
             quic,
@@ -331,6 +368,7 @@ impl Server {
             tasks,
             _lock: lock,
             metrics_addr,
+            relay,
         })
     }
 
@@ -349,10 +387,13 @@ impl Server {
         let metrics = self
             .metrics_addr
             .map_or_else(String::new, |a| format!(" metrics={a}"));
-        format!(
-            "keyserver listening quic={} tcp={}{metrics}",
-            self.quic_addr, self.tcp_addr
-        )
+        match &self.relay {
+            Some(r) => format!("keyserver listening vsock={}{metrics}", r.describe()),
+            None => format!(
+                "keyserver listening quic={} tcp={}{metrics}",
+                self.quic_addr, self.tcp_addr
+            ),
+        }
     }
 
     /// The metrics and health address actually bound, if serving them.
@@ -394,6 +435,63 @@ impl Server {
         self.quic
             .close(quinn::VarInt::from_u32(0), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.quic.wait_idle()).await;
+    }
+}
+
+/// Where connections come from: TCP and UDP sockets, or the host's relay.
+enum Streams {
+    Tcp(tokio::net::TcpListener),
+    Relay(relay::Listener),
+}
+
+/// The server's listening sockets.
+struct Listeners {
+    quic: quinn::Endpoint,
+    quic_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    streams: Streams,
+    /// With a relay: where it reaches the server, and the socket quinn's datagrams travel
+    /// through.
+    relay: Option<(relay::Endpoint, Arc<transport::relayed::RelayedUdp>)>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config, tls: &rustls::ServerConfig) -> Result<Self, StartError> {
+        let Some(endpoint) = &config.vsock else {
+            let (quic, tcp) = bind_both(config.listen, tls, config).await?;
+            let bind_err = |source| StartError::Bind {
+                addr: config.listen,
+                source,
+            };
+            return Ok(Self {
+                quic_addr: quic.local_addr().map_err(bind_err)?,
+                tcp_addr: tcp.local_addr().map_err(bind_err)?,
+                quic,
+                streams: Streams::Tcp(tcp),
+                relay: None,
+            });
+        };
+        let relay_err = |source| StartError::Relay {
+            endpoint: endpoint.describe(),
+            source,
+        };
+        let udp = transport::relayed::RelayedUdp::new();
+        let quic = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(transport::quic::server_config(tls.clone(), config)?),
+            udp.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(relay_err)?;
+        let listener = endpoint.listen().map_err(relay_err)?;
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Ok(Self {
+            quic,
+            quic_addr: unspecified,
+            tcp_addr: unspecified,
+            streams: Streams::Relay(listener),
+            relay: Some((endpoint.clone(), udp)),
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod limits;
 pub mod quic;
+pub mod relayed;
 pub mod tcp;
 pub mod tls;
 

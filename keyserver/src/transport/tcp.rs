@@ -14,8 +14,8 @@ use keyserver_protocol::{
     frame::{self, FrameError, HEADER_LEN},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt, BufWriter},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter},
+    net::TcpListener,
     sync::{Semaphore, mpsc},
 };
 use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
@@ -54,11 +54,12 @@ pub async fn serve(
     killer: Arc<super::ConnectionKiller>,
     tasks: TaskTracker,
 ) {
-    let connections = limits.connections.clone();
-    let limits = Limits {
-        max_in_flight: limits.max_in_flight,
-        idle_timeout: limits.idle_timeout,
-    };
+    let ctx = Context::new(tls, core, limits, shutdown.clone(), killer, tasks);
+    serve_with(listener, ctx, shutdown).await;
+}
+
+/// Accepts connections into `ctx` until `shutdown`.
+pub async fn serve_with(listener: TcpListener, ctx: Context, shutdown: CancellationToken) {
     loop {
         let (tcp, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -71,22 +72,68 @@ pub async fn serve(
                 }
             },
         };
-        let permit = match connections.admit(remote.ip()) {
+        let _ = tcp.set_nodelay(true);
+        ctx.accept(tcp, remote);
+    }
+}
+
+/// What every connection of a listener shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    tls: Arc<rustls::ServerConfig>,
+    core: Arc<Core>,
+    connections: Arc<ConnectionLimits>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    killer: Arc<super::ConnectionKiller>,
+    tasks: TaskTracker,
+}
+
+impl Context {
+    /// The context of connections served with `tls` by `core` under `limits`.
+    pub fn new(
+        tls: Arc<rustls::ServerConfig>,
+        core: Arc<Core>,
+        limits: TcpLimits,
+        shutdown: CancellationToken,
+        killer: Arc<super::ConnectionKiller>,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            tls,
+            core,
+            connections: limits.connections.clone(),
+            limits: Limits {
+                max_in_flight: limits.max_in_flight,
+                idle_timeout: limits.idle_timeout,
+            },
+            shutdown,
+            killer,
+            tasks,
+        }
+    }
+
+    /// Serves one connection from `remote` (a TCP connection, or one relayed to the enclave
+    /// over a stream), if the connection limits admit it.
+    pub fn accept<S>(&self, io: S, remote: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let permit = match self.connections.admit(remote.ip()) {
             Ok(p) => p,
             Err(why) => {
                 debug!(%remote, ?why, "connection refused");
-                continue;
+                return;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let kill = killer.token();
-        let (tls, core, shutdown, t) = (tls.clone(), core.clone(), shutdown.clone(), tasks.clone());
-        tasks.spawn(
+        let kill = self.killer.token();
+        let ctx = self.clone();
+        self.tasks.spawn(
             async move {
-                let _counted = core.metrics().connection("tcp");
+                let _counted = ctx.core.metrics().connection("tcp");
                 let budget = permit.budget().clone();
                 tokio::select! {
-                    () = connection(tcp, remote.ip(), tls, core, limits, budget, shutdown, t) => {},
+                    () = connection(io, remote.ip(), &ctx, budget) => {},
                     () = kill.cancelled() => debug!("connection dropped"),
                 }
                 drop(permit);
@@ -96,7 +143,10 @@ pub async fn serve(
     }
 }
 
-async fn handshake(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) -> Option<TlsStream<TcpStream>> {
+async fn handshake<S>(tcp: S, tls: Arc<rustls::ServerConfig>) -> Option<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
     let mut start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
         Ok(Ok(s)) => s,
@@ -135,21 +185,12 @@ struct Limits {
     idle_timeout: Duration,
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one connection's context, passed once"
-)]
-async fn connection(
-    tcp: TcpStream,
-    peer: std::net::IpAddr,
-    tls: Arc<rustls::ServerConfig>,
-    core: Arc<Core>,
-    limits: Limits,
-    budget: ByteBudget,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let Some(stream) = handshake(tcp, tls).await else {
+async fn connection<S>(io: S, peer: std::net::IpAddr, ctx: &Context, budget: ByteBudget)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (core, limits, shutdown, tasks) = (&ctx.core, ctx.limits, &ctx.shutdown, &ctx.tasks);
+    let Some(stream) = handshake(io, ctx.tls.clone()).await else {
         return;
     };
     let (mut reader, writer) = tokio::io::split(stream);

@@ -14,6 +14,7 @@
 
 mod attestation;
 mod corpus;
+mod enclave;
 mod fleet;
 mod flow;
 mod guessing;

@@ -1,0 +1,213 @@
+//! `keyserver host`: on the enclave's parent instance, accepts clients on UDP (QUIC) and
+//! TCP on one port, as the server does outside an enclave, and relays them to the enclave.
+//!
+//! - Each TCP connection becomes a stream of its own to the enclave, opened with the
+//!   client's address; bytes are copied both ways until either side closes.
+//! - Every UDP datagram goes over one datagram channel, framed with the client's address;
+//!   the enclave's answers come back framed with their destination. When the channel breaks
+//!   (the enclave restarted), the relay opens a new one; datagrams in between are lost, as
+//!   on any network, and QUIC sends them again.
+//!
+//! The relay holds no key and sees only TLS records and QUIC's encrypted packets. When it
+//! restarts, clients' QUIC connections carry on once it is back on the same port (their
+//! packets meanwhile are lost and resent), and TCP clients reconnect: sessions live in the
+//! enclave, so the next request resumes.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncWriteExt, BufWriter},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Endpoint, KIND_DATAGRAMS, KIND_TCP, opening, put_datagram, read_datagram};
+
+/// Most client TCP connections relayed at once; more wait in the listen backlog.
+const MAX_TCP: usize = 10_000;
+/// How long opening a stream to the enclave may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest UDP datagram read.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// A running relay.
+#[derive(Debug)]
+pub struct Host {
+    quic_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Host {
+    /// Binds UDP and TCP on `listen` (the same port number for both; port 0 picks one) and
+    /// relays to `enclave`.
+    pub async fn start(listen: SocketAddr, enclave: Endpoint) -> std::io::Result<Self> {
+        let (udp, tcp) = bind(listen).await?;
+        let quic_addr = udp.local_addr()?;
+        let tcp_addr = tcp.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let enclave = Arc::new(enclave);
+        tokio::spawn(datagrams(Arc::new(udp), enclave.clone(), shutdown.clone()));
+        tokio::spawn(connections(tcp, enclave, shutdown.clone()));
+        info!(quic = %quic_addr, tcp = %tcp_addr, "relaying");
+        Ok(Self {
+            quic_addr,
+            tcp_addr,
+            shutdown,
+        })
+    }
+
+    /// The line printed once the relay accepts clients.
+    pub fn listening_line(&self) -> String {
+        format!(
+            "keyserver-host listening quic={} tcp={}",
+            self.quic_addr, self.tcp_addr
+        )
+    }
+
+    /// Stops relaying (connections in progress are dropped).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// UDP and TCP on one port number; with port 0, a port both can have.
+async fn bind(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(listen).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
+}
+
+/// Opens a stream of `kind` to the enclave, within [`CONNECT_TIMEOUT`].
+async fn open(
+    enclave: &Endpoint,
+    kind: u8,
+    client: Option<SocketAddr>,
+) -> std::io::Result<super::Stream> {
+    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, enclave.connect())
+        .await
+        .map_err(|_| std::io::Error::other("the enclave did not accept in time"))??;
+    s.write_all(&opening(kind, client)).await?;
+    Ok(s)
+}
+
+/// Keeps one datagram channel open to the enclave and moves datagrams both ways.
+async fn datagrams(udp: Arc<UdpSocket>, enclave: Arc<Endpoint>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let channel = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = open(&enclave, KIND_DATAGRAMS, None) => c,
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(error = %e, enclave = %enclave.describe(), "no datagram channel yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        info!(enclave = %enclave.describe(), "datagram channel open");
+        let (from_enclave, to_enclave) = tokio::io::split(channel);
+        let ended = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = to_clients(from_enclave, &udp) => r,
+            r = to_enclave_from(&udp, to_enclave) => r.map_err(super::WireError::from),
+        };
+        if let Err(e) = ended {
+            warn!(error = %e, "the datagram channel closed; opening another");
+        }
+    }
+}
+
+/// Sends the enclave's datagrams on to their destinations, until the channel fails.
+async fn to_clients(
+    mut from_enclave: impl tokio::io::AsyncRead + Unpin,
+    udp: &UdpSocket,
+) -> Result<(), super::WireError> {
+    let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+    loop {
+        let (addr, range) = read_datagram(&mut from_enclave, &mut buf).await?;
+        // A datagram that cannot be sent now is lost, as UDP may lose it.
+        let _ = udp.try_send_to(buf.get(range).unwrap_or_default(), addr);
+    }
+}
+
+/// Frames clients' datagrams to the enclave, until the channel fails.
+async fn to_enclave_from(
+    udp: &UdpSocket,
+    to_enclave: impl tokio::io::AsyncWrite + Unpin,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::new(to_enclave);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut frame = Vec::with_capacity(MAX_DATAGRAM + 32);
+    loop {
+        let (n, from) = udp.recv_from(&mut buf).await?;
+        frame.clear();
+        put_datagram(&mut frame, from, buf.get(..n).unwrap_or_default());
+        // Every datagram already waiting goes in the same write.
+        while frame.len() < 256 * 1024 {
+            match udp.try_recv_from(&mut buf) {
+                Ok((n, from)) => put_datagram(&mut frame, from, buf.get(..n).unwrap_or_default()),
+                Err(_) => break,
+            }
+        }
+        w.write_all(&frame).await?;
+        w.flush().await?;
+    }
+}
+
+/// Relays each client TCP connection over a stream of its own.
+async fn connections(tcp: TcpListener, enclave: Arc<Endpoint>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (client, from) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = tcp.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (enclave, shutdown) = (enclave.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {},
+                () = relay_tcp(client, from, &enclave) => {},
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn relay_tcp(mut client: TcpStream, from: SocketAddr, enclave: &Endpoint) {
+    let _ = client.set_nodelay(true);
+    let mut to = match open(enclave, KIND_TCP, Some(from)).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, enclave = %enclave.describe(), "cannot reach the enclave");
+            return;
+        }
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut to).await {
+        debug!(error = %e, %from, "relayed connection ended");
+    }
+}
