@@ -50,6 +50,11 @@ pub struct Cli {
     /// the new key.
     #[arg(long, global = true, env = "KEYSERVER_KMS_KEY_ID")]
     pub kms_key_id: Option<String>,
+    /// Which key provider wraps a new deployment's keys: file, aws-kms or nitro-kms (from
+    /// inside an enclave) [default: provider in [keys] of keyserver.toml; aws-kms with
+    /// --kms-key-id; else file].
+    #[arg(long, global = true, env = "KEYSERVER_KEY_PROVIDER")]
+    pub key_provider: Option<Provider>,
     /// The KMS key's region [default: the key ARN's, else AWS_REGION].
     #[arg(long, global = true, env = "KEYSERVER_KMS_REGION")]
     pub kms_region: Option<String>,
@@ -79,6 +84,11 @@ pub struct Cli {
     /// UDP and TCP. On a vsock port, --attestation defaults to nsm.
     #[arg(long, global = true, env = "KEYSERVER_VSOCK")]
     pub vsock: Option<crate::relay::Endpoint>,
+    /// Inside an enclave: where `keyserver host` takes this server's calls to KMS and lends
+    /// it AWS credentials (CID:PORT, or unix:PATH) [default with a vsock port: 3:8000, the
+    /// parent instance].
+    #[arg(long, global = true, env = "KEYSERVER_HOST_CALLS")]
+    pub host_calls: Option<crate::relay::Endpoint>,
 }
 
 /// How the log is written.
@@ -152,6 +162,11 @@ pub enum Command {
         /// Where the enclave listens: CID:PORT (vsock), or unix:PATH.
         #[arg(long, env = "KEYSERVER_ENCLAVE")]
         enclave: crate::relay::Endpoint,
+        /// Take the enclave's calls here (a vsock PORT, or unix:PATH): connections to the
+        /// KMS endpoint (--kms-endpoint, else AWS's for --kms-region) and the AWS
+        /// credentials of this host's environment, lent to the enclave.
+        #[arg(long, env = "KEYSERVER_ENCLAVE_CALLS")]
+        enclave_calls: Option<crate::relay::Endpoint>,
     },
     /// Put a backup in place of the database of a stopped data dir, after checking that it
     /// opens and that this server knows its migrations. The database replaced is kept as
@@ -200,6 +215,9 @@ fn key_settings(cli: &Cli, file: Option<&Config>) -> KeySettings {
             keys.provider = Provider::AwsKms;
         }
     }
+    if let Some(p) = cli.key_provider {
+        keys.provider = p;
+    }
     if let Some(r) = &cli.kms_region {
         keys.kms_region = Some(r.clone());
     }
@@ -244,7 +262,16 @@ fn config(cli: &Cli, file: Option<Config>) -> Config {
         {
             config.attestation = crate::attestation::Mode::Nsm;
         }
+        if let crate::relay::Endpoint::Vsock { .. } = v {
+            config.host_calls = Some(crate::relay::Endpoint::Vsock {
+                cid: tokio_vsock::VMADDR_CID_HOST,
+                port: 8000,
+            });
+        }
         config.vsock = Some(v.clone());
+    }
+    if let Some(h) = &cli.host_calls {
+        config.host_calls = Some(h.clone());
     }
     config
 }
@@ -291,7 +318,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Some(Command::Host { ref enclave }) => host(&cli, enclave.clone()).await,
+        Some(Command::Host {
+            ref enclave,
+            ref enclave_calls,
+        }) => host(&cli, enclave.clone(), enclave_calls.clone()).await,
         None | Some(Command::Serve) => serve(cli).await,
     }
 }
@@ -316,7 +346,15 @@ async fn init(cli: Cli, simulated_attestation: bool) -> Result<(), CliError> {
     let created = data_dir::init(&cli.data_dir, &config::template_with(&config.keys))
         .map_err(StartError::from)?;
     let storage = crate::open_storage(&cli.data_dir, &config).await?;
-    let opened = crate::unwrap_keys(&storage, &cli.data_dir, &config, key.clone()).await?;
+    let simulated_dir = cli.data_dir.join(crate::attestation::simulated::DIR);
+    // Made once: clients may have been told to trust its root.
+    let simulated_made = simulated_attestation && !simulated_dir.exists();
+    if simulated_made {
+        crate::attestation::simulated::create(&cli.data_dir).map_err(StartError::from)?;
+    }
+    let module =
+        crate::attestation::open(config.attestation, &cli.data_dir).map_err(StartError::from)?;
+    let opened = crate::unwrap_keys(&storage, &cli.data_dir, &config, key.clone(), module).await?;
     let verb = if created {
         "created"
     } else {
@@ -332,6 +370,18 @@ async fn init(cli: Cli, simulated_attestation: bool) -> Result<(), CliError> {
         "the server's keys ({how}) are kept in the database, wrapped by {}.",
         opened.keyring.kek
     );
+    if simulated_attestation {
+        let dir = simulated_dir;
+        println!(
+            "{} a simulated security module in {}: serve with --attestation simulated; \
+             clients trust it only with --attestation-root {} and --expect-pcrs {}. It is \
+             for development and tests: whoever reads its root.key can attest anything.",
+            if simulated_made { "made" } else { "kept" },
+            dir.display(),
+            dir.join(crate::attestation::simulated::ROOT_CERT).display(),
+            dir.join(crate::attestation::simulated::PCRS).display(),
+        );
+    }
     if config.keys.provider == Provider::File {
         println!(
             "that key is in {}. With it and a copy of the database, passwords can be guessed \
@@ -342,18 +392,6 @@ async fn init(cli: Cli, simulated_attestation: bool) -> Result<(), CliError> {
         if key.is_inside(&cli.data_dir) {
             println!("warning: it is inside the data dir; move it out and set setup_key_file.");
         }
-    }
-    if simulated_attestation {
-        crate::attestation::simulated::create(&cli.data_dir).map_err(StartError::from)?;
-        let dir = cli.data_dir.join(crate::attestation::simulated::DIR);
-        println!(
-            "made a simulated security module in {}: serve with --attestation simulated; \
-             clients trust it only with --attestation-root {} and --expect-pcrs {}. It is \
-             for development and tests: whoever reads its root.key can attest anything.",
-            dir.display(),
-            dir.join(crate::attestation::simulated::ROOT_CERT).display(),
-            dir.join(crate::attestation::simulated::PCRS).display(),
-        );
     }
     Ok(())
 }
@@ -472,11 +510,21 @@ async fn serve(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn host(cli: &Cli, enclave: crate::relay::Endpoint) -> Result<(), CliError> {
+async fn host(
+    cli: &Cli,
+    enclave: crate::relay::Endpoint,
+    calls: Option<crate::relay::Endpoint>,
+) -> Result<(), CliError> {
     let signals = Signals::install()
         .map_err(|e| CliError::Other(format!("cannot listen for signals: {e}")))?;
     let listen = cli.listen.unwrap_or_else(|| Config::default().listen);
-    let host = crate::relay::host::Host::start(listen, enclave)
+    let kms = match (&cli.kms_endpoint, &cli.kms_region) {
+        (Some(url), _) => Some(crate::kms::Endpoint::parse(url).map_err(CliError::Other)?),
+        (None, Some(region)) => Some(crate::kms::Endpoint::aws(region)),
+        (None, None) => None,
+    };
+    let calls = calls.map(|listen| crate::relay::host::Calls { listen, kms });
+    let host = crate::relay::host::Host::start(listen, enclave, calls)
         .await
         .map_err(|source| StartError::Bind {
             addr: listen,

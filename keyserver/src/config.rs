@@ -189,12 +189,16 @@ pub struct Config {
     /// instead of on UDP and TCP. Set by `--vsock` only.
     #[serde(skip)]
     pub vsock: Option<crate::relay::Endpoint>,
+    /// Inside an enclave: where the host takes this server's calls to KMS and lends it AWS
+    /// credentials. Set by `--host-calls` (default with a vsock port: `3:8000`).
+    #[serde(skip)]
+    pub host_calls: Option<crate::relay::Endpoint>,
     /// Where the deployment's keys are wrapped (`[keys]`).
     pub keys: KeySettings,
 }
 
 /// Which key provider wraps the deployment's data keys.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 pub enum Provider {
     /// A key file (`setup_key_file`, or next to the data dir): the embedded default.
     #[default]
@@ -205,6 +209,7 @@ pub enum Provider {
     AwsKms,
     /// An AWS KMS key, from inside a Nitro enclave (answers only for the enclave).
     #[serde(rename = "nitro-kms")]
+    #[value(name = "nitro-kms")]
     NitroKms,
 }
 
@@ -267,6 +272,7 @@ impl Default for Config {
             metrics_listen: None,
             attestation: crate::attestation::Mode::Off,
             vsock: None,
+            host_calls: None,
             keys: KeySettings::default(),
         }
     }

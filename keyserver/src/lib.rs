@@ -142,8 +142,10 @@ pub async fn unwrap_keys(
     data_dir: &std::path::Path,
     config: &Config,
     key: SetupKeySource,
+    module: Option<Arc<dyn attestation::SecurityModule>>,
 ) -> Result<deployment::Opened, StartError> {
-    let kek = Kek::from_settings(&config.keys, key.clone());
+    let kek = Kek::from_settings(&config.keys, key.clone())
+        .attested_by(module, config.host_calls.clone());
     let legacy = Legacy {
         data_dir: data_dir.to_path_buf(),
         key,
@@ -166,17 +168,14 @@ pub async fn unwrap_keys(
 /// module's documents name.
 fn tls_identity(
     data_dir: &std::path::Path,
-    config: &Config,
+    module: Option<Arc<dyn attestation::SecurityModule>>,
 ) -> Result<(rustls::ServerConfig, Option<Arc<attestation::Attester>>), StartError> {
-    let Some(module) = attestation::open(config.attestation, data_dir)? else {
+    let Some(module) = module else {
         let (certs, key) = pki::load_server_identity(data_dir)?;
         return Ok((transport::tls::server_config(certs, key)?, None));
     };
     let identity = attestation::TlsIdentity::generate()?;
-    info!(
-        module = config.attestation.as_str(),
-        "attested: the TLS key was made in memory now; documents name it"
-    );
+    info!("attested: the TLS key was made in memory now; documents name it");
     let attester = attestation::Attester::new(module, identity.spki);
     Ok((
         transport::tls::server_config(identity.certs, identity.key)?,
@@ -276,9 +275,10 @@ impl Server {
             observed.commit_batch_size.observe(jobs as f64);
         })));
         ready.storage_open(storage.clone());
+        let module = attestation::open(config.attestation, &data_dir)?;
         let deployment::Opened { unwrapped, .. } =
-            unwrap_keys(&storage, &data_dir, &config, key).await?;
-        let (tls, attester) = tls_identity(&data_dir, &config)?;
+            unwrap_keys(&storage, &data_dir, &config, key, module.clone()).await?;
+        let (tls, attester) = tls_identity(&data_dir, module)?;
         let listeners = Listeners::bind(&config, &tls).await?;
         let (quic, quic_addr, tcp_addr) = (
             listeners.quic.clone(),

@@ -14,6 +14,7 @@
 //! The binaries are the ones `cargo test --workspace` builds next to the test executables
 //! (`target/<profile>/`); `KEYSERVER_BIN` and `LOCAL_CLIENT_BIN` override them.
 
+pub mod kms_double;
 #[cfg(test)]
 mod layering;
 #[cfg(test)]

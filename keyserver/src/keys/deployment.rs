@@ -8,7 +8,10 @@
 //! it read. A running server keeps the keys it unwrapped; the next start reads the newest
 //! wrapping.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use keyserver_protocol::{ServerSetup, server_keys::ServerKeys};
 use rand::rngs::OsRng;
@@ -19,8 +22,12 @@ use super::{
     rewrap,
 };
 use crate::{
+    attestation::SecurityModule,
     config::{KeySettings, Provider},
-    kms::{Credentials, Endpoint, KmsClient, TcpConnector},
+    kms::{
+        Credentials, Endpoint, KmsClient, TcpConnector,
+        enclave::{self, EnclaveRecipient},
+    },
     server_setup::{self, SetupKeySource},
     storage::{Durability, Storage},
 };
@@ -34,6 +41,9 @@ pub struct KmsSettings {
     pub region: Option<String>,
     /// The endpoint (a VPC endpoint, an emulator); default: AWS's for the region.
     pub endpoint: Option<String>,
+    /// Inside an enclave: the host that connects calls to KMS and lends credentials
+    /// (`crate::kms::enclave`); `None`: TCP and this machine's credentials.
+    pub via_host: Option<crate::relay::Endpoint>,
 }
 
 /// Which key-encryption key wraps the deployment's data keys.
@@ -43,8 +53,10 @@ pub enum Kek {
     File(SetupKeySource),
     /// An AWS KMS key, called over the network.
     AwsKms(KmsSettings),
-    /// An AWS KMS key, called from inside a Nitro enclave with an attested recipient.
-    NitroKms(KmsSettings),
+    /// An AWS KMS key, called from inside a Nitro enclave with an attested recipient: the
+    /// security module that attests the enclave's RSA key (`None` until the server gives
+    /// it one, see [`Kek::attested_by`]).
+    NitroKms(KmsSettings, Option<Arc<dyn SecurityModule>>),
 }
 
 impl Kek {
@@ -54,11 +66,12 @@ impl Kek {
             key_id: keys.kms_key_id.clone().unwrap_or_default(),
             region: keys.kms_region.clone(),
             endpoint: keys.kms_endpoint.clone(),
+            via_host: None,
         };
         match keys.provider {
             Provider::File => Self::File(file),
             Provider::AwsKms => Self::AwsKms(kms()),
-            Provider::NitroKms => Self::NitroKms(kms()),
+            Provider::NitroKms => Self::NitroKms(kms(), None),
         }
     }
 
@@ -67,7 +80,7 @@ impl Kek {
         match self {
             Self::File(s) => format!("the key file {}", s.describe()),
             Self::AwsKms(k) => format!("the KMS key {} at {}", k.key_id, endpoint_of(k)),
-            Self::NitroKms(k) => format!(
+            Self::NitroKms(k, _) => format!(
                 "the KMS key {} at {} (from an enclave)",
                 k.key_id,
                 endpoint_of(k)
@@ -86,12 +99,39 @@ impl Kek {
             Self::File(inline @ SetupKeySource::Inline(key)) => {
                 Ok(Box::new(FileKek::from_key(inline.describe(), key.clone())))
             }
-            Self::AwsKms(k) => Ok(Box::new(KmsKek::resolve(kms_client(k)?, &k.key_id).await?)),
-            Self::NitroKms(_) => Err(KeyError::Settings(
+            Self::AwsKms(k) => Ok(Box::new(
+                KmsKek::resolve(kms_client(k).await?, &k.key_id).await?,
+            )),
+            Self::NitroKms(_, None) => Err(KeyError::Settings(
                 "the nitro-kms provider unwraps keys only inside a Nitro enclave, with an \
-                 attested recipient; this build has no enclave mode yet (use aws-kms or file)"
+                 attested recipient: serve with --attestation nsm (or simulated, against a \
+                 KMS test double)"
                     .into(),
             )),
+            Self::NitroKms(k, Some(module)) => {
+                let recipient = EnclaveRecipient::new(module.clone())
+                    .map_err(|e| KeyError::Settings(e.to_string()))?;
+                Ok(Box::new(
+                    KmsKek::resolve(kms_client(k).await?, &k.key_id)
+                        .await?
+                        .for_recipient(Arc::new(recipient)),
+                ))
+            }
+        }
+    }
+
+    /// This KEK as the server at hand reaches it: through the host's relay at `via_host`
+    /// (inside an enclave), and for `nitro-kms` with keys attested by `module`.
+    #[must_use]
+    pub fn attested_by(
+        self,
+        module: Option<Arc<dyn SecurityModule>>,
+        via_host: Option<crate::relay::Endpoint>,
+    ) -> Self {
+        match self {
+            Self::AwsKms(k) => Self::AwsKms(KmsSettings { via_host, ..k }),
+            Self::NitroKms(k, _) => Self::NitroKms(KmsSettings { via_host, ..k }, module),
+            file @ Self::File(_) => file,
         }
     }
 }
@@ -131,20 +171,32 @@ fn region_of(k: &KmsSettings) -> Result<String, KeyError> {
         })
 }
 
-/// A KMS client for `k`, signing with the standard AWS credentials.
-fn kms_client(k: &KmsSettings) -> Result<KmsClient, KeyError> {
+/// A KMS client for `k`: over TCP with the standard AWS credentials, or through the host
+/// with the credentials it lends.
+async fn kms_client(k: &KmsSettings) -> Result<KmsClient, KeyError> {
     let region = region_of(k)?;
     let endpoint = match &k.endpoint {
         Some(url) => Endpoint::parse(url).map_err(KeyError::Settings)?,
         None => Endpoint::aws(&region),
     };
+    if let Some(host) = &k.via_host {
+        let credentials = enclave::credentials_from(host)
+            .await
+            .map_err(KeyError::Settings)?;
+        return Ok(KmsClient::new(
+            endpoint,
+            region,
+            credentials,
+            Arc::new(enclave::HostConnector::new(host.clone())),
+        ));
+    }
     let credentials = Credentials::from_environment()
         .map_err(|e| KeyError::Settings(format!("AWS credentials: {e}")))?;
     Ok(KmsClient::new(
         endpoint,
         region,
         credentials,
-        std::sync::Arc::new(TcpConnector),
+        Arc::new(TcpConnector),
     ))
 }
 

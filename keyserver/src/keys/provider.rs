@@ -6,7 +6,7 @@
 //! - [`KmsKek`]: an AWS KMS key, called over HTTPS with SigV4; the KEK never leaves KMS, and
 //!   a stolen disk, database dump or backup is worthless without access to it.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use keyserver_protocol::secret::Key32;
@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use super::{Binding, KekId, KeyError, open, seal};
 use crate::{
     files::{FileError, read_bounded, write_private},
-    kms::{KmsClient, client::Secret},
+    kms::{KmsClient, Recipient, client::Secret, enclave::EnclaveRecipient},
 };
 
 /// A key-encryption key.
@@ -188,12 +188,37 @@ impl KeyProvider for FileKek {
 pub struct KmsKek {
     client: KmsClient,
     key: String,
+    /// Inside an enclave (`nitro-kms`): data keys come back only encrypted to this
+    /// recipient's key, never in clear.
+    recipient: Option<Arc<EnclaveRecipient>>,
 }
 
 impl KmsKek {
     /// The KMS key `key` (its ARN, as a keyring records it), called with `client`.
     pub fn new(client: KmsClient, key: String) -> Self {
-        Self { client, key }
+        Self {
+            client,
+            key,
+            recipient: None,
+        }
+    }
+
+    /// The same key, asked for data keys as `recipient` (`nitro-kms`).
+    #[must_use]
+    pub fn for_recipient(self, recipient: Arc<EnclaveRecipient>) -> Self {
+        Self {
+            recipient: Some(recipient),
+            ..self
+        }
+    }
+
+    /// A `Recipient` for one call, if this key is used from an enclave.
+    fn recipient(&self) -> Result<Option<Recipient>, KeyError> {
+        self.recipient
+            .as_ref()
+            .map(|r| r.recipient())
+            .transpose()
+            .map_err(|e| KeyError::Settings(format!("no attestation for KMS: {e}")))
     }
 
     /// The KMS key named `key_id` (an ARN, key id or alias) as its ARN, after checking
@@ -230,21 +255,29 @@ impl KmsKek {
     }
 
     fn plain(&self, secret: Secret, binding: Binding) -> Result<Key32, KeyError> {
-        match secret {
-            Secret::Plain(p) => <[u8; 32]>::try_from(p.as_slice())
-                .map(Key32::from_bytes)
-                .map_err(|_| KeyError::Unwrap {
-                    purpose: binding.purpose.as_str(),
-                    kek: format!("the KMS key {} (not a 256-bit key)", self.key),
-                }),
-            Secret::ForRecipient(_) => Err(KeyError::Unwrap {
-                purpose: binding.purpose.as_str(),
-                kek: format!(
-                    "the KMS key {} (an answer for a recipient to a request without one)",
-                    self.key
-                ),
-            }),
-        }
+        let refused = |why: String| KeyError::Unwrap {
+            purpose: binding.purpose.as_str(),
+            kek: format!("the KMS key {} ({why})", self.key),
+        };
+        let bytes = match (secret, &self.recipient) {
+            (Secret::Plain(p), None) => p,
+            (Secret::ForRecipient(cms), Some(r)) => {
+                r.open(&cms).map_err(|e| refused(e.to_string()))?
+            }
+            (Secret::Plain(_), Some(_)) => {
+                return Err(refused(
+                    "a key in clear to a request for the enclave".into(),
+                ));
+            }
+            (Secret::ForRecipient(_), None) => {
+                return Err(refused(
+                    "an answer for a recipient to a request without one".into(),
+                ));
+            }
+        };
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Key32::from_bytes)
+            .map_err(|_| refused("not a 256-bit key".into()))
     }
 }
 
@@ -273,7 +306,7 @@ impl KeyProvider for KmsKek {
     async fn generate(&self, binding: Binding) -> Result<(Key32, Vec<u8>), KeyError> {
         let d = self
             .client
-            .generate_data_key(&self.key, &binding.context(), None)
+            .generate_data_key(&self.key, &binding.context(), self.recipient()?.as_ref())
             .await
             .map_err(|e| self.err(e))?;
         Ok((self.plain(d.secret, binding)?, d.ciphertext_blob))
@@ -289,7 +322,12 @@ impl KeyProvider for KmsKek {
     async fn unwrap(&self, wrapped: &[u8], binding: Binding) -> Result<Key32, KeyError> {
         let d = self
             .client
-            .decrypt(wrapped, &binding.context(), Some(&self.key), None)
+            .decrypt(
+                wrapped,
+                &binding.context(),
+                Some(&self.key),
+                self.recipient()?.as_ref(),
+            )
             .await
             .map_err(|e| match e.code() {
                 // Altered, swapped for another purpose's or deployment's, or wrapped by

@@ -65,6 +65,16 @@ impl Credentials {
         &self.access_key_id
     }
 
+    /// The secret key: for lending to an enclave (`super::enclave`), never for printing.
+    pub(crate) fn secret_access_key(&self) -> &str {
+        &self.secret_access_key
+    }
+
+    /// The session token, if any.
+    pub(crate) fn session_token(&self) -> Option<&str> {
+        self.session_token.as_deref().map(String::as_str)
+    }
+
     /// For the signer.
     pub(crate) fn identity(&self) -> aws_smithy_runtime_api::client::identity::Identity {
         aws_credential_types::Credentials::new(

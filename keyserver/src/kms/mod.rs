@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cms;
 pub mod credentials;
+pub mod enclave;
 
 pub use client::{Connector, Context, Endpoint, KmsClient, KmsError, Recipient, TcpConnector};
 pub use credentials::{Credentials, CredentialsError};

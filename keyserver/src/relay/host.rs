@@ -42,8 +42,16 @@ pub struct Host {
 
 impl Host {
     /// Binds UDP and TCP on `listen` (the same port number for both; port 0 picks one) and
-    /// relays to `enclave`.
-    pub async fn start(listen: SocketAddr, enclave: Endpoint) -> std::io::Result<Self> {
+    /// relays to `enclave`; with `calls`, also serves the enclave's calls there.
+    pub async fn start(
+        listen: SocketAddr,
+        enclave: Endpoint,
+        calls: Option<Calls>,
+    ) -> std::io::Result<Self> {
+        let calls = match calls {
+            Some(c) => Some((c.listen.listen()?, c.kms)),
+            None => None,
+        };
         let (udp, tcp) = bind(listen).await?;
         let quic_addr = udp.local_addr()?;
         let tcp_addr = tcp.local_addr()?;
@@ -51,6 +59,9 @@ impl Host {
         let enclave = Arc::new(enclave);
         tokio::spawn(datagrams(Arc::new(udp), enclave.clone(), shutdown.clone()));
         tokio::spawn(connections(tcp, enclave, shutdown.clone()));
+        if let Some((listener, kms)) = calls {
+            tokio::spawn(enclave_calls(listener, Arc::new(kms), shutdown.clone()));
+        }
         info!(quic = %quic_addr, tcp = %tcp_addr, "relaying");
         Ok(Self {
             quic_addr,
@@ -70,6 +81,104 @@ impl Host {
     /// Stops relaying (connections in progress are dropped).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Where the host takes the enclave's calls, and the one KMS endpoint it connects them to.
+#[derive(Clone, Debug)]
+pub struct Calls {
+    /// Where to listen (a vsock port, or a Unix socket).
+    pub listen: Endpoint,
+    /// KMS; `None`: KMS connections are refused (credentials are still lent).
+    pub kms: Option<crate::kms::Endpoint>,
+}
+
+/// Serves the enclave's calls: connections to KMS, and credentials.
+async fn enclave_calls(
+    listener: super::Listener,
+    kms: Arc<Option<crate::kms::Endpoint>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            s = listener.accept() => match s {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let kms = kms.clone();
+        tokio::spawn(async move {
+            if let Err(e) = enclave_call(stream, &kms).await {
+                warn!(error = %e, "an enclave call refused");
+            }
+        });
+    }
+}
+
+async fn enclave_call(
+    mut stream: super::Stream,
+    kms: &Option<crate::kms::Endpoint>,
+) -> Result<(), super::WireError> {
+    use crate::kms::enclave::{KIND_CREDENTIALS, KIND_KMS};
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    tokio::time::timeout(CONNECT_TIMEOUT, stream.read_exact(&mut head))
+        .await
+        .map_err(|_| super::WireError::Malformed("nothing said in time"))??;
+    if head[..4] != super::MAGIC {
+        return Err(super::WireError::Malformed("not a relay stream"));
+    }
+    match head[4] {
+        KIND_CREDENTIALS => {
+            let lent = match crate::kms::Credentials::from_environment() {
+                Ok(c) => crate::kms::enclave::lend(&c),
+                Err(e) => {
+                    warn!(error = %e, "the enclave asked for credentials and there are none");
+                    zeroize::Zeroizing::new(vec![0, 0])
+                }
+            };
+            stream.write_all(&lent).await?;
+            stream.shutdown().await?;
+            Ok(())
+        }
+        KIND_KMS => {
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).await?;
+            let len = usize::from(u16::from_be_bytes(len));
+            if len > 255 {
+                return Err(super::WireError::Malformed(
+                    "a host name longer than 255 bytes",
+                ));
+            }
+            let mut host = vec![0u8; len];
+            stream.read_exact(&mut host).await?;
+            let mut port = [0u8; 2];
+            stream.read_exact(&mut port).await?;
+            let port = u16::from_be_bytes(port);
+            let Some(kms) = kms
+                .as_ref()
+                .filter(|k| k.host.as_bytes() == host && k.port == port)
+            else {
+                return Err(super::WireError::Malformed(
+                    "a connection to somewhere other than the KMS endpoint this host was given",
+                ));
+            };
+            let mut to = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                TcpStream::connect((kms.host.as_str(), kms.port)),
+            )
+            .await
+            .map_err(|_| std::io::Error::other("KMS did not accept in time"))??;
+            let _ = to.set_nodelay(true);
+            tokio::io::copy_bidirectional(&mut stream, &mut to).await?;
+            Ok(())
+        }
+        _ => Err(super::WireError::Malformed("an unknown call")),
     }
 }
 

@@ -73,7 +73,11 @@ fn relay(enclave: &Enclave, listen: &str) -> (Process, String, String) {
 }
 
 fn trust(e: &Enclave) -> [(&'static str, String); 2] {
-    let m = e.dir.join("simulated-attestation");
+    trust_dir(&e.dir)
+}
+
+fn trust_dir(dir: &Path) -> [(&'static str, String); 2] {
+    let m = dir.join("simulated-attestation");
     [
         (
             "KEYSERVER_EXPECT_PCRS",
@@ -243,4 +247,152 @@ async fn garbage_on_the_enclaves_socket_never_hurts_a_normal_client() {
         s.list().await.unwrap();
     }
     drop(held);
+}
+
+/// `nitro-kms`: the enclave's keys come from KMS (a test double with a key policy that
+/// requires the enclave's attestation) through the host, only encrypted to the enclave's
+/// own RSA key. The host, with the same credentials, gets nothing; another image gets
+/// nothing.
+#[test]
+fn an_enclave_gets_its_keys_from_kms_only_as_the_attested_recipient() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let module = dir.join("simulated-attestation");
+    let double = keyserver_tests::kms_double::KmsDouble::start(module);
+    let socket = tmp.path().join("enclave.sock");
+    let calls = tmp.path().join("calls.sock");
+    let (enclave_at, calls_at) = (
+        format!("unix:{}", socket.display()),
+        format!("unix:{}", calls.display()),
+    );
+    let host_env = [
+        ("AWS_ACCESS_KEY_ID", "host-key"),
+        ("AWS_SECRET_ACCESS_KEY", "host-secret"),
+    ];
+    let mut host_cmd = Command::new(bin("keyserver"));
+    host_cmd
+        .args(["host", "--listen", "127.0.0.1:0", "--enclave", &enclave_at])
+        .args([
+            "--enclave-calls",
+            &calls_at,
+            "--kms-endpoint",
+            &double.endpoint,
+        ])
+        .envs(host_env)
+        .env("KEYSERVER_LOG", "warn");
+    let (_host, line) =
+        Process::spawn_and_read_line(&mut host_cmd, Duration::from_secs(60)).unwrap();
+    let quic = listening(&line, "quic").unwrap();
+    // The enclave has no credentials of its own: the host lends them.
+    let enclave_args = |cmd: &mut Command| {
+        cmd.arg("--data-dir")
+            .arg(&dir)
+            .args(["--key-provider", "nitro-kms", "--kms-key-id"])
+            .arg(keyserver_tests::kms_double::KEY_ARN)
+            .args([
+                "--kms-region",
+                "us-east-1",
+                "--kms-endpoint",
+                &double.endpoint,
+            ])
+            .args(["--attestation", "simulated", "--host-calls", &calls_at])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("HOME", "/nonexistent")
+            .env("KEYSERVER_LOG", "warn");
+    };
+    let mut init = Command::new(bin("keyserver"));
+    init.args(["init", "--simulated-attestation"]);
+    enclave_args(&mut init);
+    let out = init.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("wrapped by the KMS key arn:aws:kms"),
+        "{out:?}"
+    );
+    let made = double.answered();
+    assert!(made >= 1, "the data keys were made for the enclave");
+    let serve = |extra: &[&str]| {
+        let mut cmd = Command::new(bin("keyserver"));
+        enclave_args(&mut cmd);
+        cmd.args(["--vsock", &enclave_at]).args(extra);
+        Process::spawn_and_read_line(&mut cmd, Duration::from_secs(60))
+    };
+    let (mut enclave, line) = serve(&[]).unwrap();
+    assert_eq!(line, format!("keyserver listening vsock={enclave_at}"));
+    assert!(
+        double.answered() > made,
+        "opened with Decrypt for the recipient"
+    );
+    let trust = trust_dir(&dir);
+    let env: Vec<(&str, &str)> = trust.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = Client {
+        server: quic,
+        ca: tmp.path().join("no-ca.pem"),
+        server_name: None,
+        state_dir: tmp.path().join("state"),
+    };
+    c.run(&["register", "--user", "alice"], Some("pw"), &env, b"")
+        .ok();
+    enclave.terminate(Duration::from_secs(30)).unwrap();
+    let (_enclave, _) = serve(&[]).unwrap();
+    c.run(&["list", "--user", "alice"], Some("pw"), &env, b"")
+        .ok();
+    assert!(double.refused().is_empty(), "{:?}", double.refused());
+
+    // What the host can do with its credentials: ask without a recipient. Refused.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = keyserver::kms::KmsClient::new(
+        keyserver::kms::Endpoint::parse(&double.endpoint).unwrap(),
+        "us-east-1".into(),
+        keyserver::kms::Credentials::new("host-key", "host-secret", None),
+        std::sync::Arc::new(keyserver::kms::TcpConnector),
+    );
+    let e = rt
+        .block_on(client.generate_data_key(
+            keyserver_tests::kms_double::KEY_ARN,
+            &keyserver::kms::Context::new(),
+            None,
+        ))
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Some("AccessDeniedException"), "{e}");
+
+    // Another enclave image: the key policy wants other PCRs; the enclave gets nothing and
+    // does not start.
+    double.expect_pcrs_instead([(0u8, vec![0x11; 48])].into_iter().collect());
+    drop(_enclave);
+    let err = serve(&[]).unwrap_err();
+    assert!(err.to_string().contains("no line"), "{err}");
+    assert!(
+        double.refused().keys().any(|k| k.contains("PCR0")),
+        "{:?}",
+        double.refused()
+    );
+}
+
+#[test]
+fn the_doubles_ciphertext_for_recipient_opens_with_openssl_and_the_server() {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let tmp = tempfile::tempdir().unwrap();
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let data_key = keyserver_tests::random_bytes(32);
+    let cms = keyserver_tests::kms_double::cms_for(&key.to_public_key(), &data_key);
+    assert_eq!(
+        keyserver::kms::cms::decrypt(&cms, &key).unwrap().as_slice(),
+        data_key.as_slice()
+    );
+    let pem = tmp.path().join("key.pem");
+    std::fs::write(&pem, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    let input = tmp.path().join("cms.der");
+    std::fs::write(&input, &cms).unwrap();
+    let out = Command::new("openssl")
+        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
+        .arg(&input)
+        .arg("-inkey")
+        .arg(&pem)
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, data_key);
 }
