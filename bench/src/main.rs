@@ -20,6 +20,7 @@
 //! Postgres.
 
 mod floors;
+mod relay;
 
 use std::{
     path::{Path, PathBuf},
@@ -71,6 +72,10 @@ struct Args {
     /// Only time the client's key-stretching function (argon2id, RFC 9106 parameters).
     #[arg(long)]
     ksf: bool,
+    /// Only the enclave's costs: retrieves through `keyserver host` against the direct
+    /// path on QUIC and TCP, and opening a session with attestation against without.
+    #[arg(long)]
+    relay: bool,
     /// Internal: serve the bare echo floor with the certificate of this data dir.
     #[arg(long, hide = true)]
     echo_server: Option<PathBuf>,
@@ -487,6 +492,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return time_enumeration(&bin, if args.quick { 100 } else { 1000 }).await;
     }
     let secs = args.seconds.unwrap_or(if args.quick { 0.5 } else { 3.0 });
+    if args.relay {
+        let figures = relay::figures(&bin, secs, if args.quick { 10 } else { 200 }).await?;
+        print_table(&figures, args.markdown);
+        return Ok(());
+    }
     if args.fleet {
         return fleet(&args, &bin, secs).await;
     }

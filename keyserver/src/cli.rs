@@ -167,6 +167,11 @@ pub enum Command {
         /// credentials of this host's environment, lent to the enclave.
         #[arg(long, env = "KEYSERVER_ENCLAVE_CALLS")]
         enclave_calls: Option<crate::relay::Endpoint>,
+        /// The Postgres server the enclave's database connections go to (HOST:PORT), when
+        /// it serves with --database-url: inside an enclave it reaches the database only
+        /// through this host.
+        #[arg(long, env = "KEYSERVER_HOST_DATABASE", requires = "enclave_calls")]
+        database: Option<String>,
     },
     /// Put a backup in place of the database of a stopped data dir, after checking that it
     /// opens and that this server knows its migrations. The database replaced is kept as
@@ -321,7 +326,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Host {
             ref enclave,
             ref enclave_calls,
-        }) => host(&cli, enclave.clone(), enclave_calls.clone()).await,
+            ref database,
+        }) => {
+            host(
+                &cli,
+                enclave.clone(),
+                enclave_calls.clone(),
+                database.clone(),
+            )
+            .await
+        }
         None | Some(Command::Serve) => serve(cli).await,
     }
 }
@@ -514,6 +528,7 @@ async fn host(
     cli: &Cli,
     enclave: crate::relay::Endpoint,
     calls: Option<crate::relay::Endpoint>,
+    database: Option<String>,
 ) -> Result<(), CliError> {
     let signals = Signals::install()
         .map_err(|e| CliError::Other(format!("cannot listen for signals: {e}")))?;
@@ -523,7 +538,11 @@ async fn host(
         (None, Some(region)) => Some(crate::kms::Endpoint::aws(region)),
         (None, None) => None,
     };
-    let calls = calls.map(|listen| crate::relay::host::Calls { listen, kms });
+    let calls = calls.map(|listen| crate::relay::host::Calls {
+        listen,
+        kms,
+        database,
+    });
     let host = crate::relay::host::Host::start(listen, enclave, calls)
         .await
         .map_err(|source| StartError::Bind {

@@ -123,11 +123,36 @@ pub async fn open_storage(
             if url.expose().starts_with("postgres://")
                 || url.expose().starts_with("postgresql://") =>
         {
-            Arc::new(
-                PostgresBackend::connect(url.expose())
+            let connected = match (&config.vsock, &config.host_calls) {
+                // Inside an enclave there is no network: through the host.
+                (Some(_), Some(host)) => {
+                    let opts: sqlx::postgres::PgConnectOptions =
+                        url.expose().parse().map_err(|e| {
+                            StartError::Database(
+                                url.redacted(),
+                                StorageError::Unavailable(format!("invalid database URL: {e}")),
+                            )
+                        })?;
+                    let dir = relay::database::through_host(
+                        host.clone(),
+                        &data_dir.join("database-relay"),
+                    )
+                    .map_err(|e| {
+                        StartError::Database(
+                            url.redacted(),
+                            StorageError::Unavailable(format!(
+                                "cannot open the socket that leads to the host: {e}"
+                            )),
+                        )
+                    })?;
+                    PostgresBackend::connect_with(
+                        opts.socket(dir).port(relay::database::SOCKET_PORT),
+                    )
                     .await
-                    .map_err(|e| StartError::Database(url.redacted(), e))?,
-            )
+                }
+                _ => PostgresBackend::connect(url.expose()).await,
+            };
+            Arc::new(connected.map_err(|e| StartError::Database(url.redacted(), e))?)
         }
         Some(url) => return Err(StartError::UnsupportedDatabase(url.redacted())),
     };

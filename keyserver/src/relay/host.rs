@@ -49,7 +49,13 @@ impl Host {
         calls: Option<Calls>,
     ) -> std::io::Result<Self> {
         let calls = match calls {
-            Some(c) => Some((c.listen.listen()?, c.kms)),
+            Some(c) => Some((
+                c.listen.listen()?,
+                Targets {
+                    kms: c.kms,
+                    database: c.database,
+                },
+            )),
             None => None,
         };
         let (udp, tcp) = bind(listen).await?;
@@ -59,8 +65,8 @@ impl Host {
         let enclave = Arc::new(enclave);
         tokio::spawn(datagrams(Arc::new(udp), enclave.clone(), shutdown.clone()));
         tokio::spawn(connections(tcp, enclave, shutdown.clone()));
-        if let Some((listener, kms)) = calls {
-            tokio::spawn(enclave_calls(listener, Arc::new(kms), shutdown.clone()));
+        if let Some((listener, targets)) = calls {
+            tokio::spawn(enclave_calls(listener, Arc::new(targets), shutdown.clone()));
         }
         info!(quic = %quic_addr, tcp = %tcp_addr, "relaying");
         Ok(Self {
@@ -91,12 +97,21 @@ pub struct Calls {
     pub listen: Endpoint,
     /// KMS; `None`: KMS connections are refused (credentials are still lent).
     pub kms: Option<crate::kms::Endpoint>,
+    /// The database (`HOST:PORT`); `None`: database connections are refused.
+    pub database: Option<String>,
 }
 
-/// Serves the enclave's calls: connections to KMS, and credentials.
+/// Where the enclave's calls may lead.
+#[derive(Debug)]
+struct Targets {
+    kms: Option<crate::kms::Endpoint>,
+    database: Option<String>,
+}
+
+/// Serves the enclave's calls: connections to KMS and to the database, and credentials.
 async fn enclave_calls(
     listener: super::Listener,
-    kms: Arc<Option<crate::kms::Endpoint>>,
+    targets: Arc<Targets>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -111,9 +126,9 @@ async fn enclave_calls(
                 }
             },
         };
-        let kms = kms.clone();
+        let targets = targets.clone();
         tokio::spawn(async move {
-            if let Err(e) = enclave_call(stream, &kms).await {
+            if let Err(e) = enclave_call(stream, &targets).await {
                 warn!(error = %e, "an enclave call refused");
             }
         });
@@ -122,7 +137,7 @@ async fn enclave_calls(
 
 async fn enclave_call(
     mut stream: super::Stream,
-    kms: &Option<crate::kms::Endpoint>,
+    targets: &Targets,
 ) -> Result<(), super::WireError> {
     use crate::kms::enclave::{KIND_CREDENTIALS, KIND_KMS};
     use tokio::io::AsyncReadExt;
@@ -160,7 +175,8 @@ async fn enclave_call(
             let mut port = [0u8; 2];
             stream.read_exact(&mut port).await?;
             let port = u16::from_be_bytes(port);
-            let Some(kms) = kms
+            let Some(kms) = targets
+                .kms
                 .as_ref()
                 .filter(|k| k.host.as_bytes() == host && k.port == port)
             else {
@@ -174,6 +190,19 @@ async fn enclave_call(
             )
             .await
             .map_err(|_| std::io::Error::other("KMS did not accept in time"))??;
+            let _ = to.set_nodelay(true);
+            tokio::io::copy_bidirectional(&mut stream, &mut to).await?;
+            Ok(())
+        }
+        super::KIND_DATABASE => {
+            let Some(database) = targets.database.as_deref() else {
+                return Err(super::WireError::Malformed(
+                    "a database connection, and this host was given no --database",
+                ));
+            };
+            let mut to = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(database))
+                .await
+                .map_err(|_| std::io::Error::other("the database did not accept in time"))??;
             let _ = to.set_nodelay(true);
             tokio::io::copy_bidirectional(&mut stream, &mut to).await?;
             Ok(())

@@ -19,6 +19,10 @@
 //! datagram = length (u16 BE, of what follows) || address || payload
 //! ```
 //!
+//! The enclave's own calls go the other way, to the host (`serve --host-calls`, `host
+//! --enclave-calls`): kinds 3 and 4 reach KMS and borrow credentials (`kms::enclave`), kind
+//! 5 reaches the database ([`database`]).
+//!
 //! The address is the client's (towards the enclave) or the destination (from it). The
 //! host chooses it: a hostile host can present any address, so nothing that protects an
 //! account depends on it (guess limits count per account; see the threat model). The relay
@@ -27,6 +31,7 @@
 //! [`Endpoint`] names either side: a vsock address, or a Unix socket for machines without
 //! vsock (tests, and development).
 
+pub mod database;
 pub mod host;
 
 use std::{
@@ -44,6 +49,9 @@ pub const MAGIC: [u8; 4] = *b"KSR1";
 pub const KIND_TCP: u8 = 1;
 /// The datagram channel.
 pub const KIND_DATAGRAMS: u8 = 2;
+/// A database connection, from the enclave to the host (kinds 3 and 4, KMS and
+/// credentials, are in `kms::enclave`).
+pub const KIND_DATABASE: u8 = 5;
 /// The most bytes an address takes.
 pub const MAX_ADDRESS: usize = 1 + 16 + 2;
 /// The most bytes a datagram frame's length may say (address and payload).

@@ -396,3 +396,113 @@ fn the_doubles_ciphertext_for_recipient_opens_with_openssl_and_the_server() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, data_key);
 }
+
+/// Splits a test database URL (`postgres://[user@]host:port/rest`) into the address the
+/// host connects to and the same URL naming an address nobody can reach.
+fn database_behind_the_host(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (user, rest) = match rest.split_once('@') {
+        Some((user, rest)) => (format!("{user}@"), rest),
+        None => (String::new(), rest),
+    };
+    let (address, path) = rest.split_once('/').unwrap();
+    (
+        address.to_string(),
+        format!("{scheme}://{user}database.invalid:1/{path}"),
+    )
+}
+
+/// Inside an enclave the database is reached only through the host: the enclave's URL
+/// names an address that does not resolve, the host's `--database` the real one. A new
+/// enclave (a restart, with a data dir of its own, as after a reboot that cleared its
+/// memory) finds every account and secret where the first left them.
+#[test]
+fn an_enclave_keeps_its_data_in_postgres_through_the_host() {
+    let Some(schema) = keyserver_tests::PgSchema::create() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (address, unreachable) = database_behind_the_host(&schema.url());
+    let socket = tmp.path().join("enclave.sock");
+    let calls = tmp.path().join("calls.sock");
+    let (enclave_at, calls_at) = (
+        format!("unix:{}", socket.display()),
+        format!("unix:{}", calls.display()),
+    );
+    let mut host_cmd = Command::new(bin("keyserver"));
+    host_cmd
+        .args(["host", "--listen", "127.0.0.1:0", "--enclave", &enclave_at])
+        .args(["--enclave-calls", &calls_at, "--database", &address])
+        .env("KEYSERVER_LOG", "warn");
+    let (_host, line) =
+        Process::spawn_and_read_line(&mut host_cmd, Duration::from_secs(60)).unwrap();
+    let quic = listening(&line, "quic").unwrap();
+    let tcp = listening(&line, "tcp").unwrap();
+    // One key file for both boots (in production: the KMS key, `nitro-kms`).
+    let key = tmp.path().join("setup.key");
+    let serve = |dir: &Path| {
+        let out = Command::new(bin("keyserver"))
+            .args(["init", "--simulated-attestation", "--data-dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut cmd = Command::new(bin("keyserver"));
+        cmd.arg("--data-dir")
+            .arg(dir)
+            .arg("--setup-key")
+            .arg(&key)
+            .args(["--database-url", &unreachable])
+            .args(["--vsock", &enclave_at, "--host-calls", &calls_at])
+            .args(["--attestation", "simulated"])
+            .env("KEYSERVER_LOG", "warn");
+        let (p, line) = Process::spawn_and_read_line(&mut cmd, Duration::from_secs(60)).unwrap();
+        assert_eq!(line, format!("keyserver listening vsock={enclave_at}"));
+        p
+    };
+    let first = tmp.path().join("first");
+    let mut enclave = serve(&first);
+    let env_of = |dir: &Path| trust_dir(dir);
+    let trust = env_of(&first);
+    let env: Vec<(&str, &str)> = trust.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = Client {
+        server: quic,
+        ca: tmp.path().join("no-ca.pem"),
+        server_name: None,
+        state_dir: tmp.path().join("state"),
+    };
+    c.run(&["register", "--user", "alice"], Some("pw"), &env, b"")
+        .ok();
+    c.run(
+        &["store", "--user", "alice", "--name", "n", "--file", "-"],
+        Some("pw"),
+        &env,
+        b"kept outside the enclave, sealed",
+    )
+    .ok();
+    enclave.terminate(Duration::from_secs(30)).unwrap();
+
+    // A new boot: nothing of the first data dir, the same database and key.
+    let second = tmp.path().join("second");
+    let _enclave = serve(&second);
+    let trust = env_of(&second);
+    let env: Vec<(&str, &str)> = trust.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let over_tcp = Client { server: tcp, ..c };
+    let got = over_tcp
+        .run(
+            &[
+                "retrieve",
+                "--user",
+                "alice",
+                "--name",
+                "n",
+                "--transport",
+                "tcp",
+            ],
+            Some("pw"),
+            &env,
+            b"",
+        )
+        .ok();
+    assert_eq!(got.stdout, b"kept outside the enclave, sealed");
+}
