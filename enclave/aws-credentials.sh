@@ -1,8 +1,9 @@
 #!/bin/sh
 # Writes the instance role's temporary credentials (IMDSv2) to an AWS shared credentials
 # file, whole (written aside, then renamed), mode 0600. `keyserver host` reads that file each
-# time the enclave asks, and lends what it holds. Run by aws-credentials.timer well before
-# the credentials expire (the instance role's last at least an hour; IMDS renews them ahead).
+# time the enclave asks, and lends what it holds. Run by aws-credentials.timer every 4
+# minutes: IMDS has new credentials at least 5 minutes before the old ones expire, so the
+# file never holds expired ones. The enclave borrows them at start only (to unwrap its keys).
 #
 #   aws-credentials.sh /run/keyserver-host/credentials
 set -eu

@@ -269,7 +269,7 @@ fn config(cli: &Cli, file: Option<Config>) -> Config {
         }
         if let crate::relay::Endpoint::Vsock { .. } = v {
             config.host_calls = Some(crate::relay::Endpoint::Vsock {
-                cid: tokio_vsock::VMADDR_CID_HOST,
+                cid: crate::relay::PARENT_CID,
                 port: 8000,
             });
         }

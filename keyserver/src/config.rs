@@ -339,6 +339,13 @@ impl Config {
             }
             _ => {}
         }
+        if self.attestation == crate::attestation::Mode::Nsm
+            && self.keys.provider != Provider::NitroKms
+        {
+            return Err(ConfigError::Inconsistent(
+                "attested by the Nitro Security Module, the server's keys must come from the                  nitro-kms provider: under file or aws-kms its host could unwrap them, and the                  attestation would vouch for nothing (--key-provider nitro-kms)",
+            ));
+        }
         range(
             "session_idle_timeout_secs",
             self.session_idle_timeout_secs,
@@ -741,5 +748,23 @@ mod tests {
         let c = Config::from_toml("session_idle_timeout_secs = 100\nsession_lifetime_secs = 10")
             .unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::Inconsistent(_))));
+    }
+
+    #[test]
+    fn an_nsm_attested_server_takes_its_keys_only_from_nitro_kms() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/k";
+        for (provider, key, ok) in [
+            ("file", None, false),
+            ("aws-kms", Some(arn), false),
+            ("nitro-kms", Some(arn), true),
+        ] {
+            let mut c = Config::from_toml(&format!("[keys]\nprovider = \"{provider}\"\n")).unwrap();
+            c.keys.kms_key_id = key.map(str::to_string);
+            c.attestation = crate::attestation::Mode::Nsm;
+            assert_eq!(c.validate().is_ok(), ok, "{provider}");
+            // Simulated attestation is for development: any provider.
+            c.attestation = crate::attestation::Mode::Simulated;
+            c.validate().unwrap();
+        }
     }
 }

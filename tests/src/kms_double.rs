@@ -41,6 +41,9 @@ struct State {
     refused: BTreeMap<String, u32>,
     /// Keys handed out, always for a recipient.
     answered: u32,
+    /// Also answer `Plaintext` beside `CiphertextForRecipient` (what a KMS, or someone
+    /// between it and the enclave, must never get the enclave to accept).
+    leak_plaintext: bool,
 }
 
 /// A running double.
@@ -108,6 +111,11 @@ impl KmsDouble {
     /// Requires `pcrs` from now on (another enclave image than the module's).
     pub fn expect_pcrs_instead(&self, pcrs: BTreeMap<u8, Vec<u8>>) {
         self.state.lock().expect("state").pcrs_instead = Some(pcrs);
+    }
+
+    /// Answers `Decrypt` with `Plaintext` too, from now on (or no longer).
+    pub fn leak_plaintext(&self, leak: bool) {
+        self.state.lock().expect("state").leak_plaintext = leak;
     }
 
     /// Requests refused, by reason.
@@ -182,11 +190,13 @@ fn handle(
             match st.keys.get(&handle) {
                 Some((key, c)) if *c == context => {
                     let cms = cms_for(&recipient, key);
+                    let mut answer =
+                        json!({"KeyId": KEY_ARN, "CiphertextForRecipient": B64.encode(cms)});
+                    if st.leak_plaintext {
+                        answer["Plaintext"] = json!(B64.encode(key));
+                    }
                     st.answered += 1;
-                    (
-                        200,
-                        json!({"KeyId": KEY_ARN, "CiphertextForRecipient": B64.encode(cms)}),
-                    )
+                    (200, answer)
                 }
                 _ => error(
                     "InvalidCiphertextException",

@@ -109,13 +109,26 @@ impl Kek {
                     .into(),
             )),
             Self::NitroKms(k, Some(module)) => {
+                // The key must be named by the image itself: an alias or a bare key id would
+                // be resolved with the credentials the host lends, in whichever account they
+                // belong to, and the host could name a key of its own.
+                if !is_key_arn(&k.key_id) {
+                    return Err(KeyError::Settings(format!(
+                        "the nitro-kms provider needs the KMS key as its full ARN                          (arn:aws:kms:REGION:ACCOUNT:key/ID), not {}: an alias or key id                          would be resolved with the host's credentials",
+                        k.key_id
+                    )));
+                }
                 let recipient = EnclaveRecipient::new(module.clone())
                     .map_err(|e| KeyError::Settings(e.to_string()))?;
-                Ok(Box::new(
-                    KmsKek::resolve(kms_client(k).await?, &k.key_id)
-                        .await?
-                        .for_recipient(Arc::new(recipient)),
-                ))
+                let kek = KmsKek::resolve(kms_client(k).await?, &k.key_id).await?;
+                if kek.key() != k.key_id {
+                    return Err(KeyError::Settings(format!(
+                        "KMS describes the key {} as {}: not the key this server was built for",
+                        k.key_id,
+                        kek.key()
+                    )));
+                }
+                Ok(Box::new(kek.for_recipient(Arc::new(recipient))))
             }
         }
     }
@@ -134,6 +147,20 @@ impl Kek {
             file @ Self::File(_) => file,
         }
     }
+}
+
+/// Whether `id` is a KMS key's full ARN: `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`.
+fn is_key_arn(id: &str) -> bool {
+    let parts: Vec<&str> = id.splitn(6, ':').collect();
+    matches!(
+        parts.as_slice(),
+        ["arn", partition, "kms", region, account, resource]
+            if !partition.is_empty()
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("key/").is_some_and(|k| !k.is_empty())
+    )
 }
 
 /// Where calls for `k` go, for messages.
@@ -437,6 +464,27 @@ mod tests {
 
     use super::*;
     use crate::storage::{NewAccount, sqlite::SqliteBackend};
+
+    #[test]
+    fn only_a_full_key_arn_names_the_key_of_an_enclave() {
+        for ok in [
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k",
+        ] {
+            assert!(is_key_arn(ok), "{ok}");
+        }
+        for bad in [
+            "alias/keyserver",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:eu-west-1:111122223333:alias/keyserver",
+            "arn:aws:kms:eu-west-1:1111:key/k",
+            "arn:aws:kms::111122223333:key/k",
+            "arn:aws:kms:eu-west-1:111122223333:key/",
+            "arn:aws:s3:eu-west-1:111122223333:key/k",
+        ] {
+            assert!(!is_key_arn(bad), "{bad}");
+        }
+    }
 
     async fn sqlite(dir: &Path) -> Storage {
         Storage::new(Arc::new(

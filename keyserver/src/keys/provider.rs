@@ -203,6 +203,11 @@ impl KmsKek {
         }
     }
 
+    /// The key's ARN.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The same key, asked for data keys as `recipient` (`nitro-kms`).
     #[must_use]
     pub fn for_recipient(self, recipient: Arc<EnclaveRecipient>) -> Self {

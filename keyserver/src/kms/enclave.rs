@@ -116,19 +116,29 @@ pub async fn credentials_from(host: &relay::Endpoint) -> Result<Credentials, Str
 
 /// The encoding of `credentials` the host answers with.
 pub fn lend(credentials: &Credentials) -> Zeroizing<Vec<u8>> {
-    let json = Zeroizing::new(
-        serde_json::json!({
-            "AccessKeyId": credentials.access_key_id(),
-            "SecretAccessKey": credentials.secret_access_key(),
-            "Token": credentials.session_token(),
-        })
-        .to_string(),
-    );
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Lending<'a> {
+        access_key_id: &'a str,
+        secret_access_key: &'a str,
+        token: Option<&'a str>,
+    }
+    // Serialised straight into a buffer that is wiped when dropped: no copy of the secret
+    // in an ordinary String (sized for the largest answer sent, so it is not moved while written).
+    let mut json = Zeroizing::new(Vec::with_capacity(MAX_CREDENTIALS));
+    let lending = Lending {
+        access_key_id: credentials.access_key_id(),
+        secret_access_key: credentials.secret_access_key(),
+        token: credentials.session_token(),
+    };
+    if serde_json::to_writer(&mut *json, &lending).is_err() || json.len() > MAX_CREDENTIALS {
+        return Zeroizing::new(vec![0, 0]);
+    }
     let mut out = Zeroizing::new(Vec::with_capacity(json.len() + 2));
     let len = u16::try_from(json.len()).unwrap_or(0);
     out.extend_from_slice(&len.to_be_bytes());
     if len > 0 {
-        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(&json);
     }
     out
 }

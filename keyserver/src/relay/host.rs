@@ -108,12 +108,16 @@ struct Targets {
     database: Option<String>,
 }
 
+/// The most enclave calls open at once (KMS and database connections, credentials).
+const MAX_CALLS: usize = 256;
+
 /// Serves the enclave's calls: connections to KMS and to the database, and credentials.
 async fn enclave_calls(
     listener: super::Listener,
     targets: Arc<Targets>,
     shutdown: CancellationToken,
 ) {
+    let calls = Arc::new(Semaphore::new(MAX_CALLS));
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -126,8 +130,13 @@ async fn enclave_calls(
                 }
             },
         };
+        let Ok(permit) = calls.clone().try_acquire_owned() else {
+            warn!("an enclave call refused: {MAX_CALLS} already open");
+            continue;
+        };
         let targets = targets.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = enclave_call(stream, &targets).await {
                 warn!(error = %e, "an enclave call refused");
             }
@@ -162,19 +171,24 @@ async fn enclave_call(
             Ok(())
         }
         KIND_KMS => {
-            let mut len = [0u8; 2];
-            stream.read_exact(&mut len).await?;
-            let len = usize::from(u16::from_be_bytes(len));
-            if len > 255 {
-                return Err(super::WireError::Malformed(
-                    "a host name longer than 255 bytes",
-                ));
-            }
-            let mut host = vec![0u8; len];
-            stream.read_exact(&mut host).await?;
-            let mut port = [0u8; 2];
-            stream.read_exact(&mut port).await?;
-            let port = u16::from_be_bytes(port);
+            let read_target = async {
+                let mut len = [0u8; 2];
+                stream.read_exact(&mut len).await?;
+                let len = usize::from(u16::from_be_bytes(len));
+                if len > 255 {
+                    return Err(super::WireError::Malformed(
+                        "a host name longer than 255 bytes",
+                    ));
+                }
+                let mut host = vec![0u8; len];
+                stream.read_exact(&mut host).await?;
+                let mut port = [0u8; 2];
+                stream.read_exact(&mut port).await?;
+                Ok((host, u16::from_be_bytes(port)))
+            };
+            let (host, port) = tokio::time::timeout(CONNECT_TIMEOUT, read_target)
+                .await
+                .map_err(|_| super::WireError::Malformed("no KMS address in time"))??;
             let Some(kms) = targets
                 .kms
                 .as_ref()

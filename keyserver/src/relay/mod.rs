@@ -43,6 +43,10 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+/// The context id of a Nitro enclave's parent instance, as the enclave reaches it (always
+/// 3; vsock's generic `VMADDR_CID_HOST`, 2, is not it).
+pub const PARENT_CID: u32 = 3;
+
 /// The first bytes of every stream the relay opens.
 pub const MAGIC: [u8; 4] = *b"KSR1";
 /// A client's TCP connection.
@@ -112,7 +116,13 @@ impl Endpoint {
                 {
                     std::fs::remove_file(p)?;
                 }
-                Ok(Listener::Unix(tokio::net::UnixListener::bind(p)?))
+                let listener = tokio::net::UnixListener::bind(p)?;
+                // Only this user connects: the host's calls socket lends AWS credentials.
+                std::fs::set_permissions(
+                    p,
+                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+                )?;
+                Ok(Listener::Unix(listener))
             }
         }
     }

@@ -358,10 +358,22 @@ fn an_enclave_gets_its_keys_from_kms_only_as_the_attested_recipient() {
         .unwrap();
     assert_eq!(e.code(), Some("AccessDeniedException"), "{e}");
 
+    // An answer that carries the key in clear as well (a KMS, or someone between it and the
+    // enclave, that would have the key travel in clear): refused, the enclave does not start.
+    drop(_enclave);
+    double.leak_plaintext(true);
+    let before = double.answered();
+    let err = serve(&[]).unwrap_err();
+    assert!(err.to_string().contains("no line"), "{err}");
+    assert!(
+        double.answered() > before,
+        "it was answered, and refused the answer"
+    );
+    double.leak_plaintext(false);
+
     // Another enclave image: the key policy wants other PCRs; the enclave gets nothing and
     // does not start.
     double.expect_pcrs_instead([(0u8, vec![0x11; 48])].into_iter().collect());
-    drop(_enclave);
     let err = serve(&[]).unwrap_err();
     assert!(err.to_string().contains("no line"), "{err}");
     assert!(
