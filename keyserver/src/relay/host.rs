@@ -138,7 +138,7 @@ async fn enclave_calls(
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = enclave_call(stream, &targets).await {
-                warn!(error = %e, "an enclave call refused");
+                warn!(error = %e, "an enclave call refused or cut short");
             }
         });
     }

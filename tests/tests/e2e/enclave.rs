@@ -113,43 +113,89 @@ fn clients_reach_the_enclave_over_vsock_where_the_machine_has_a_loopback() {
     through_the_relay(tmp.path(), &e);
 }
 
+/// The whole CLI flow through the relay, on QUIC and on TCP, attested (no `--ca`): register,
+/// store, retrieve, list, delete, audit, change-password, with the relay killed and started
+/// again between two commands; a client expecting other PCRs is refused with exit 8.
 fn through_the_relay(tmp: &Path, e: &Enclave) {
-    let (_relay, quic, tcp) = relay(e, "127.0.0.1:0");
+    let (mut first_relay, quic, tcp) = relay(e, "127.0.0.1:0");
     let trust = trust(e);
     let env: Vec<(&str, &str)> = trust.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let c = Client {
-        server: quic,
-        ca: tmp.join("no-ca.pem"),
-        server_name: None,
-        state_dir: tmp.join("state"),
-    };
-    c.run(&["register", "--user", "alice"], Some("pw"), &env, b"")
-        .ok();
-    c.run(
-        &["store", "--user", "alice", "--name", "n", "--file", "-"],
-        Some("pw"),
-        &env,
-        b"through the relay",
-    )
-    .ok();
-    let over_tcp = Client { server: tcp, ..c };
-    let got = over_tcp
-        .run(
-            &[
-                "retrieve",
-                "--user",
-                "alice",
-                "--name",
-                "n",
-                "--transport",
-                "tcp",
-            ],
+    let mut _relay = None;
+    for (transport, addr, user) in [("quic", &quic, "alice"), ("tcp", &tcp, "bob")] {
+        let c = Client {
+            server: addr.clone(),
+            ca: tmp.join("no-ca.pem"),
+            server_name: None,
+            state_dir: tmp.join(format!("state-{transport}")),
+        };
+        let run = |args: &[&str], pw: &str, stdin: &[u8]| {
+            let mut all = args.to_vec();
+            all.extend(["--transport", transport]);
+            c.run(&all, Some(pw), &env, stdin)
+        };
+        run(&["register", "--user", user], "pw", b"").ok();
+        for name in ["n", "gone"] {
+            run(
+                &["store", "--user", user, "--name", name, "--file", "-"],
+                "pw",
+                b"through the relay",
+            )
+            .ok();
+        }
+        if transport == "quic" {
+            // The relay dies and comes back on the same port between two commands.
+            first_relay.kill();
+            let (second, quic2, tcp2) = relay(e, &quic);
+            assert_eq!((&quic2, &tcp2), (&quic, &tcp));
+            _relay = Some(second);
+        }
+        let got = run(&["retrieve", "--user", user, "--name", "n"], "pw", b"").ok();
+        assert_eq!(got.stdout, b"through the relay");
+        let listed = run(&["list", "--user", user], "pw", b"").ok().text();
+        for name in ["n\t", "gone\t"] {
+            assert!(listed.lines().any(|l| l.starts_with(name)), "{listed}");
+        }
+        run(&["delete", "--user", user, "--name", "gone"], "pw", b"").ok();
+        assert_eq!(
+            run(&["retrieve", "--user", user, "--name", "gone"], "pw", b"").code,
+            4
+        );
+        let doc = run(&["audit", "--user", user, "--json"], "pw", b"")
+            .ok()
+            .json();
+        assert_eq!(doc["chain_verified"], true);
+        let all = ["change-password", "--user", user, "--transport", transport];
+        let out = c.run(
+            &all,
             Some("pw"),
-            &env,
+            &[env[0], env[1], ("KEYSERVER_NEW_PASSWORD", "new pw")],
             b"",
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(
+            run(&["retrieve", "--user", user, "--name", "n"], "pw", b"").code,
+            3
+        );
+        let got = run(&["retrieve", "--user", user, "--name", "n"], "new pw", b"").ok();
+        assert_eq!(got.stdout, b"through the relay");
+
+        // Another image: exit 8, naming the PCRs, before anything of the password is sent.
+        let wrong = tmp.join("wrong-pcrs.json");
+        std::fs::write(
+            &wrong,
+            format!(r#"{{"0": "{0}", "1": "{0}", "2": "{0}"}}"#, "11".repeat(48)),
         )
-        .ok();
-    assert_eq!(got.stdout, b"through the relay");
+        .unwrap();
+        let wrong_env = [("KEYSERVER_EXPECT_PCRS", wrong.to_str().unwrap()), env[1]];
+        let out = c.run(
+            &["list", "--user", user, "--transport", transport],
+            Some("new pw"),
+            &wrong_env,
+            b"",
+        );
+        assert_eq!(out.code, 8, "{out:?}");
+        assert!(out.stderr.contains("PCR"), "{}", out.stderr);
+    }
 }
 
 async fn connect(e: &Enclave, addr: &str, transport: Transport) -> Connection {
@@ -236,6 +282,23 @@ async fn garbage_on_the_enclaves_socket_never_hurts_a_normal_client() {
     }
     // A channel that says nothing, held open.
     held.push(tokio::net::UnixStream::connect(&e.socket).await.unwrap());
+    // And on the relay's own ports: junk datagrams, and TCP connections that send junk,
+    // say nothing, or close at once.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..200usize {
+        let _ = udp.send_to(&vec![0xc3; 1 + i * 5], &quic).await;
+    }
+    let mut relay_held = Vec::new();
+    for j in [
+        &b"\x16\x03\x01\xff\xffjunk"[..],
+        b"",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&tcp).await.unwrap();
+        let _ = s.write_all(j).await;
+        relay_held.push(s);
+    }
+    drop(tokio::net::TcpStream::connect(&tcp).await.unwrap());
     let user = UserName::new("bob").unwrap();
     let pw = SecretBytes::new(b"pw".to_vec());
     for (addr, transport) in [(&quic, Transport::Quic), (&tcp, Transport::Tcp)] {
@@ -247,6 +310,7 @@ async fn garbage_on_the_enclaves_socket_never_hurts_a_normal_client() {
         s.list().await.unwrap();
     }
     drop(held);
+    drop(relay_held);
 }
 
 /// `nitro-kms`: the enclave's keys come from KMS (a test double with a key policy that
