@@ -467,6 +467,87 @@ on_every_backend! {
 }
 
 on_every_backend! {
+    /// Jobs of sessions (`write_for`, which Postgres commits in groups) on several accounts
+    /// at once: a job that fails, one whose statement the database refuses, and one that
+    /// panics each leave nothing behind and take no other job with them; every other job
+    /// is committed, and each account's read-modify-writes lose no update.
+    async fn grouped_jobs_fail_alone_and_lose_no_update(s: Storage) {
+        let mut accounts = Vec::new();
+        for n in 0..6 {
+            accounts.push(new_account(&s, &format!("user{n}")).await.id);
+        }
+        let mut jobs = Vec::new();
+        for i in 0..120u8 {
+            let (s, a) = (s.clone(), accounts[usize::from(i) % accounts.len()]);
+            jobs.push(tokio::spawn(async move {
+                s.write_for(a, Durability::Disk, move |tx| {
+                    Box::pin(async move {
+                        let mut row = super::super::account(tx, a).await?;
+                        row.live_secrets += 1;
+                        tx.save_account(&row).await?;
+                        let secret = SecretRow {
+                            sealed_name: vec![i],
+                            version: 1,
+                            sealed: Some(vec![i]),
+                            created: 1,
+                        };
+                        tx.put_secret(a, &tag(i), &secret).await?;
+                        // The job reads back what it saved (from the database or from
+                        // what the transaction holds).
+                        let again = super::super::account(tx, a).await?;
+                        assert_eq!(again.live_secrets, row.live_secrets);
+                        match i % 8 {
+                            1 => Err(StorageError::Unavailable("this job fails".into())),
+                            3 => {
+                                // A statement the database refuses: the same request
+                                // recorded twice. Ok if it was not refused, which the
+                                // test below counts as a failure.
+                                let req = RequestId {
+                                    session: [i; 16],
+                                    seq: 1,
+                                };
+                                tx.record(req, b"answer", 1).await?;
+                                tx.record(req, b"answer", 1).await?;
+                                Ok(())
+                            }
+                            5 => panic!("a job that panics"),
+                            _ => Ok(()),
+                        }
+                    })
+                })
+                .await
+            }));
+        }
+        let mut kept = vec![0u64; accounts.len()];
+        for (i, j) in jobs.into_iter().enumerate() {
+            let ok = j.await.unwrap().is_ok();
+            assert_eq!(ok, !matches!(i % 8, 1 | 3 | 5), "job {i}");
+            if ok {
+                kept[i % accounts.len()] += 1;
+            }
+        }
+        for (n, a) in accounts.iter().copied().enumerate() {
+            let (row, listed) = s
+                .read(move |tx| {
+                    Box::pin(async move {
+                        Ok((
+                            super::super::account(tx, a).await?,
+                            tx.secrets(a, None, 200, true).await?,
+                        ))
+                    })
+                })
+                .await
+                .unwrap();
+            assert_eq!(row.live_secrets, kept[n], "account {n}");
+            assert_eq!(listed.len() as u64, kept[n], "account {n}");
+            for l in listed {
+                assert!(!matches!(l.tag.0[0] % 8, 1 | 3 | 5));
+            }
+        }
+    }
+}
+
+on_every_backend! {
     /// Reading an account in a write job locks it until the job ends: concurrent
     /// read-modify-write jobs on one account lose no update.
     async fn the_jobs_of_one_account_are_serialised(s: Storage) {

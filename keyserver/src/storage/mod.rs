@@ -818,6 +818,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// committed (or, if the job failed, rolled back alone).
     async fn write(&self, durability: Durability, job: Job) -> Result<(), StorageError>;
 
+    /// As [`Backend::write`], for a job that locks account `account` and no other (an
+    /// operation in one of its sessions), which the backend may commit in a group with
+    /// others.
+    async fn write_for(
+        &self,
+        _account: AccountId,
+        durability: Durability,
+        job: Job,
+    ) -> Result<(), StorageError> {
+        self.write(durability, job).await
+    }
+
     /// Runs `job` as one read-only transaction.
     async fn read(&self, job: Job) -> Result<(), StorageError>;
 
@@ -897,6 +909,25 @@ impl Storage {
     {
         let (job, answer) = job(f);
         self.backend.write(durability, job).await?;
+        take(&answer)
+    }
+
+    /// As [`Storage::write`], for a job that locks account `account` and no other account
+    /// (see [`Backend::write_for`]).
+    pub async fn write_for<R, F>(
+        &self,
+        account: AccountId,
+        durability: Durability,
+        f: F,
+    ) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<R, StorageError>>
+            + Send
+            + 'static,
+    {
+        let (job, answer) = job(f);
+        self.backend.write_for(account, durability, job).await?;
         take(&answer)
     }
 

@@ -7,21 +7,29 @@
 //! the next. Different accounts never wait for each other. sqlx's migrator takes an
 //! advisory lock, so instances starting together against an empty database do not race.
 //!
+//! The write jobs of sessions (every operation on an account) are committed in groups: each
+//! account's jobs queue for one of [`COMMITTERS`] tasks, which runs the jobs waiting as one
+//! transaction, one savepoint each (a failing job is rolled back alone), commits once, and
+//! only then acknowledges them. One commit's round trip and disk flush serve a whole batch.
+//! Jobs that name no account up front (logins, registration, upkeep) run alone.
+//!
 //! Reads and writes have pools of their own, so that a flood of reads (sessions looked up,
 //! audit pages) cannot take every connection a write needs. Every connection sets
 //! `synchronous_commit = on`: a commit is acknowledged only once Postgres has it on disk,
 //! whatever the server's default.
 
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use keyserver_protocol::{
     KeyName, NameTag, UserName, audit_chain::AuditEvent, ops::StoredCheckpoint,
 };
 use sqlx::{
-    PgPool, Postgres, Row, Transaction,
+    PgConnection, PgPool, Row,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AccountId, AccountRow, Backend, Credentials, Durability, Guesses, HeldKeyRow, Job, KeyUsage,
@@ -37,12 +45,32 @@ pub const WRITE_POOL: u32 = 16;
 /// Connections for read jobs.
 pub const READ_POOL: u32 = 8;
 
+/// Committers: the tasks that run the write jobs of sessions in batches, each with one
+/// connection of the write pool at a time. An account's jobs always go to the same one.
+pub const COMMITTERS: usize = 4;
+
+/// Jobs in one batch at most. Each job is a savepoint, and a savepoint that writes is a
+/// subtransaction: Postgres keeps 64 of them per backend in shared memory, and beyond that
+/// every snapshot in the database pays for lookups in `pg_subtrans`. 48 stays below.
+pub const MAX_BATCH: usize = 48;
+
+/// Jobs waiting for each committer at most, before a sender waits too.
+const QUEUE: usize = 256;
+
 /// The Postgres backend.
 #[derive(Clone, Debug)]
 pub struct PostgresBackend {
     write: PgPool,
     read: PgPool,
-    observer: std::sync::OnceLock<super::CommitObserver>,
+    committers: Arc<[mpsc::Sender<Queued>]>,
+    observer: Arc<std::sync::OnceLock<super::CommitObserver>>,
+}
+
+/// A job waiting for its committer.
+struct Queued {
+    account: AccountId,
+    job: Job,
+    done: oneshot::Sender<Result<(), StorageError>>,
 }
 
 impl PostgresBackend {
@@ -70,25 +98,29 @@ impl PostgresBackend {
             .await
             .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
         let read = pool(READ_POOL).await?;
+        let observer = Arc::new(std::sync::OnceLock::new());
+        let committers = (0..COMMITTERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(commit_loop(write.clone(), rx, observer.clone()));
+                tx
+            })
+            .collect();
         Ok(Self {
             write,
             read,
-            observer: std::sync::OnceLock::new(),
+            committers,
+            observer,
         })
     }
-}
 
-#[async_trait]
-impl Backend for PostgresBackend {
-    async fn write(&self, _durability: Durability, job: Job) -> Result<(), StorageError> {
+    /// Runs `job` alone, in a transaction of its own.
+    async fn write_alone(&self, job: Job) -> Result<(), StorageError> {
         let started = crate::clock::Stopwatch::start();
-        let mut tx = PgTx {
-            tx: self.write.begin().await?,
-            locking: true,
-        };
-        match job(&mut tx).await {
+        let mut tx = self.write.begin().await?;
+        match job(&mut PgTx::new(&mut tx, true)).await {
             Ok(()) => {
-                tx.tx.commit().await?;
+                tx.commit().await?;
                 if let Some(o) = self.observer.get() {
                     (o.0)(started.elapsed(), 1);
                 }
@@ -97,19 +129,133 @@ impl Backend for PostgresBackend {
             Err(e) => {
                 // End the transaction now: dropped, it would hold its locks until the
                 // connection is next used.
-                let _ = tx.tx.rollback().await;
+                let _ = tx.rollback().await;
                 Err(e)
             }
         }
     }
+}
+
+/// A committer: takes the jobs waiting (up to [`MAX_BATCH`]) and runs them as one batch,
+/// for as long as the backend lives.
+async fn commit_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Queued>,
+    observer: Arc<std::sync::OnceLock<super::CommitObserver>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (jobs, started) = (batch.len(), crate::clock::Stopwatch::start());
+        let committed = commit_batch(&pool, &mut batch).await;
+        if committed && let Some(o) = observer.get() {
+            (o.0)(started.elapsed(), jobs);
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction, one savepoint each, in the order of their
+/// accounts; commits; answers each job. Whether it committed.
+///
+/// The order is what keeps batches of different instances from deadlocking: each job
+/// locks its own account (the one it was queued for), so every batch takes its locks in
+/// ascending account order. Within an instance, an account's jobs all go to one committer,
+/// so two batches of one instance never wait for each other.
+async fn commit_batch(pool: &PgPool, batch: &mut Vec<Queued>) -> bool {
+    batch.sort_by_key(|q| q.account);
+    let mut answers = Vec::with_capacity(batch.len());
+    let outcome: Result<(), sqlx::Error> = async {
+        let mut tx = pool.begin().await?;
+        for (i, Queued { job, done, .. }) in batch.drain(..).enumerate() {
+            // One round trip for the previous job's release and this one's savepoint.
+            let mark = if i == 0 {
+                "SAVEPOINT job"
+            } else {
+                "RELEASE SAVEPOINT job; SAVEPOINT job"
+            };
+            exec(&mut tx, mark).await?;
+            let result = AssertUnwindSafe(job(&mut PgTx::new(&mut tx, true)))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StorageError::Unavailable(
+                        "a database job failed unexpectedly".into(),
+                    ))
+                });
+            if result.is_err() {
+                // Undoes the job's writes and releases the locks it took; the batch's
+                // transaction goes on (also after an SQL error inside the job).
+                exec(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
+            }
+            answers.push((done, result));
+        }
+        tx.commit().await
+    }
+    .await;
+    // Jobs not run (an error above stopped the batch) drop their senders: their callers
+    // hear that the batch failed, and nothing of theirs was committed. A transaction left
+    // open is rolled back when dropped, before its connection is used again.
+    batch.clear();
+    let failure = outcome.err().map(|e| StorageError::from(e).to_string());
+    if let Some(e) = &failure {
+        tracing::warn!(error = %e, "database batch failed");
+    }
+    for (done, result) in answers {
+        let answer = match &failure {
+            Some(e) => Err(StorageError::Unavailable(format!("commit failed: {e}"))),
+            None => result,
+        };
+        let _ = done.send(answer);
+    }
+    failure.is_none()
+}
+
+/// Runs `sql` (statements of our own, no parameters) on `conn`, in one round trip.
+fn exec<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'static str,
+) -> super::BoxFuture<'c, Result<(), sqlx::Error>> {
+    // A query without arguments goes by the simple protocol, which takes several
+    // statements at once.
+    Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn write(&self, _durability: Durability, job: Job) -> Result<(), StorageError> {
+        self.write_alone(job).await
+    }
+
+    /// Queued for the account's committer, and acknowledged once its batch committed
+    /// (every commit is synchronous: see the module's header).
+    async fn write_for(
+        &self,
+        account: AccountId,
+        _durability: Durability,
+        job: Job,
+    ) -> Result<(), StorageError> {
+        let stopped = || StorageError::Unavailable("the database committer stopped".into());
+        let n = u64::try_from(self.committers.len()).unwrap_or(1).max(1);
+        // Account ids are positive; any id maps to some committer.
+        let i = usize::try_from(account.unsigned_abs() % n).unwrap_or(0);
+        let (done, answer) = oneshot::channel();
+        self.committers[i]
+            .send(Queued { account, job, done })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
 
     async fn read(&self, job: Job) -> Result<(), StorageError> {
-        let mut tx = PgTx {
-            tx: self.read.begin().await?,
-            locking: false,
-        };
-        let r = job(&mut tx).await;
-        let _ = tx.tx.rollback().await;
+        let mut tx = self.read.begin().await?;
+        let r = job(&mut PgTx::new(&mut tx, false)).await;
+        let _ = tx.rollback().await;
         r
     }
 
@@ -118,8 +264,8 @@ impl Backend for PostgresBackend {
     }
 
     /// One job running and one ready: the account's jobs run one at a time in the database
-    /// anyway (each locks the account), and a job waiting for that lock holds one of the
-    /// `WRITE_POOL` connections.
+    /// anyway (each locks the account), and an account's jobs queue for one committer, so
+    /// more would only delay the other accounts queued there.
     fn jobs_per_account(&self) -> Option<usize> {
         Some(2)
     }
@@ -135,11 +281,40 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// One transaction.
-struct PgTx {
-    tx: Transaction<'static, Postgres>,
+/// One job, on a connection inside a transaction (its own, or a savepoint of a batch).
+struct PgTx<'c> {
+    tx: &'c mut PgConnection,
     /// Whether account reads lock their row (write jobs).
     locking: bool,
+    /// The account row this write job locked, as it last read or saved it. While the job
+    /// holds the row's lock no one else can change it, so reading it again (the audit
+    /// position every answer carries, a handler's own read) needs no round trip. Only the
+    /// job's own statements change it, through [`Tx::save_account`].
+    locked: Option<AccountRow>,
+}
+
+impl<'c> PgTx<'c> {
+    fn new(tx: &'c mut PgConnection, locking: bool) -> Self {
+        Self {
+            tx,
+            locking,
+            locked: None,
+        }
+    }
+
+    /// Keeps `row` as the locked account's, in a write job.
+    fn keep(&mut self, row: Option<&AccountRow>) {
+        if self.locking
+            && let Some(r) = row
+        {
+            self.locked = Some(r.clone());
+        }
+    }
+
+    /// The locked account `id` as this job last saw it, if it holds it.
+    fn held(&self, id: AccountId) -> Option<AccountRow> {
+        self.locked.as_ref().filter(|a| a.id == id).cloned()
+    }
 }
 
 fn account_of(r: &PgRow) -> Result<AccountRow, StorageError> {
@@ -158,7 +333,7 @@ fn account_of(r: &PgRow) -> Result<AccountRow, StorageError> {
 }
 
 #[async_trait]
-impl Tx for PgTx {
+impl Tx for PgTx<'_> {
     async fn insert_account(
         &mut self,
         new: &NewAccount<'_>,
@@ -176,7 +351,9 @@ impl Tx for PgTx {
         .bind(new.created)
         .fetch_optional(&mut *self.tx)
         .await?;
-        row.as_ref().map(account_of).transpose()
+        let row = row.as_ref().map(account_of).transpose()?;
+        self.keep(row.as_ref());
+        Ok(row)
     }
 
     async fn account_by_name(
@@ -199,10 +376,15 @@ impl Tx for PgTx {
         .bind(user.as_str())
         .fetch_optional(&mut *self.tx)
         .await?;
-        row.as_ref().map(account_of).transpose()
+        let row = row.as_ref().map(account_of).transpose()?;
+        self.keep(row.as_ref());
+        Ok(row)
     }
 
     async fn account(&mut self, id: AccountId) -> Result<Option<AccountRow>, StorageError> {
+        if let Some(held) = self.held(id) {
+            return Ok(Some(held));
+        }
         let row = sqlx::query(if self.locking {
             concat!(
                 "SELECT ",
@@ -219,7 +401,9 @@ impl Tx for PgTx {
         .bind(id)
         .fetch_optional(&mut *self.tx)
         .await?;
-        row.as_ref().map(account_of).transpose()
+        let row = row.as_ref().map(account_of).transpose()?;
+        self.keep(row.as_ref());
+        Ok(row)
     }
 
     async fn save_account(&mut self, a: &AccountRow) -> Result<(), StorageError> {
@@ -238,6 +422,9 @@ impl Tx for PgTx {
         .bind(a.id)
         .execute(&mut *self.tx)
         .await?;
+        if self.locked.as_ref().is_some_and(|l| l.id == a.id) {
+            self.locked = Some(a.clone());
+        }
         Ok(())
     }
 
@@ -630,13 +817,18 @@ impl Tx for PgTx {
         if self.locking {
             // Waits out a change holding the account; the next statement then reads the
             // sessions as that change left them (each statement takes a new snapshot).
-            sqlx::query(
-                "SELECT id FROM accounts WHERE id = \
-                 (SELECT account_id FROM sessions WHERE id = $1) FOR UPDATE",
-            )
+            // The row it returns is the account as it is now, locked: kept for the job.
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE id = (SELECT account_id FROM sessions WHERE id = $1) \
+                 FOR UPDATE"
+            ))
             .bind(&id[..])
             .fetch_optional(&mut *self.tx)
             .await?;
+            let row = row.as_ref().map(account_of).transpose()?;
+            self.keep(row.as_ref());
         }
         let row = sqlx::query(
             "SELECT s.reauthed_at, s.epoch, a.epoch FROM sessions s \
@@ -1087,6 +1279,71 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(v, "on");
+        }
+    }
+
+    /// Two instances committing groups of jobs over the same accounts, in every order:
+    /// each batch takes its account locks in ascending order, so none deadlocks (Postgres
+    /// would abort one of the jobs after `deadlock_timeout`), and no update is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_grouping_jobs_of_the_same_accounts_neither_deadlock_nor_lose() {
+        let Some(schema) = keyserver_tests::PgSchema::create() else {
+            return;
+        };
+        let url = schema.url();
+        let one =
+            super::super::Storage::new(Arc::new(PostgresBackend::connect(&url).await.unwrap()));
+        let two =
+            super::super::Storage::new(Arc::new(PostgresBackend::connect(&url).await.unwrap()));
+        let mut accounts = Vec::new();
+        for n in 0..8 {
+            let user = keyserver_protocol::UserName::new(format!("user{n}")).unwrap();
+            let row = one
+                .write(Durability::Disk, move |tx| {
+                    Box::pin(async move {
+                        let new = super::super::NewAccount {
+                            user: &user,
+                            record: b"r",
+                            credential_id: b"c",
+                            sealed_storage_key: b"k",
+                            created: 1,
+                        };
+                        Ok(tx.insert_account(&new).await?.unwrap())
+                    })
+                })
+                .await
+                .unwrap();
+            accounts.push(row.id);
+        }
+        let mut jobs = Vec::new();
+        for i in 0..400usize {
+            let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+            // Both instances walk the accounts, one forwards and one backwards.
+            let a = if i % 2 == 0 {
+                accounts[(i / 2) % 8]
+            } else {
+                accounts[7 - (i / 2) % 8]
+            };
+            jobs.push(tokio::spawn(async move {
+                s.write_for(a, Durability::Disk, move |tx| {
+                    Box::pin(async move {
+                        let mut row = super::super::account(tx, a).await?;
+                        row.live_secrets += 1;
+                        tx.save_account(&row).await
+                    })
+                })
+                .await
+            }));
+        }
+        for (i, j) in jobs.into_iter().enumerate() {
+            j.await.unwrap().unwrap_or_else(|e| panic!("job {i}: {e}"));
+        }
+        for a in accounts {
+            let row = two
+                .read(move |tx| Box::pin(async move { super::super::account(tx, a).await }))
+                .await
+                .unwrap();
+            assert_eq!(row.live_secrets, 50);
         }
     }
 

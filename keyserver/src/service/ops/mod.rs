@@ -240,7 +240,7 @@ where
     let _pass = core.gates.enter(account).await;
     let (r, position) = core
         .storage
-        .write(durability, move |tx| {
+        .write_for(account, durability, move |tx| {
             Box::pin(async move {
                 match live(tx.session_state(id).await?) {
                     Some(live) => {
