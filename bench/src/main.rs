@@ -20,7 +20,9 @@
 //! Postgres.
 
 mod floors;
+mod plot;
 mod relay;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -76,6 +78,20 @@ struct Args {
     /// path on QUIC and TCP, and opening a session with attestation against without.
     #[arg(long)]
     relay: bool,
+    /// Only the durable stores on Postgres beside one INSERT + commit (needs
+    /// --database-url).
+    #[arg(long)]
+    postgres: bool,
+    /// Only a soak of this many seconds: 200 sessions on both transports under a mixed
+    /// load against one server (Postgres with --database-url), throughput per minute,
+    /// errors, the server's memory and descriptors; fails on any error or growth past its
+    /// bound.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<f64>,
+    /// Write SVG charts here: with --soak, the soak's throughput and memory over time;
+    /// alone, retrieves and stores against requests in flight beside the echo floor.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
     /// Internal: serve the bare echo floor with the certificate of this data dir.
     #[arg(long, hide = true)]
     echo_server: Option<PathBuf>,
@@ -491,7 +507,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.enumeration {
         return time_enumeration(&bin, if args.quick { 100 } else { 1000 }).await;
     }
+    if let Some(secs) = args.soak {
+        anyhow::ensure!(
+            secs.is_finite() && secs >= 1.0,
+            "--soak takes at least 1 second"
+        );
+        let report = soak::soak(&bin, secs, args.database_url.as_deref()).await?;
+        report.print();
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
+        }
+        if let Some(dir) = &args.plot {
+            plot::soak_charts(dir, &report)?;
+        }
+        let failures = report.failures();
+        anyhow::ensure!(
+            failures.is_empty(),
+            "the soak failed: {}",
+            failures.join("; ")
+        );
+        return Ok(());
+    }
     let secs = args.seconds.unwrap_or(if args.quick { 0.5 } else { 3.0 });
+    if let Some(dir) = &args.plot {
+        return sweep(&bin, secs, dir, args.quick).await;
+    }
     if args.relay {
         let figures = relay::figures(&bin, secs, if args.quick { 10 } else { 200 }).await?;
         print_table(&figures, args.markdown);
@@ -499,6 +539,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.fleet {
         return fleet(&args, &bin, secs).await;
+    }
+    if args.postgres {
+        let url = args
+            .database_url
+            .as_deref()
+            .context("--postgres needs --database-url")?;
+        let tmp = tempfile::tempdir()?;
+        let plan = Plan {
+            secs,
+            opaque_logins: 0,
+            handshakes: 0,
+            users: if args.quick { 64 } else { 256 },
+            idle_sessions: 0,
+        };
+        let figures = postgres_stores(&bin, tmp.path(), url, &plan).await?;
+        print_table(&figures, args.markdown);
+        return Ok(());
     }
     let plan = if args.quick {
         Plan {
@@ -699,6 +756,108 @@ async fn measure_all(
         figures.extend(postgres_stores(bin, tmp.path(), url, plan).await?);
     }
     Ok(figures)
+}
+
+/// `--plot DIR` alone: retrieves and durable stores of 64 B over one connection of each
+/// transport at 1 to 256 requests in flight, beside the bare echo at the same points;
+/// printed, and drawn as throughput and p99 charts.
+async fn sweep(bin: &Path, secs: f64, dir: &Path, quick: bool) -> anyhow::Result<()> {
+    const LEVELS: [usize; 5] = [1, 4, 16, 64, 256];
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let users = if quick { 64 } else { 256 };
+    let tmp = tempfile::tempdir()?;
+    let server_dir = tmp.path().join("server");
+    init_dir(bin, &server_dir)?;
+    let ca = server_dir.join("ca.pem");
+    eprintln!("echo floor ...");
+    let echo = floors::start_echo(&server_dir)?;
+    let mut rows: Vec<(&str, &str, usize, Load)> = Vec::new();
+    for (tname, quic) in [("quic", true), ("tcp", false)] {
+        for n in LEVELS {
+            rows.push((
+                tname,
+                "bare echo",
+                n,
+                echo_load(&echo, &ca, quic, n, secs).await?,
+            ));
+        }
+    }
+    drop(echo);
+    let (server, addr) = start_server(bin, &server_dir, &[])?;
+    let conn = Connection::connect(&client_config(&addr, &ca, Transport::Quic)?).await?;
+    register_users(&conn, users).await?;
+    for (transport, tname) in [(Transport::Quic, "quic"), (Transport::Tcp, "tcp")] {
+        eprintln!("retrieve and store over one {tname} connection ...");
+        let c = Connection::connect(&client_config(&addr, &ca, transport)?).await?;
+        let sessions = Arc::new(login_users(&c, users, users).await?);
+        let (k, secret) = (SecretName::new("k")?, SecretBytes::new(vec![0x5a; 64]));
+        for s in sessions.iter() {
+            s.store(&k, &secret, true).await?;
+        }
+        for n in LEVELS {
+            let (ss, k2) = (sessions.clone(), k.clone());
+            let load = measure(n, secs, move |id| {
+                let (s, k) = (pick(&ss, id).clone(), k2.clone());
+                async move {
+                    s.retrieve(&k).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push((tname, "retrieve", n, load));
+            let prefix = if tname == "quic" { "plot-q" } else { "plot-t" };
+            let (load, _) = store_load(server.pid(), &sessions, prefix, n, secs).await?;
+            rows.push((tname, "durable store", n, load));
+        }
+        c.shutdown().await;
+    }
+    conn.shutdown().await;
+    drop(server);
+
+    println!("| transport | load | in flight | req/s | p50 µs | p99 µs |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (t, what, n, l) in &rows {
+        println!(
+            "| {t} | {what} | {n} | {} | {} | {} |",
+            num(l.per_second),
+            num(l.p50_us),
+            num(l.p99_us)
+        );
+    }
+    for tname in ["quic", "tcp"] {
+        let series = |value: fn(&Load) -> f64| -> Vec<plot::Series> {
+            ["retrieve", "durable store", "bare echo"]
+                .into_iter()
+                .map(|what| plot::Series {
+                    name: what.into(),
+                    points: rows
+                        .iter()
+                        .filter(|r| r.0 == tname && r.1 == what)
+                        .map(|r| (r.2 as f64, value(&r.3)))
+                        .collect(),
+                })
+                .collect()
+        };
+        let upper = tname.to_uppercase();
+        plot::line_chart(
+            &dir.join(format!("throughput-{tname}.svg")),
+            &format!("64 B requests over one {upper} connection: throughput"),
+            "requests in flight",
+            "requests/s",
+            &series(|l| l.per_second),
+            true,
+        )?;
+        plot::line_chart(
+            &dir.join(format!("p99-{tname}.svg")),
+            &format!("64 B requests over one {upper} connection: p99 latency"),
+            "requests in flight",
+            "p99 latency, µs",
+            &series(|l| l.p99_us),
+            true,
+        )?;
+    }
+    eprintln!("charts written to {}", dir.display());
+    Ok(())
 }
 
 /// Signatures by server-held keys (each audited, durably, before it is answered), 16 in
