@@ -1297,11 +1297,11 @@ mod tests {
             super::super::Storage::new(Arc::new(PostgresBackend::connect(&url).await.unwrap()));
         let mut accounts = Vec::new();
         for n in 0..8 {
-            let user = keyserver_protocol::UserName::new(format!("user{n}")).unwrap();
+            let user = UserName::new(format!("user{n}")).unwrap();
             let row = one
                 .write(Durability::Disk, move |tx| {
                     Box::pin(async move {
-                        let new = super::super::NewAccount {
+                        let new = NewAccount {
                             user: &user,
                             record: b"r",
                             credential_id: b"c",
@@ -1359,7 +1359,7 @@ mod tests {
         for _ in 0..READ_POOL {
             held.push(b.read.acquire().await.unwrap());
         }
-        let s = super::super::Storage::new(std::sync::Arc::new(b.clone()));
+        let s = super::super::Storage::new(Arc::new(b.clone()));
         let wrote = s.write(Durability::Disk, |tx| {
             Box::pin(async move { tx.purge_responses(0).await })
         });
