@@ -57,6 +57,15 @@ pub const MAX_BATCH: usize = 48;
 /// Jobs waiting for each committer at most, before a sender waits too.
 const QUEUE: usize = 256;
 
+/// How long a statement waits for a lock before it fails (`lock_timeout`): a job stuck
+/// behind a lock would hold up its whole batch. Account locks are held for one batch's
+/// time (milliseconds); ten seconds only ends what is stuck.
+const LOCK_TIMEOUT: &str = "10s";
+
+/// How long a connection of ours may sit idle inside a transaction before the database
+/// ends it (`idle_in_transaction_session_timeout`).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+
 /// The Postgres backend.
 #[derive(Clone, Debug)]
 pub struct PostgresBackend {
@@ -86,18 +95,35 @@ impl PostgresBackend {
     /// As [`Self::connect`], with options.
     pub async fn connect_with(opts: PgConnectOptions) -> Result<Self, StorageError> {
         let opts = opts.options([("synchronous_commit", "on")]);
-        let pool = |size| {
+        let pool = |size, opts: &PgConnectOptions| {
             PgPoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts.clone())
         };
-        let write = pool(WRITE_POOL).await?;
-        MIGRATOR
-            .run(&write)
-            .await
-            .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
-        let read = pool(READ_POOL).await?;
+        // Migrations on a connection of their own, without the request path's timeouts
+        // (an index built on a large table may take long).
+        {
+            let migrating = pool(1, &opts).await?;
+            MIGRATOR
+                .run(&migrating)
+                .await
+                .map_err(|e| StorageError::Unavailable(format!("migration failed: {e}")))?;
+            migrating.close().await;
+        }
+        // A job waiting on a lock held elsewhere (another instance's batch, an operator's
+        // session) fails alone after LOCK_TIMEOUT instead of stalling its committer and
+        // every account queued behind it; a transaction left idle by a stuck client of
+        // ours is ended by the database.
+        let opts = opts.options([
+            ("lock_timeout", LOCK_TIMEOUT),
+            (
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            ),
+        ]);
+        let write = pool(WRITE_POOL, &opts).await?;
+        let read = pool(READ_POOL, &opts).await?;
         let observer = Arc::new(std::sync::OnceLock::new());
         let committers = (0..COMMITTERS)
             .map(|_| {
@@ -118,7 +144,14 @@ impl PostgresBackend {
     async fn write_alone(&self, job: Job) -> Result<(), StorageError> {
         let started = crate::clock::Stopwatch::start();
         let mut tx = self.write.begin().await?;
-        match job(&mut PgTx::new(&mut tx, true)).await {
+        let result = match job(&mut PgTx::new(&mut tx, true)).await {
+            // A statement of our own fails if the job left the transaction aborted while
+            // answering success (an SQL error it went past): COMMIT would then answer
+            // ROLLBACK, which sqlx does not report.
+            Ok(()) => exec(&mut tx, "SELECT 1").await.map_err(StorageError::from),
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => {
                 tx.commit().await?;
                 if let Some(o) = self.observer.get() {
@@ -153,7 +186,14 @@ async fn commit_loop(
             }
         }
         let (jobs, started) = (batch.len(), crate::clock::Stopwatch::start());
-        let committed = commit_batch(&pool, &mut batch).await;
+        // A panic outside the jobs (each is caught on its own) fails this batch's callers
+        // (their answers are dropped) and not the committer: the accounts queued here
+        // would otherwise be refused until a restart.
+        let committed = AssertUnwindSafe(commit_batch(&pool, &mut batch))
+            .catch_unwind()
+            .await
+            .unwrap_or(false);
+        batch.clear();
         if committed && let Some(o) = observer.get() {
             (o.0)(started.elapsed(), jobs);
         }
@@ -172,15 +212,9 @@ async fn commit_batch(pool: &PgPool, batch: &mut Vec<Queued>) -> bool {
     let mut answers = Vec::with_capacity(batch.len());
     let outcome: Result<(), sqlx::Error> = async {
         let mut tx = pool.begin().await?;
-        for (i, Queued { job, done, .. }) in batch.drain(..).enumerate() {
-            // One round trip for the previous job's release and this one's savepoint.
-            let mark = if i == 0 {
-                "SAVEPOINT job"
-            } else {
-                "RELEASE SAVEPOINT job; SAVEPOINT job"
-            };
-            exec(&mut tx, mark).await?;
-            let result = AssertUnwindSafe(job(&mut PgTx::new(&mut tx, true)))
+        exec(&mut tx, "SAVEPOINT job").await?;
+        for Queued { job, done, .. } in batch.drain(..) {
+            let mut result = AssertUnwindSafe(job(&mut PgTx::new(&mut tx, true)))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
@@ -188,9 +222,20 @@ async fn commit_batch(pool: &PgPool, batch: &mut Vec<Queued>) -> bool {
                         "a database job failed unexpectedly".into(),
                     ))
                 });
+            if result.is_ok() {
+                // The job's release and the next one's savepoint, in one round trip. It
+                // fails if the job left the transaction aborted while answering success
+                // (an SQL error it went past): that job failed. Without this check, a
+                // COMMIT of an aborted transaction answers ROLLBACK, which sqlx does not
+                // report, and the whole batch would be acknowledged and lost.
+                if let Err(e) = exec(&mut tx, "RELEASE SAVEPOINT job; SAVEPOINT job").await {
+                    result = Err(e.into());
+                }
+            }
             if result.is_err() {
                 // Undoes the job's writes and releases the locks it took; the batch's
-                // transaction goes on (also after an SQL error inside the job).
+                // transaction goes on (also after an SQL error inside the job), and the
+                // savepoint stays for the next job.
                 exec(&mut tx, "ROLLBACK TO SAVEPOINT job").await?;
             }
             answers.push((done, result));
@@ -760,13 +805,14 @@ impl Tx for PgTx<'_> {
     }
 
     async fn purge_responses(&mut self, before: i64) -> Result<u64, StorageError> {
-        Ok(
-            sqlx::query("DELETE FROM session_responses WHERE created_at < $1")
-                .bind(before)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected(),
+        Ok(sqlx::query(
+            "DELETE FROM session_responses WHERE (session_id, seq) IN (SELECT session_id, \
+                 seq FROM session_responses WHERE created_at < $1 FOR UPDATE SKIP LOCKED)",
         )
+        .bind(before)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected())
     }
 
     async fn insert_session(&mut self, s: &SessionRow) -> Result<(), StorageError> {
@@ -977,8 +1023,9 @@ impl Tx for PgTx<'_> {
 
     async fn purge_staged(&mut self) -> Result<u64, StorageError> {
         Ok(sqlx::query(
-            "DELETE FROM staged_secrets t WHERE NOT EXISTS \
-             (SELECT 1 FROM sessions s WHERE s.id = t.session_id)",
+            "DELETE FROM staged_secrets WHERE (session_id, tag) IN (SELECT session_id, tag \
+             FROM staged_secrets t WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = \
+             t.session_id) FOR UPDATE OF t SKIP LOCKED)",
         )
         .execute(&mut *self.tx)
         .await?
@@ -1019,14 +1066,17 @@ impl Tx for PgTx<'_> {
         created_before: i64,
         used_before: i64,
     ) -> Result<u64, StorageError> {
-        Ok(
-            sqlx::query("DELETE FROM sessions WHERE created_at < $1 OR last_used < $2")
-                .bind(created_before)
-                .bind(used_before)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected(),
+        // The purges skip rows a batch holds: a purge waiting on one batch's row while
+        // holding another's could deadlock with it. What is skipped goes next round.
+        Ok(sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE created_at < \
+                 $1 OR last_used < $2 FOR UPDATE SKIP LOCKED)",
         )
+        .bind(created_before)
+        .bind(used_before)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected())
     }
 
     async fn event_hash(
@@ -1345,6 +1395,152 @@ mod tests {
                 .unwrap();
             assert_eq!(row.live_secrets, 50);
         }
+    }
+
+    /// A job that goes past an SQL error and answers success has left its transaction
+    /// aborted (Postgres refuses every statement after the error): it fails, alone in its
+    /// batch and alone, and nothing of it is kept, while the other jobs of its batch are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_goes_past_an_sql_error_fails_and_its_batch_commits() {
+        let Some(schema) = keyserver_tests::PgSchema::create() else {
+            return;
+        };
+        let s = super::super::Storage::new(Arc::new(
+            PostgresBackend::connect(&schema.url()).await.unwrap(),
+        ));
+        // Records request `seq` (a second time if `twice`, the error ignored).
+        fn job(
+            seq: u64,
+            twice: bool,
+        ) -> impl for<'t> FnOnce(
+            &'t mut dyn Tx,
+        )
+            -> super::super::BoxFuture<'t, Result<(), StorageError>>
+        + Send
+        + 'static {
+            move |tx| {
+                Box::pin(async move {
+                    let req = RequestId {
+                        session: [7; 16],
+                        seq,
+                    };
+                    tx.record(req, b"answer", 1).await?;
+                    if twice {
+                        let refused = tx.record(req, b"answer", 1).await;
+                        assert!(refused.is_err());
+                    }
+                    Ok(())
+                })
+            }
+        }
+        let mut jobs = Vec::new();
+        for seq in 0..64u64 {
+            let s = s.clone();
+            let swallows = seq % 4 == 1;
+            jobs.push(tokio::spawn(async move {
+                s.write_for(1, Durability::Disk, job(seq, swallows)).await
+            }));
+        }
+        for (seq, j) in jobs.into_iter().enumerate() {
+            assert_eq!(j.await.unwrap().is_ok(), seq % 4 != 1, "job {seq}");
+        }
+        assert!(s.write(Durability::Disk, job(100, true)).await.is_err());
+        s.write(Durability::Disk, job(101, false)).await.unwrap();
+        for seq in (0..64).chain([100, 101]) {
+            let kept = s
+                .read(move |tx| {
+                    Box::pin(async move {
+                        tx.recorded(RequestId {
+                            session: [7; 16],
+                            seq,
+                        })
+                        .await
+                    })
+                })
+                .await
+                .unwrap();
+            let swallowed = if seq < 64 { seq % 4 == 1 } else { seq == 100 };
+            assert_eq!(kept.is_some(), !swallowed, "request {seq}");
+        }
+    }
+
+    /// A job waiting on a lock held elsewhere fails after the lock timeout, alone, instead
+    /// of holding up its committer (and every account queued behind it) for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_stuck_on_a_lock_fails_alone_and_its_committer_goes_on() {
+        let Some(schema) = keyserver_tests::PgSchema::create() else {
+            return;
+        };
+        let b = PostgresBackend::connect(&schema.url()).await.unwrap();
+        let v: String = sqlx::query_scalar("SHOW lock_timeout")
+            .fetch_one(&b.write)
+            .await
+            .unwrap();
+        assert_eq!(v, LOCK_TIMEOUT);
+        let s = super::super::Storage::new(Arc::new(b.clone()));
+        let mut ids = Vec::new();
+        for n in 0..=COMMITTERS {
+            let user = UserName::new(format!("user{n}")).unwrap();
+            let row = s
+                .write(Durability::Disk, move |tx| {
+                    Box::pin(async move {
+                        let new = NewAccount {
+                            user: &user,
+                            record: b"r",
+                            credential_id: b"c",
+                            sealed_storage_key: b"k",
+                            created: 1,
+                        };
+                        Ok(tx.insert_account(&new).await?.unwrap())
+                    })
+                })
+                .await
+                .unwrap();
+            ids.push(row.id);
+        }
+        // Two accounts of the same committer; someone else (an operator's session) holds
+        // the first one's row.
+        let (held, next) = (ids[0], ids[COMMITTERS]);
+        assert_eq!(held % COMMITTERS as i64, next % COMMITTERS as i64);
+        let mut other = <PgConnection as sqlx::Connection>::connect(&schema.url())
+            .await
+            .unwrap();
+        sqlx::Executor::execute(&mut other, "BEGIN").await.unwrap();
+        sqlx::query("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(held)
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let bump = |s: super::super::Storage, a: AccountId| {
+            tokio::spawn(async move {
+                s.write_for(a, Durability::Disk, move |tx| {
+                    Box::pin(async move {
+                        let mut row = super::super::account(tx, a).await?;
+                        row.live_secrets += 1;
+                        tx.save_account(&row).await
+                    })
+                })
+                .await
+            })
+        };
+        let started = crate::clock::Stopwatch::start();
+        let stuck = bump(s.clone(), held);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = bump(s.clone(), next);
+        assert!(
+            stuck.await.unwrap().is_err(),
+            "the job went through a held lock"
+        );
+        after.await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30));
+        sqlx::Executor::execute(&mut other, "ROLLBACK")
+            .await
+            .unwrap();
+        let row = s
+            .read(move |tx| Box::pin(async move { super::super::account(tx, held).await }))
+            .await
+            .unwrap();
+        assert_eq!(row.live_secrets, 0);
     }
 
     /// Reads cannot starve writes: with every read connection taken (a flood of session
