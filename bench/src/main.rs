@@ -11,6 +11,8 @@
 //! ```text
 //! cargo build --release --bins && target/release/keyserver-bench       # full run
 //! target/release/keyserver-bench --quick                               # a few seconds
+//! target/release/keyserver-bench --plot DIR                            # charts, 90 s
+//! target/release/keyserver-bench --soak 600 --plot DIR                 # a 10-minute soak
 //! ```
 //!
 //! Figures (see `BENCHMARKS.md`): logins per second and server CPU per login vs opaque-ke
