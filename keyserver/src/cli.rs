@@ -65,6 +65,27 @@ pub struct Cli {
     /// metrics_listen in keyserver.toml, else off].
     #[arg(long, global = true, env = "KEYSERVER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve WebSocket over TLS for browsers (wss://HOST:PORT/v1) on this address [default:
+    /// web_listen in keyserver.toml, else off]. Needs --web-origin.
+    #[arg(long, global = true, env = "KEYSERVER_WEB_LISTEN")]
+    pub web_listen: Option<SocketAddr>,
+    /// A page allowed to use the web listener, exactly as browsers send its Origin
+    /// (https://app.example[:port]); repeat for more [default: web_origins in
+    /// keyserver.toml].
+    #[arg(
+        long = "web-origin",
+        global = true,
+        env = "KEYSERVER_WEB_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub web_origins: Vec<String>,
+    /// The web listener's certificate chain (PEM), one browsers trust [default:
+    /// web_cert_file in keyserver.toml, else the server's own certificate].
+    #[arg(long, global = true, env = "KEYSERVER_WEB_CERT", requires = "web_key")]
+    pub web_cert: Option<PathBuf>,
+    /// The private key (PEM) of --web-cert.
+    #[arg(long, global = true, env = "KEYSERVER_WEB_KEY", requires = "web_cert")]
+    pub web_key: Option<PathBuf>,
     /// The log's format on stderr: text (colours only on a terminal) or json (one object per
     /// line). KEYSERVER_LOG sets the level (default info).
     #[arg(
@@ -252,6 +273,16 @@ fn config(cli: &Cli, file: Option<Config>) -> Config {
     }
     if let Some(m) = cli.metrics_listen {
         config.metrics_listen = Some(m);
+    }
+    if let Some(w) = cli.web_listen {
+        config.web_listen = Some(w);
+    }
+    if !cli.web_origins.is_empty() {
+        config.web_origins.clone_from(&cli.web_origins);
+    }
+    if let (Some(cert), Some(key)) = (&cli.web_cert, &cli.web_key) {
+        config.web_cert_file = Some(cert.clone());
+        config.web_key_file = Some(key.clone());
     }
     if let Some(url) = &cli.database_url {
         config.database_url = Some(config::DatabaseUrl::new(url.clone()));

@@ -26,6 +26,12 @@ pub enum ConfigError {
     /// Two values contradict each other.
     #[error("{0}")]
     Inconsistent(&'static str),
+    /// An entry of `web_origins` is not an origin as browsers send it.
+    #[error(
+        "web_origins: {0:?} is not an origin as browsers send it (scheme://host[:port], lower \
+         case, no path, no trailing slash)"
+    )]
+    BadOrigin(String),
     /// The configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -180,6 +186,18 @@ pub struct Config {
     /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz` over plain HTTP;
     /// off by default. Bind it to an address only the monitoring network reaches.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve WebSocket over TLS (`wss://HOST:PORT/v1`) for browsers; off by
+    /// default. Needs `web_origins`.
+    pub web_listen: Option<SocketAddr>,
+    /// The web listener's certificate chain (PEM): one browsers trust, for the name they
+    /// use. Default: the server's own certificate (signed by the development CA, which
+    /// browsers do not trust unless told to).
+    pub web_cert_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `web_cert_file`.
+    pub web_key_file: Option<std::path::PathBuf>,
+    /// The pages allowed to use the web listener, as browsers send their `Origin`:
+    /// `https://app.example` or `https://app.example:8443`, exactly.
+    pub web_origins: Vec<String>,
     /// Which security module vouches for the server (`off`, `nsm` or `simulated`). With
     /// one, the server makes its TLS key in memory at start, serves a certificate for it
     /// instead of the data dir's, and answers attestation requests with documents bound to
@@ -270,6 +288,10 @@ impl Default for Config {
             lockout_base_secs: 60,
             lockout_max_secs: 24 * 3600,
             metrics_listen: None,
+            web_listen: None,
+            web_cert_file: None,
+            web_key_file: None,
+            web_origins: Vec::new(),
             attestation: crate::attestation::Mode::Off,
             vsock: None,
             host_calls: None,
@@ -290,7 +312,63 @@ fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), Confi
     Ok(())
 }
 
+/// Whether `origin` is what a browser sends as `Origin`: `http` or `https`, a host, maybe a
+/// port, nothing else (no path, no trailing slash, no user, lower case).
+fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p))
+            if p.bytes().all(|c| c.is_ascii_digit())
+                && (!h.starts_with('[') || h.ends_with(']')) =>
+        {
+            (h, Some(p))
+        }
+        _ => (rest, None),
+    };
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    let host_ok = !host.is_empty()
+        && host.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, '.' | '-')
+                || (bracketed && matches!(c, '[' | ']' | ':'))
+        });
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok && origin.len() <= 253
+}
+
 impl Config {
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        if self.web_listen.is_none() {
+            return Ok(());
+        }
+        if self.vsock.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "web_listen is not served through the host's relay (--vsock): serve browsers \
+                 from a keyserver outside the enclave's relay, or not at all",
+            ));
+        }
+        if self.web_origins.is_empty() {
+            return Err(ConfigError::Inconsistent(
+                "web_listen needs web_origins: the pages (https://host[:port]) allowed to use it",
+            ));
+        }
+        if let Some(bad) = self.web_origins.iter().find(|o| !is_origin(o)) {
+            return Err(ConfigError::BadOrigin(bad.clone()));
+        }
+        if self.web_cert_file.is_some() != self.web_key_file.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "web_cert_file and web_key_file go together",
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads `path` over the defaults. A missing file is not an error: it means defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
@@ -346,6 +424,7 @@ impl Config {
                 "attested by the Nitro Security Module, the server's keys must come from the                  nitro-kms provider: under file or aws-kms its host could unwrap them, and the                  attestation would vouch for nothing (--key-provider nitro-kms)",
             ));
         }
+        self.validate_web()?;
         range(
             "session_idle_timeout_secs",
             self.session_idle_timeout_secs,
@@ -578,6 +657,14 @@ pub const TEMPLATE: &str = r#"# keyserver configuration. Every setting is option
 # address.
 # metrics_listen = "127.0.0.1:9443"
 
+# WebSocket over TLS for browsers (wss://HOST:PORT/v1), off unless set: the pages allowed
+# to use it (their exact origins) and a certificate browsers trust for the name they use
+# (default: the server's own, which browsers do not trust).
+# web_listen = "0.0.0.0:8443"
+# web_origins = ["https://app.example"]
+# web_cert_file = "/etc/keyserver/web.crt"
+# web_key_file = "/etc/keyserver/web.key"
+
 # Attestation: "nsm" inside an AWS Nitro enclave (documents from /dev/nsm), "simulated" for
 # development with the module `keyserver init --simulated-attestation` made, or "off". With
 # a module, the TLS key is made in memory at each start and clients check the enclave's
@@ -666,11 +753,63 @@ mod tests {
                     && !l.contains("setup_key_file")
                     && !l.contains("kms_")
                     && !l.contains("metrics_listen")
+                    && !l.contains("web_")
                     && !l.contains("provider")
             })
             .map(|l| format!("{}\n", &l[2..]))
             .collect();
         assert_eq!(Config::from_toml(&uncommented).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_web_listener_needs_origins_as_browsers_send_them() {
+        let web = |origins: &[&str]| Config {
+            web_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            web_origins: origins.iter().map(|o| (*o).to_string()).collect(),
+            ..Config::default()
+        };
+        for good in [
+            "https://app.example",
+            "https://app.example:8443",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "https://[::1]",
+        ] {
+            web(&[good])
+                .validate()
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        assert!(matches!(
+            web(&[]).validate(),
+            Err(ConfigError::Inconsistent(_))
+        ));
+        for bad in [
+            "app.example",
+            "https://app.example/",
+            "https://app.example/v1",
+            "https://App.example",
+            "https://user@app.example",
+            "https://app.example:0",
+            "https://app.example:99999",
+            "ftp://app.example",
+            "null",
+            "*",
+            "https://",
+        ] {
+            assert!(
+                matches!(web(&["https://ok.example", bad]).validate(), Err(ConfigError::BadOrigin(b)) if b == bad),
+                "{bad}"
+            );
+        }
+        let half = Config {
+            web_cert_file: Some("web.crt".into()),
+            ..web(&["https://app.example"])
+        };
+        assert!(matches!(half.validate(), Err(ConfigError::Inconsistent(_))));
+        let toml = "web_listen = \"127.0.0.1:8443\"\nweb_origins = [\"https://app.example\"]\n";
+        let c = Config::from_toml(toml).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.web_origins, ["https://app.example"]);
     }
 
     #[test]

@@ -188,24 +188,49 @@ pub async fn unwrap_keys(
     Ok(opened)
 }
 
-/// The server's TLS configuration, and what answers attestation requests: the data dir's
-/// certificate without a security module; with one, a key made now in memory, which the
-/// module's documents name.
+/// The server's TLS certificate and key, and what answers attestation requests: the data
+/// dir's certificate without a security module; with one, a key made now in memory, which
+/// the module's documents name.
+#[allow(clippy::type_complexity)]
 fn tls_identity(
     data_dir: &std::path::Path,
     module: Option<Arc<dyn attestation::SecurityModule>>,
-) -> Result<(rustls::ServerConfig, Option<Arc<attestation::Attester>>), StartError> {
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+        Option<Arc<attestation::Attester>>,
+    ),
+    StartError,
+> {
     let Some(module) = module else {
         let (certs, key) = pki::load_server_identity(data_dir)?;
-        return Ok((transport::tls::server_config(certs, key)?, None));
+        return Ok((certs, key, None));
     };
     let identity = attestation::TlsIdentity::generate()?;
     info!("attested: the TLS key was made in memory now; documents name it");
     let attester = attestation::Attester::new(module, identity.spki);
-    Ok((
-        transport::tls::server_config(identity.certs, identity.key)?,
-        Some(Arc::new(attester)),
-    ))
+    Ok((identity.certs, identity.key, Some(Arc::new(attester))))
+}
+
+/// The web listener's TLS configuration: its own certificate if configured, else the
+/// server's.
+fn web_tls(
+    config: &Config,
+    certs: &[rustls::pki_types::CertificateDer<'static>],
+    key: &rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, StartError> {
+    let (certs, key) = match (&config.web_cert_file, &config.web_key_file) {
+        (Some(cert), Some(key)) => pki::load_identity(cert, key)?,
+        _ => {
+            tracing::warn!(
+                "the web listener serves the server's own certificate: browsers will not \
+                 trust it; set web_cert_file and web_key_file"
+            );
+            (certs.to_vec(), key.clone_key())
+        }
+    };
+    Ok(transport::web::server_config(certs, key)?)
 }
 
 /// A running server.
@@ -215,6 +240,8 @@ pub struct Server {
     connections: Arc<transport::limits::ConnectionLimits>,
     quic_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    /// The web listener's address, if serving browsers.
+    web_addr: Option<SocketAddr>,
     killer: Arc<transport::ConnectionKiller>,
     core: Arc<Core>,
     shutdown: CancellationToken,
@@ -303,7 +330,18 @@ impl Server {
         let module = attestation::open(config.attestation, &data_dir)?;
         let deployment::Opened { unwrapped, .. } =
             unwrap_keys(&storage, &data_dir, &config, key, module.clone()).await?;
-        let (tls, attester) = tls_identity(&data_dir, module)?;
+        let (certs, key, attester) = tls_identity(&data_dir, module)?;
+        let web = match config.web_listen {
+            Some(addr) => {
+                let tls = web_tls(&config, &certs, &key)?;
+                let bind_err = |source| StartError::Bind { addr, source };
+                let listener = transport::web::bind(addr).await.map_err(bind_err)?;
+                let bound = listener.local_addr().map_err(bind_err)?;
+                Some((listener, bound, tls))
+            }
+            None => None,
+        };
+        let tls = transport::tls::server_config(certs, key)?;
         let listeners = Listeners::bind(&config, &tls).await?;
         let (quic, quic_addr, tcp_addr) = (
             listeners.quic.clone(),
@@ -324,6 +362,12 @@ impl Server {
             connections: connections.clone(),
             max_in_flight: usize::try_from(config.max_streams_per_connection).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.connection_idle_timeout_secs),
+        };
+        let web_limits = transport::web::WebLimits {
+            connections: connections.clone(),
+            max_in_flight: tcp_limits.max_in_flight,
+            idle_timeout: tcp_limits.idle_timeout,
+            origins: config.web_origins.clone().into(),
         };
         let mut core = Core::new(config, storage, unwrapped.setup, unwrapped.keys, clock)
             .with_metrics(metrics);
@@ -376,6 +420,19 @@ impl Server {
                 ));
             }
         }
+        let web_addr = web.map(|(listener, bound, tls)| {
+            let ctx = transport::web::Context::new(
+                Arc::new(tls),
+                core.clone(),
+                web_limits,
+                shutdown.clone(),
+                killer.clone(),
+                tasks.clone(),
+            );
+            tokio::spawn(transport::web::serve(listener, ctx));
+            info!(web = %bound, "serving browsers");
+            bound
+        });
         tokio::spawn(sweeper(core.clone(), shutdown.clone()));
         match &relay {
             Some(r) => info!(relay = %r.describe(), "serving through the host's relay"),
@@ -387,6 +444,7 @@ impl Server {
             connections,
             quic_addr,
             tcp_addr,
+            web_addr,
             killer,
             core,
             shutdown,
@@ -412,13 +470,21 @@ impl Server {
         let metrics = self
             .metrics_addr
             .map_or_else(String::new, |a| format!(" metrics={a}"));
+        let web = self
+            .web_addr
+            .map_or_else(String::new, |a| format!(" web={a}"));
         match &self.relay {
             Some(r) => format!("keyserver listening vsock={}{metrics}", r.describe()),
             None => format!(
-                "keyserver listening quic={} tcp={}{metrics}",
+                "keyserver listening quic={} tcp={}{web}{metrics}",
                 self.quic_addr, self.tcp_addr
             ),
         }
+    }
+
+    /// The web listener's address actually bound, if serving browsers.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     /// The metrics and health address actually bound, if serving them.

@@ -52,9 +52,15 @@ pub fn create_dev_pki(dir: &Path) -> Result<(), FileError> {
 pub fn load_server_identity(
     dir: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), FileError> {
-    let cert_path = dir.join("server.pem");
-    let key_path = dir.join("server.key");
-    let certs = rustls_pemfile::certs(&mut read_pem(&cert_path)?.as_slice())
+    load_identity(&dir.join("server.pem"), &dir.join("server.key"))
+}
+
+/// A certificate chain and its private key from PEM files.
+pub fn load_identity(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), FileError> {
+    let certs = rustls_pemfile::certs(&mut read_pem(cert_path)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| FileError::Invalid(cert_path.display().to_string(), e.to_string()))?;
     if certs.is_empty() {
@@ -63,7 +69,7 @@ pub fn load_server_identity(
             "no certificate in file".into(),
         ));
     }
-    let key = rustls_pemfile::private_key(&mut read_pem(&key_path)?.as_slice())
+    let key = rustls_pemfile::private_key(&mut read_pem(key_path)?.as_slice())
         .map_err(|e| FileError::Invalid(key_path.display().to_string(), e.to_string()))?
         .ok_or_else(|| {
             FileError::Invalid(

@@ -7,6 +7,7 @@ pub mod quic;
 pub mod relayed;
 pub mod tcp;
 pub mod tls;
+pub mod web;
 
 use std::sync::RwLock;
 
