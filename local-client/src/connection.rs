@@ -11,7 +11,7 @@ use std::{
 use keyserver_protocol::{Request, Response, suite::KsfParams};
 
 use crate::{
-    ClientConfig, ClientError, RECONNECT_ATTEMPTS,
+    ClientError, RECONNECT_ATTEMPTS,
     link::{Connector, Link, LinkError},
 };
 
@@ -37,12 +37,13 @@ pub struct Connection {
 
 impl Connection {
     /// Connects and checks the server's certificate.
-    pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
+    #[cfg(feature = "native")]
+    pub async fn connect(config: &crate::ClientConfig) -> Result<Self, ClientError> {
         Self::with_connector(Arc::new(config.clone()), config.ksf).await
     }
 
     /// Connects through `connector`; `ksf` are the key-stretching parameters of the
-    /// account's password (see [`ClientConfig::ksf`]).
+    /// account's password (see `ClientConfig::ksf`).
     pub async fn with_connector(
         connector: Arc<dyn Connector>,
         ksf: KsfParams,
@@ -127,7 +128,7 @@ impl Connection {
             if attempt >= RECONNECT_ATTEMPTS {
                 return Err(result);
             }
-            tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt)).await;
+            crate::rt::sleep(Duration::from_millis(50) * 2u32.pow(attempt)).await;
             attempt += 1;
         }
     }

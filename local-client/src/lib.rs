@@ -30,8 +30,11 @@
 //! sealed here under a storage key that the server holds only sealed under a key derived
 //! from the password, so the server sees ciphertext only.
 
+#[cfg(feature = "native")]
 pub mod attestation;
+#[cfg(feature = "native")]
 mod config;
+#[cfg(feature = "native")]
 pub mod connect;
 mod connection;
 pub mod error;
@@ -39,17 +42,22 @@ pub mod link;
 mod login;
 mod ops;
 mod register;
+mod rt;
 mod session;
 pub mod state;
+#[cfg(feature = "native")]
 pub mod tcp;
 
+#[cfg(feature = "native")]
 pub use config::ClientConfig;
 pub use connection::Connection;
 pub use error::ClientError;
 pub use link::{Connector, Link, LinkError};
 pub use ops::{AuditReport, Listed, PathCheck};
 pub use session::Session;
-pub use state::{AccountState, Rollback, ServerId, StateDir};
+#[cfg(feature = "native")]
+pub use state::StateDir;
+pub use state::{AccountState, Rollback, ServerId};
 
 /// Which transport a connection uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -31,11 +31,9 @@ impl Connection {
         };
         let ksf = self.ksf();
         let pw = password.clone();
-        let finished = tokio::task::spawn_blocking(move || {
-            flow.finish(&mut OsRng, &pw, message.as_slice(), ksf)
-        })
-        .await
-        .map_err(|_| ClientError::Protocol("login task failed"))?;
+        let finished =
+            crate::rt::blocking(move || flow.finish(&mut OsRng, &pw, message.as_slice(), ksf))
+                .await?;
         let fin = match finished {
             Ok(f) => f,
             Err(e) => {

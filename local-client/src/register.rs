@@ -33,7 +33,7 @@ impl Connection {
         let password = password.clone();
         let user2 = user.clone();
         // argon2 takes a while and much memory: off the async threads.
-        let (upload, sealed) = tokio::task::spawn_blocking(move || {
+        let (upload, sealed) = crate::rt::blocking(move || {
             let fin = flow
                 .finish(&mut OsRng, &password, message.as_slice(), ksf)
                 .map_err(handshake_error)?;
@@ -44,8 +44,7 @@ impl Connection {
                 .seal_storage_key(&mut OsRng, &user2, 1, &storage_key);
             Ok::<_, ClientError>((fin.upload, sealed))
         })
-        .await
-        .map_err(|_| ClientError::Protocol("registration task failed"))??;
+        .await??;
         let sealed_storage_key =
             Bytes::new(sealed).ok_or(ClientError::Protocol("sealed storage key too large"))?;
         match self

@@ -593,10 +593,8 @@ impl Session {
                 {
                     attempt += 1;
                     if op.is_mutation() {
-                        tokio::time::sleep(
-                            std::time::Duration::from_millis(20) * 2u32.pow(attempt),
-                        )
-                        .await;
+                        crate::rt::sleep(std::time::Duration::from_millis(20) * 2u32.pow(attempt))
+                            .await;
                     } else {
                         req = seal(&body)?;
                     }

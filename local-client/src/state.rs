@@ -23,8 +23,9 @@
 //! [`AccountState::to_json`] and [`AccountState::from_json`]. A client with no state trusts
 //! the history it first sees (after checking that it hashes together).
 
+use std::collections::BTreeMap;
+#[cfg(feature = "native")]
 use std::{
-    collections::BTreeMap,
     fs::{self, File, OpenOptions},
     io::{Read, Write},
     path::{Path, PathBuf},
@@ -651,12 +652,23 @@ impl AccountState {
     }
 }
 
+/// The name the state of `user` on `server` is kept under: `SERVER/USER`, the server's id
+/// and the first half of the user name's SHA-256, both hex; a file's path in [`StateDir`]
+/// (natively), a key in the page's storage (in a browser).
+pub fn state_name(server: &ServerId, user: &UserName) -> String {
+    let mut h = Sha256::new();
+    h.update(user.as_str().as_bytes());
+    format!("{}/{}", server.hex(), hex::encode(&h.finalize()[..16]))
+}
+
+#[cfg(feature = "native")]
 /// A directory of account states, one file per (server, user).
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
 }
 
+#[cfg(feature = "native")]
 /// `$XDG_STATE_HOME/keyserver`, else `~/.local/state/keyserver`; `None` without either.
 pub fn default_state_dir() -> Option<PathBuf> {
     let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
@@ -668,10 +680,12 @@ pub fn default_state_dir() -> Option<PathBuf> {
         .map(|h| h.join(".local/state/keyserver"))
 }
 
+#[cfg(feature = "native")]
 fn io(what: &str, path: &Path, e: std::io::Error) -> ClientError {
     ClientError::State(format!("cannot {what} {}: {e}", path.display()))
 }
 
+#[cfg(feature = "native")]
 /// Makes `path` (and its missing parents) 0700. A directory that existed keeps its mode,
 /// unless `ours` (a directory only this client makes) and open to others.
 fn private_dir(path: &Path, ours: bool) -> Result<(), ClientError> {
@@ -691,6 +705,7 @@ fn private_dir(path: &Path, ours: bool) -> Result<(), ClientError> {
     Ok(())
 }
 
+#[cfg(feature = "native")]
 impl StateDir {
     /// The directory `root` (made when first written).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -699,10 +714,7 @@ impl StateDir {
 
     /// Where the state of `user` on `server` lives.
     pub fn file(&self, server: &ServerId, user: &UserName) -> PathBuf {
-        let mut h = Sha256::new();
-        h.update(user.as_str().as_bytes());
-        let name = hex::encode(&h.finalize()[..16]);
-        self.root.join(server.hex()).join(format!("{name}.json"))
+        self.root.join(format!("{}.json", state_name(server, user)))
     }
 
     /// The state of `user` on `server`, if this directory has one.

@@ -82,6 +82,19 @@ pub fn parse_payload(mut payload: Vec<u8>) -> Result<Frame, FrameError> {
     })
 }
 
+/// Parses a buffer that must hold exactly one frame: a transport that carries each frame
+/// in a message of its own (WebSocket). `None` if the header is bad, or its length is not
+/// exactly what follows it.
+pub fn parse_exact(data: &[u8]) -> Option<Frame> {
+    let header: [u8; HEADER_LEN] = data.get(..HEADER_LEN)?.try_into().ok()?;
+    let len = payload_len(header).ok()?;
+    let payload = data.get(HEADER_LEN..)?;
+    if payload.len() != len {
+        return None;
+    }
+    parse_payload(payload.to_vec()).ok()
+}
+
 /// Parses every complete frame at the start of `buf` (for fuzzing and tests; the transports
 /// read header and payload separately). Returns the frames and the bytes consumed.
 pub fn parse_all(buf: &[u8]) -> Result<(Vec<Frame>, usize), FrameError> {

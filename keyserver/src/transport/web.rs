@@ -285,7 +285,7 @@ where
                 break;
             }
         };
-        let Some(f) = parse(&data) else {
+        let Some(f) = frame::parse_exact(&data) else {
             // The id is unknown: answer once with id 0, as TCP does, and close.
             debug!(len = data.len(), "malformed frame");
             let answer = frame::encode(0, &Response::Error(ErrorCode::MALFORMED.into()).encode());
@@ -315,23 +315,13 @@ where
     let _ = write_task.await;
 }
 
-/// One message as one frame: a header whose length is exactly the rest of the message.
-fn parse(data: &[u8]) -> Option<frame::Frame> {
-    let header: [u8; HEADER_LEN] = data.get(..HEADER_LEN)?.try_into().ok()?;
-    let len = frame::payload_len(header).ok()?;
-    let payload = data.get(HEADER_LEN..)?;
-    if payload.len() != len {
-        return None;
-    }
-    frame::parse_payload(payload.to_vec()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_message_is_exactly_one_frame() {
+        let parse = frame::parse_exact;
         let f = frame::encode(7, b"body");
         assert_eq!(
             parse(&f),

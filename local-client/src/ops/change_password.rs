@@ -49,7 +49,7 @@ impl Session {
             self.user.clone(),
             keys.storage_key.clone(),
         );
-        let (upload, sealed) = tokio::task::spawn_blocking(move || {
+        let (upload, sealed) = crate::rt::blocking(move || {
             let fin = flow
                 .finish(&mut OsRng, &pw, started.message.as_slice(), ksf)
                 .map_err(handshake_error)?;
@@ -59,8 +59,7 @@ impl Session {
                     .seal_storage_key(&mut OsRng, &user, epoch, &sk),
             ))
         })
-        .await
-        .map_err(|_| ClientError::Protocol("password change task failed"))??;
+        .await??;
         let sealed_storage_key =
             Bytes::new(sealed).ok_or(ClientError::Protocol("sealed storage key too large"))?;
         let op = OpRequest::ChangePasswordFinish(ChangePasswordFinish {

@@ -32,9 +32,7 @@ impl Session {
         let pw = password.clone();
         let ke2 = started.message;
         let finished =
-            tokio::task::spawn_blocking(move || flow.finish(&mut OsRng, &pw, ke2.as_slice(), ksf))
-                .await
-                .map_err(|_| ClientError::Protocol("reauth task failed"))?;
+            crate::rt::blocking(move || flow.finish(&mut OsRng, &pw, ke2.as_slice(), ksf)).await?;
         let finished = match finished {
             Ok(f) => f,
             Err(e) => {

@@ -13,6 +13,7 @@
 //! are tested in-process in `keyserver/tests/service/`.
 
 mod attestation;
+mod browser;
 mod corpus;
 mod enclave;
 mod fleet;

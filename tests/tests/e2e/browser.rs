@@ -1,0 +1,378 @@
+//! The browser client in a real headless Chromium (Debian's, driven by chromedriver): the
+//! example page, under the content-security policy the README gives, loads the package
+//! `wasm-pack build --target web` made, and runs the flow against the real `keyserver`
+//! over WebSocket, with the native CLI on the same account.
+//!
+//! `.ci/run` builds the package and sets `KEYSERVER_BROWSER_TESTS=1`; without it this test
+//! says loudly that it was skipped (and fails in CI).
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use fantoccini::{Client as Driver, ClientBuilder};
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use keyserver_tests::{Process, Server, init_data_dir, listening, random_bytes};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
+}
+
+/// The content-security policy the README says the page needs.
+const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' wss:; \
+                   style-src 'self'; base-uri 'none'; form-action 'none'";
+
+/// Serves `local-client-wasm/` (the example and the package) on a loopback port, as a
+/// page's own server would: right types, the policy as a header.
+async fn serve_page() -> SocketAddr {
+    let root = repo().join("local-client-wasm");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let root = root.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let root = root.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(file_response(&root, req.uri().path()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn file_response(root: &Path, path: &str) -> Response<Full<bytes::Bytes>> {
+    let allowed = (path.starts_with("/example/") || path.starts_with("/pkg/"))
+        && !path.contains("..")
+        && path.len() < 200;
+    let file = root.join(path.trim_start_matches('/'));
+    let Some(body) = allowed.then(|| std::fs::read(&file).ok()).flatten() else {
+        let mut r = Response::new(Full::new(bytes::Bytes::from_static(b"not found")));
+        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+        return r;
+    };
+    let kind = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css",
+        _ => "application/octet-stream",
+    };
+    Response::builder()
+        .header("Content-Type", kind)
+        .header("Content-Security-Policy", CSP)
+        .header("Cache-Control", "no-store")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap()
+}
+
+/// A certificate for `localhost` the browser is told to trust by its key's hash
+/// (`--ignore-certificate-errors-spki-list`), as a page's operator would have a real one.
+fn web_certificate(dir: &Path) -> (String, String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_path = dir.join("web.pem");
+    let key_path = dir.join("web.key");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let spki = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(
+        rcgen::PublicKeyData::subject_public_key_info(&key),
+    ));
+    (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+        spki,
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it.
+async fn browser(spki: &str, profile: &Path) -> (Process, Driver) {
+    let port = free_port();
+    let mut cmd = Command::new("chromedriver");
+    cmd.arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let (driver, _line) = Process::spawn_and_read_line(&mut cmd, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("chromedriver (Debian's chromium-driver) did not start: {e}"));
+    // Its first line comes before it listens.
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+                format!("--ignore-certificate-errors-spki-list={spki}"),
+            ],
+        }
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("no Chromium session through chromedriver: {e}"));
+    (driver, client)
+}
+
+/// Runs `body` (an async function body taking `ks`, the page's module, and `args`) in the
+/// page and returns what it resolves to; a rejection comes back as `{error: {name, code,
+/// exitCode, reason, message}}`.
+async fn run(page: &Driver, body: &str, args: Value) -> Value {
+    let script = format!(
+        "const [args, done] = [arguments[0], arguments[arguments.length - 1]];
+         const ks = window.keyserver;
+         (async () => {{ {body} }})().then(done, (e) => done({{ error: {{
+             name: e.name, code: e.code, exitCode: e.exitCode, reason: e.reason,
+             message: String(e.message) }} }}));"
+    );
+    page.execute_async(&script, vec![args])
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {e}\n{body}"))
+}
+
+fn bytes_of(v: &Value) -> Vec<u8> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array of bytes: {v}"))
+        .iter()
+        .map(|b| u8::try_from(b.as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
+    if std::env::var_os("KEYSERVER_BROWSER_TESTS").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KEYSERVER_BROWSER_TESTS is not set in CI: the browser test cannot run"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: browser test: set KEYSERVER_BROWSER_TESTS=1 after `wasm-pack build \
+             --target web local-client-wasm` (needs chromium and chromium-driver)"
+        );
+        return;
+    }
+    let pkg = repo().join("local-client-wasm/pkg/local_client_wasm_bg.wasm");
+    assert!(
+        pkg.exists(),
+        "{} is missing: run `wasm-pack build --target web local-client-wasm` first",
+        pkg.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let page_addr = serve_page().await;
+    let origin = format!("http://{page_addr}");
+    let (cert, key, spki) = web_certificate(tmp.path());
+    let data = tmp.path().join("data");
+    init_data_dir(&data);
+    let server = Server::start(
+        &data,
+        &[
+            "--web-listen",
+            "127.0.0.1:0",
+            "--web-origin",
+            &origin,
+            "--web-cert",
+            &cert,
+            "--web-key",
+            &key,
+        ],
+    );
+    let web = listening(&server.line, "web").expect("web= in the listening line");
+    let web_port = web.rsplit(':').next().unwrap();
+    let url = format!("wss://localhost:{web_port}/v1");
+    let cli = server.client();
+
+    let (_driver, page) = browser(&spki, &tmp.path().join("chromium")).await;
+    page.goto(&format!("{origin}/example/index.html"))
+        .await
+        .unwrap();
+    let ready = run(
+        &page,
+        "for (let i = 0; i < 200 && !window.keyserver; i++) await new Promise(r => setTimeout(r, 50));
+         return Boolean(window.keyserver);",
+        json!({}),
+    )
+    .await;
+    assert_eq!(ready, json!(true), "the page did not load the package");
+
+    // The whole flow in the browser, timed.
+    let from_browser = random_bytes(1000);
+    let flow = run(
+        &page,
+        "const t0 = performance.now();
+         const client = await ks.Client.connect(args.url);
+         await client.register('alice', args.password);
+         const t1 = performance.now();
+         const s = await client.login('alice', args.password);
+         const t2 = performance.now();
+         const version = await s.store('from-browser', new Uint8Array(args.secret), false);
+         const t3 = performance.now();
+         const back = await s.retrieve('from-browser');
+         const t4 = performance.now();
+         let exists = null;
+         try { await s.store('from-browser', new Uint8Array([1]), false); } catch (e) { exists = e.code; }
+         let missing = null;
+         try { await s.retrieve('nothing'); } catch (e) { missing = [e.code, e.exitCode]; }
+         const listed = await s.list();
+         const audit = await s.audit();
+         await s.logout();
+         let wrong = null;
+         try { await client.login('alice', 'not the password'); } catch (e) { wrong = [e.code, e.exitCode]; }
+         return { version, back: Array.from(back), listed, audit, exists, missing, wrong,
+                  ms: { register: t1 - t0, login: t2 - t1, store: t3 - t2, retrieve: t4 - t3 } };",
+        json!({ "url": url, "password": PASSWORD, "secret": from_browser }),
+    )
+    .await;
+    assert!(flow.get("error").is_none(), "{flow}");
+    assert_eq!(flow["version"], json!(1));
+    assert_eq!(bytes_of(&flow["back"]), from_browser);
+    assert_eq!(flow["exists"], json!("NAME_EXISTS"));
+    assert_eq!(flow["missing"], json!(["NOT_FOUND", 4]));
+    assert_eq!(flow["wrong"], json!(["AUTH_FAILED", 3]));
+    assert_eq!(flow["listed"][0]["name"], json!("from-browser"));
+    assert_eq!(
+        flow["audit"]["chainVerified"],
+        json!(true),
+        "{}",
+        flow["audit"]
+    );
+    let kinds: Vec<&str> = flow["audit"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"store") && kinds.contains(&"retrieve"),
+        "{kinds:?}"
+    );
+
+    // Stored in the browser, retrieved byte for byte by the CLI; and the other way.
+    let out = cli
+        .with_password(
+            PASSWORD,
+            &["retrieve", "--user", "alice", "--name", "from-browser"],
+        )
+        .ok();
+    assert_eq!(out.stdout, from_browser);
+    let from_cli = random_bytes(1000);
+    let path = keyserver_tests::file(tmp.path(), "from-cli.bin", &from_cli);
+    cli.with_password(
+        PASSWORD,
+        &[
+            "store", "--user", "alice", "--name", "from-cli", "--file", &path,
+        ],
+    )
+    .ok();
+    let got = run(
+        &page,
+        "const client = await ks.Client.connect(args.url);
+         window.session = await client.login('alice', args.password);
+         const t0 = performance.now();
+         const secret = await window.session.retrieve('from-cli');
+         return { secret: Array.from(secret), ms: performance.now() - t0 };",
+        json!({ "url": url, "password": PASSWORD }),
+    )
+    .await;
+    assert!(got.get("error").is_none(), "{got}");
+    assert_eq!(bytes_of(&got["secret"]), from_cli);
+
+    // The CLI changes the password: the browser's open session is refused, the old password
+    // too; the new one logs in, and the secrets are there.
+    let out = cli.run(
+        &["change-password", "--user", "alice"],
+        Some(PASSWORD),
+        &[("KEYSERVER_NEW_PASSWORD", "the new password")],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let after = run(
+        &page,
+        "let ended = null;
+         try { await window.session.retrieve('from-cli'); } catch (e) { ended = [e.code, e.reason]; }
+         const client = await ks.Client.connect(args.url);
+         let old = null;
+         try { await client.login('alice', args.password); } catch (e) { old = e.code; }
+         const s = await client.login('alice', 'the new password');
+         const secret = await s.retrieve('from-browser');
+         return { ended, old, secret: Array.from(secret) };",
+        json!({ "url": url, "password": PASSWORD }),
+    )
+    .await;
+    assert!(after.get("error").is_none(), "{after}");
+    assert_eq!(after["ended"], json!(["ERROR", "SESSION_ENDED"]), "{after}");
+    assert_eq!(after["old"], json!("AUTH_FAILED"));
+    assert_eq!(bytes_of(&after["secret"]), from_browser);
+
+    // The same steps by the CLI on this machine, for the figures in BENCHMARKS.md.
+    let timed = |args: &[&str], pw: &str| {
+        let t = std::time::Instant::now();
+        cli.with_password(pw, args).ok();
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let cli_register = timed(&["register", "--user", "bob"], PASSWORD);
+    let cli_retrieve = timed(
+        &["retrieve", "--user", "alice", "--name", "from-cli"],
+        "the new password",
+    );
+    let wasm = std::fs::metadata(&pkg).unwrap().len();
+    let ms = &flow["ms"];
+    let _ = writeln!(
+        std::io::stderr(),
+        "BROWSER FIGURES: wasm {} bytes; Chromium headless: register {:.0} ms (connect \
+         + argon2 + 2 round trips), login {:.0} ms, store {:.1} ms, retrieve {:.1} ms (in a \
+         session; {:.1} ms the second time); CLI process: register {cli_register:.0} ms, \
+         retrieve {cli_retrieve:.0} ms (connect + login + retrieve + logout)",
+        wasm,
+        ms["register"].as_f64().unwrap_or(f64::NAN),
+        ms["login"].as_f64().unwrap_or(f64::NAN),
+        ms["store"].as_f64().unwrap_or(f64::NAN),
+        ms["retrieve"].as_f64().unwrap_or(f64::NAN),
+        got["ms"].as_f64().unwrap_or(f64::NAN),
+    );
+    page.close().await.unwrap();
+}
