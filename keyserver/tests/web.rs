@@ -13,6 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -38,13 +39,17 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(Config::default()).await
+}
+
+async fn start_with(config: Config) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         web_listen: Some("127.0.0.1:0".parse().unwrap()),
         web_origins: vec![ORIGIN.into(), "http://127.0.0.1:8080".into()],
-        ..Config::default()
+        ..config
     };
     let server = Server::start_with(
         data.clone(),
@@ -107,6 +112,17 @@ async fn next_frame(ws: &mut Ws) -> Option<frame::Frame> {
             Ok(_) => {}
         }
     }
+}
+
+/// Waits (2 s at most) until the server holds no connection.
+async fn slots_given_back(server: &Server) {
+    for _ in 0..200 {
+        if server.connections().0 == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.connections().0, 0, "connections still held");
 }
 
 fn status(e: &WsError) -> Option<u16> {
@@ -176,21 +192,57 @@ async fn the_web_port_refuses_other_origins_paths_protocols_and_malformed_messag
     assert!(next_frame(&mut ws).await.is_none());
 
     // Text is not spoken here; a message over the frame limit is refused before it is kept.
+    // Both close at once, not at the idle timeout (60 s).
+    let soon = Duration::from_secs(5);
     let mut ws = upgrade(web, &f.ca, "/v1", Some(ORIGIN)).await.unwrap();
     ws.send(Message::Text("hello".into())).await.unwrap();
-    assert!(next_frame(&mut ws).await.is_none());
+    assert!(
+        tokio::time::timeout(soon, next_frame(&mut ws))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let mut ws = upgrade(web, &f.ca, "/v1", Some(ORIGIN)).await.unwrap();
     let huge = vec![0u8; frame::HEADER_LEN + frame::MAX_PAYLOAD + 1];
     let _ = ws.send(Message::Binary(huge.into())).await;
-    assert!(next_frame(&mut ws).await.is_none());
+    assert!(
+        tokio::time::timeout(soon, next_frame(&mut ws))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Every refused or closed connection gave its slot back.
-    for _ in 0..200 {
-        if f.server.connections().0 == 0 {
-            break;
+    slots_given_back(&f.server).await;
+    f.server.shutdown().await;
+}
+
+/// Pings are answered but are not traffic: a connection that only pings idles out, as a
+/// TCP connection sending nothing does, and gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_only_pings_idles_out() {
+    let f = start_with(Config {
+        connection_idle_timeout_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let mut ws = upgrade(f.server.web_addr().unwrap(), &f.ca, "/v1", Some(ORIGIN))
+        .await
+        .unwrap();
+    let pinging = async {
+        loop {
+            if ws.send(Message::Ping(vec![1, 2, 3].into())).await.is_err() {
+                return;
+            }
+            let read = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+            if let Ok(None | Some(Err(_) | Ok(Message::Close(_)))) = read {
+                return;
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(f.server.connections().0, 0);
+    };
+    tokio::time::timeout(Duration::from_secs(10), pinging)
+        .await
+        .expect("a connection that only pinged was kept open past its idle timeout");
+    slots_given_back(&f.server).await;
     f.server.shutdown().await;
 }
 

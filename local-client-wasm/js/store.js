@@ -34,3 +34,11 @@ export function indexedDbStore(name) {
     put: (key, value) => run("readwrite", (s) => s.put(value, key)).then(() => undefined),
   };
 }
+
+// Runs f (which returns a Promise) holding the lock `name` across this origin's tabs and
+// workers (the Web Locks API), so that reading, merging and writing an account's state is
+// never interleaved with another's. Without the API (an old browser), f runs unlocked.
+export function withLock(name, f) {
+  const locks = globalThis.navigator && globalThis.navigator.locks;
+  return locks ? locks.request(name, () => f()) : f();
+}

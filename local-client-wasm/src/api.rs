@@ -1,7 +1,7 @@
 //! What JavaScript calls: `Client` (a connection: register, login) and `Session` (a login:
 //! the secrets and keys of the account). Every method returns a Promise.
 
-use std::{future::Future, sync::Arc};
+use std::{cell::RefCell, future::Future, rc::Rc, sync::Arc};
 
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use keyserver_protocol::{
@@ -154,7 +154,10 @@ impl Client {
                 return Err(e);
             }
             Ok(JsValue::from(Session {
-                inner: Arc::new(Inner { session, store }),
+                inner: Rc::new(Inner {
+                    session: RefCell::new(Some(session)),
+                    store,
+                }),
             }))
         })
     }
@@ -167,26 +170,43 @@ impl Client {
 }
 
 struct Inner {
-    session: local_client::Session,
+    /// `None` once logged out: the session's keys are dropped (and zeroized) as soon as no
+    /// request of it is in flight, not when JavaScript's garbage collector gets to it.
+    session: RefCell<Option<local_client::Session>>,
     store: Store,
 }
 
 impl Inner {
-    /// After an operation: checks the account's events since the verified position, and
-    /// stores what this client now knows, unless the server was caught going back (then
-    /// the stored state stays as it was), as the command line does after each command.
-    async fn finish<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+    /// The session, unless logged out.
+    fn session(&self) -> Result<local_client::Session, ClientError> {
+        self.session
+            .borrow()
+            .clone()
+            .ok_or(ClientError::SessionEnded)
+    }
+
+    /// After an operation, whatever its outcome: checks the account's events since the
+    /// verified position (a failed answer carries positions too), and stores what this
+    /// client now knows unless the server was caught going back (then the stored state
+    /// stays as it was), as the command line does after each command.
+    async fn finish<T>(
+        &self,
+        session: &local_client::Session,
+        r: Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let checked = session.check_recent_events().await;
+        if checked.is_ok() {
+            self.save(session).await?;
+        }
         let value = r?;
-        self.session.check_recent_events().await?;
-        self.save().await?;
+        checked?;
         Ok(value)
     }
 
-    async fn save(&self) -> Result<(), ClientError> {
-        if self.session.caught_rollback() {
+    async fn save(&self, s: &local_client::Session) -> Result<(), ClientError> {
+        if s.caught_rollback() {
             return Ok(());
         }
-        let s = &self.session;
         self.store
             .save(&s.server_id(), s.user(), &s.state())
             .await?;
@@ -197,15 +217,16 @@ impl Inner {
 /// A logged-in account.
 #[wasm_bindgen]
 pub struct Session {
-    inner: Arc<Inner>,
+    inner: Rc<Inner>,
 }
 
 #[wasm_bindgen]
 impl Session {
     /// The account's user name.
     #[wasm_bindgen(getter)]
-    pub fn user(&self) -> String {
-        self.inner.session.user().as_str().into()
+    pub fn user(&self) -> Option<String> {
+        let s = self.inner.session.borrow();
+        s.as_ref().map(|s| s.user().as_str().into())
     }
 
     /// Seals `secret` (a `Uint8Array`) here and stores it as `name`; with `replace`, over
@@ -214,9 +235,10 @@ impl Session {
         let inner = self.inner.clone();
         let bytes = SecretBytes::new(secret.to_vec());
         promise(async move {
+            let s = inner.session()?;
             let n = secret_name(&name)?;
-            let r = inner.session.store(&n, &bytes, replace).await;
-            inner.finish(r).await.map(num)
+            let r = s.store(&n, &bytes, replace).await;
+            inner.finish(&s, r).await.map(num)
         })
     }
 
@@ -224,9 +246,10 @@ impl Session {
     pub fn retrieve(&self, name: String) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
+            let s = inner.session()?;
             let n = secret_name(&name)?;
-            let r = inner.session.retrieve(&n).await;
-            let (secret, _version) = inner.finish(r).await?;
+            let r = s.retrieve(&n).await;
+            let (secret, _version) = inner.finish(&s, r).await?;
             Ok(JsValue::from(Uint8Array::from(secret.expose_secret())))
         })
     }
@@ -235,8 +258,9 @@ impl Session {
     pub fn list(&self) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
-            let r = inner.session.list().await;
-            let listed = inner.finish(r).await?;
+            let s = inner.session()?;
+            let r = s.list().await;
+            let listed = inner.finish(&s, r).await?;
             let out = Array::new();
             for l in listed {
                 let o = Object::new();
@@ -254,9 +278,10 @@ impl Session {
     pub fn delete(&self, name: String) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
+            let s = inner.session()?;
             let n = secret_name(&name)?;
-            let r = inner.session.delete(&n).await;
-            inner.finish(r).await.map(|()| JsValue::UNDEFINED)
+            let r = s.delete(&n).await;
+            inner.finish(&s, r).await.map(|()| JsValue::UNDEFINED)
         })
     }
 
@@ -266,7 +291,8 @@ impl Session {
     pub fn audit(&self) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
-            let report = inner.session.audit().await?;
+            let s = inner.session()?;
+            let report = s.audit().await?;
             let left = match (
                 report.verification.is_ok(),
                 report.pinned,
@@ -277,12 +303,12 @@ impl Session {
                         seq: last.seq,
                         head: last.hash,
                     };
-                    inner.session.save_checkpoint(end).await?;
+                    s.save_checkpoint(end).await?;
                     Some(end)
                 }
                 _ => None,
             };
-            inner.save().await?;
+            inner.save(&s).await?;
             let doc = Object::new();
             set(&doc, "chainVerified", report.verification.is_ok());
             set(
@@ -333,8 +359,9 @@ impl Session {
         let inner = self.inner.clone();
         let (current, next) = (password(&current), password(&next));
         promise(async move {
-            let r = inner.session.change_password(&current?, &next?).await;
-            inner.finish(r).await.map(|()| JsValue::UNDEFINED)
+            let s = inner.session()?;
+            let r = s.change_password(&current?, &next?).await;
+            inner.finish(&s, r).await.map(|()| JsValue::UNDEFINED)
         })
     }
 
@@ -344,6 +371,7 @@ impl Session {
     pub fn generate_key(&self, name: String, algorithm: String, exportable: bool) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
+            let s = inner.session()?;
             let n = key_name(&name)?;
             let a = Algorithm::ALL
                 .into_iter()
@@ -353,8 +381,11 @@ impl Session {
                         "unknown algorithm {algorithm:?} (ed25519 or secp256k1)"
                     ))
                 })?;
-            let r = inner.session.generate_key(&n, a, exportable).await;
-            inner.finish(r).await.map(|i| JsValue::from(key_info(&i)))
+            let r = s.generate_key(&n, a, exportable).await;
+            inner
+                .finish(&s, r)
+                .await
+                .map(|i| JsValue::from(key_info(&i)))
         })
     }
 
@@ -364,9 +395,13 @@ impl Session {
     pub fn public_key(&self, name: String) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
+            let s = inner.session()?;
             let n = key_name(&name)?;
-            let r = inner.session.key(&n).await;
-            inner.finish(r).await.map(|i| JsValue::from(key_info(&i)))
+            let r = s.key(&n).await;
+            inner
+                .finish(&s, r)
+                .await
+                .map(|i| JsValue::from(key_info(&i)))
         })
     }
 
@@ -375,8 +410,9 @@ impl Session {
     pub fn list_keys(&self) -> Promise {
         let inner = self.inner.clone();
         promise(async move {
-            let r = inner.session.list_keys().await;
-            let keys = inner.finish(r).await?;
+            let s = inner.session()?;
+            let r = s.list_keys().await;
+            let keys = inner.finish(&s, r).await?;
             let out = Array::new();
             for k in &keys {
                 out.push(&key_info(k));
@@ -401,6 +437,7 @@ impl Session {
             .and_then(|r| r.as_bool())
             .unwrap_or(false);
         promise(async move {
+            let s = inner.session()?;
             let n = key_name(&name)?;
             let hash = match hash {
                 None => None,
@@ -416,8 +453,8 @@ impl Session {
                 ),
             };
             let options = SignOptions { hash, recoverable };
-            let r = inner.session.sign(&n, &message, options).await;
-            let signed = inner.finish(r).await?;
+            let r = s.sign(&n, &message, options).await;
+            let signed = inner.finish(&s, r).await?;
             Ok(JsValue::from(Uint8Array::from(signed.signature.as_slice())))
         })
     }
@@ -428,17 +465,20 @@ impl Session {
         let inner = self.inner.clone();
         let pw = password(&password_value);
         promise(async move {
+            let s = inner.session()?;
             let n = key_name(&name)?;
-            let r = inner.session.delete_key(&n, &pw?).await;
-            inner.finish(r).await.map(|()| JsValue::UNDEFINED)
+            let r = s.delete_key(&n, &pw?).await;
+            inner.finish(&s, r).await.map(|()| JsValue::UNDEFINED)
         })
     }
 
-    /// Ends the session on the server.
+    /// Ends the session on the server, and forgets its keys here (at once, or when its
+    /// requests in flight end).
     pub fn logout(&self) -> Promise {
-        let inner = self.inner.clone();
+        let taken = self.inner.session.borrow_mut().take();
         promise(async move {
-            inner.session.logout().await?;
+            let s = taken.ok_or(ClientError::SessionEnded)?;
+            s.logout().await?;
             Ok(JsValue::UNDEFINED)
         })
     }

@@ -1,12 +1,17 @@
 //! What the client knows of each account, kept in a store the page chooses: IndexedDB by
 //! default (`js/store.js`), or any object with `get(key)` and `put(key, value)` returning
 //! Promises. The same JSON, merged the same way, as the command line's state files: the
-//! newer of each thing known wins, and a state that would go back is refused.
+//! newer of each thing known wins, and a state that would go back is refused. Each read,
+//! merge and write of an account's state holds a Web Lock named after it, across the
+//! origin's tabs and workers, as the command line holds a file lock: two tabs saving at
+//! once cannot lose the newer position (which would let a server go back to it unseen).
+
+use std::{cell::RefCell, rc::Rc};
 
 use js_sys::{Function, Promise, Reflect};
 use keyserver_protocol::UserName;
 use local_client::{AccountState, ClientError, ServerId, state::state_name};
-use wasm_bindgen::{JsCast, JsValue, prelude::wasm_bindgen};
+use wasm_bindgen::{JsCast, JsValue, closure::Closure, prelude::wasm_bindgen};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::link::describe;
@@ -18,6 +23,8 @@ const MAX_STATE: usize = 1 << 20;
 extern "C" {
     #[wasm_bindgen(js_name = indexedDbStore)]
     fn indexed_db_store(name: Option<String>) -> JsValue;
+    #[wasm_bindgen(js_name = withLock)]
+    fn with_lock(name: &str, f: &JsValue) -> Promise;
 }
 
 /// A page's store of account states.
@@ -92,10 +99,7 @@ impl Store {
         server: &ServerId,
         user: &UserName,
     ) -> Result<AccountState, ClientError> {
-        match self.load(server, user).await? {
-            Some(s) => Ok(s),
-            None => self.save(server, user, &AccountState::new()).await,
-        }
+        self.locked(server, user, None).await
     }
 
     /// Stores `state`, merged with what is stored (another tab may have stored since).
@@ -105,12 +109,51 @@ impl Store {
         user: &UserName,
         state: &AccountState,
     ) -> Result<AccountState, ClientError> {
-        let merged = match self.load(server, user).await? {
-            Some(mut there) => {
-                there.merge(state).map_err(ClientError::Rollback)?;
+        self.locked(server, user, Some(state.clone())).await
+    }
+
+    /// Under the account's lock: what is stored, merged with `state` and stored (or, with
+    /// no `state` and nothing stored, a new state stored).
+    async fn locked(
+        &self,
+        server: &ServerId,
+        user: &UserName,
+        state: Option<AccountState>,
+    ) -> Result<AccountState, ClientError> {
+        let out: Rc<RefCell<Option<Result<AccountState, ClientError>>>> = Rc::default();
+        let (store, server_id, user_name, result) =
+            (self.clone(), *server, user.clone(), out.clone());
+        let critical = Closure::once_into_js(move || -> Promise {
+            wasm_bindgen_futures::future_to_promise(async move {
+                let r = store.merge_and_put(&server_id, &user_name, state).await;
+                *result.borrow_mut() = Some(r);
+                Ok(JsValue::UNDEFINED)
+            })
+        });
+        let name = format!("keyserver-state:{}", state_name(server, user));
+        JsFuture::from(with_lock(&name, &critical))
+            .await
+            .map_err(|e| state_err("lock", &e))?;
+        out.borrow_mut().take().unwrap_or_else(|| {
+            Err(ClientError::State(
+                "the state's lock was never granted".into(),
+            ))
+        })
+    }
+
+    async fn merge_and_put(
+        &self,
+        server: &ServerId,
+        user: &UserName,
+        state: Option<AccountState>,
+    ) -> Result<AccountState, ClientError> {
+        let merged = match (self.load(server, user).await?, state) {
+            (Some(there), None) => return Ok(there),
+            (Some(mut there), Some(ours)) => {
+                there.merge(&ours).map_err(ClientError::Rollback)?;
                 there
             }
-            None => state.clone(),
+            (None, ours) => ours.unwrap_or_default(),
         };
         self.call(
             "put",

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use crate::ClientError;
 
+#[cfg(not(any(feature = "native", target_arch = "wasm32")))]
+compile_error!("local-client needs its `native` feature, or the wasm32 target (a browser)");
+
 /// Waits for `d`.
 pub(crate) async fn sleep(d: Duration) {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(feature = "native")]
     tokio::time::sleep(d).await;
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(not(feature = "native"), target_arch = "wasm32"))]
     gloo_timers::future::sleep(d).await;
 }
 
@@ -22,13 +25,13 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(feature = "native")]
     {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|_| ClientError::Protocol("the key-stretching task failed"))
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(not(feature = "native"))]
     {
         Ok(f())
     }

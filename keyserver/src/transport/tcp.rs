@@ -196,25 +196,30 @@ where
     let (mut reader, writer) = tokio::io::split(stream);
     // Answers are queued to one writer; the queue is bounded by the in-flight limit.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.max_in_flight.max(1));
-    let write_task = tokio::spawn(async move {
+    // A peer that stops reading cannot hold the writer (and, through the queue, the
+    // requests' byte reservations) longer than the idle timeout per write; the writer dies
+    // with the connection, also when the connection is dropped (`drop_connections`).
+    let idle = limits.idle_timeout;
+    let write_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut w = BufWriter::new(writer);
+        let sent = |r: Result<std::io::Result<()>, _>| matches!(r, Ok(Ok(())));
         while let Some(frame) = rx.recv().await {
-            if w.write_all(&frame).await.is_err() {
+            if !sent(tokio::time::timeout(idle, w.write_all(&frame)).await) {
                 return;
             }
             // Write every answer already queued before flushing: one TLS record and one
             // syscall for a burst of answers.
             while let Ok(more) = rx.try_recv() {
-                if w.write_all(&more).await.is_err() {
+                if !sent(tokio::time::timeout(idle, w.write_all(&more)).await) {
                     return;
                 }
             }
-            if w.flush().await.is_err() {
+            if !sent(tokio::time::timeout(idle, w.flush()).await) {
                 return;
             }
         }
-        let _ = w.shutdown().await;
-    });
+        let _ = tokio::time::timeout(idle, w.shutdown()).await;
+    }));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     loop {
         let permit = tokio::select! {

@@ -230,33 +230,41 @@ where
     // Answers are queued to one writer; the queue is bounded by the in-flight limit. `None`
     // closes the connection with a policy-violation close frame.
     let (tx, mut rx) = mpsc::channel::<Option<Vec<u8>>>(limits.max_in_flight.max(1));
-    let write_task = tokio::spawn(async move {
+    // A peer that stops reading cannot hold the writer (and, through the queue, the
+    // requests' byte reservations) longer than the idle timeout per write; the writer dies
+    // with the connection, also when the connection is dropped (`drop_connections`).
+    let idle = limits.idle_timeout;
+    let write_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        let sent = |r: Result<Result<(), _>, _>| matches!(r, Ok(Ok(())));
         while let Some(next) = rx.recv().await {
             let Some(frame) = next else {
                 let close = CloseFrame {
                     code: CloseCode::Policy,
                     reason: "malformed frame".into(),
                 };
-                let _ = sink.send(Message::Close(Some(close))).await;
+                let _ = tokio::time::timeout(idle, sink.send(Message::Close(Some(close)))).await;
                 return;
             };
-            if sink.feed(Message::Binary(frame.into())).await.is_err() {
+            if !sent(tokio::time::timeout(idle, sink.feed(Message::Binary(frame.into()))).await) {
                 return;
             }
             // Every answer already queued goes out with one flush.
             while let Ok(Some(more)) = rx.try_recv() {
-                if sink.feed(Message::Binary(more.into())).await.is_err() {
+                if !sent(tokio::time::timeout(idle, sink.feed(Message::Binary(more.into()))).await)
+                {
                     return;
                 }
             }
-            if sink.flush().await.is_err() {
+            if !sent(tokio::time::timeout(idle, sink.flush()).await) {
                 return;
             }
         }
-        let _ = sink.close().await;
-    });
+        let _ = tokio::time::timeout(idle, sink.close()).await;
+    }));
     let (core, shutdown, tasks) = (&ctx.core, &ctx.shutdown, &ctx.tasks);
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -264,27 +272,29 @@ where
         };
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(limits.idle_timeout, stream.next()) => r,
+            () = &mut idle_timer => {
+                debug!("idle timeout");
+                break;
+            }
+            m = stream.next() => m,
         };
         let data = match next {
-            Ok(Some(Ok(Message::Binary(data)))) => data,
-            // tungstenite answers pings itself; pongs carry nothing for us.
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
-            Ok(Some(Ok(Message::Text(_) | Message::Frame(_)))) => {
+            Some(Ok(Message::Binary(data))) => data,
+            // tungstenite answers pings itself; pongs carry nothing for us. Neither counts
+            // as traffic: only a request keeps a connection from idling out, as on TCP.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Text(_) | Message::Frame(_))) => {
                 debug!("text message: only binary frames are spoken here");
                 let _ = tx.send(None).await;
                 break;
             }
-            Ok(Some(Err(e))) => {
+            Some(Err(e)) => {
                 debug!(error = %e, "connection ended");
                 break;
             }
-            Err(_) => {
-                debug!("idle timeout");
-                break;
-            }
         };
+        idle_timer.set(tokio::time::sleep(idle));
         let Some(f) = frame::parse_exact(&data) else {
             // The id is unknown: answer once with id 0, as TCP does, and close.
             debug!(len = data.len(), "malformed frame");

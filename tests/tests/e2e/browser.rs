@@ -32,9 +32,26 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The content-security policy the README says the page needs.
-const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' wss:; \
-                   style-src 'self'; base-uri 'none'; form-action 'none'";
+/// The content-security policy the example page declares (its `<meta>`), sent as a header
+/// too, as the README says a page should: the package must work under it.
+fn csp() -> String {
+    let page =
+        std::fs::read_to_string(repo().join("local-client-wasm/example/index.html")).unwrap();
+    let at = page
+        .find("content=\"default-src")
+        .expect("the page declares its policy");
+    let rest = &page[at + "content=\"".len()..];
+    let policy = &rest[..rest.find('"').unwrap()];
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval';"),
+        "{policy}"
+    );
+    assert!(
+        !policy.contains("unsafe-inline") && !policy.contains("'unsafe-eval'"),
+        "{policy}"
+    );
+    policy.to_string()
+}
 
 /// Serves `local-client-wasm/` (the example and the package) on a loopback port, as a
 /// page's own server would: right types, the policy as a header.
@@ -83,7 +100,7 @@ fn file_response(root: &Path, path: &str) -> Response<Full<bytes::Bytes>> {
     };
     Response::builder()
         .header("Content-Type", kind)
-        .header("Content-Security-Policy", CSP)
+        .header("Content-Security-Policy", csp())
         .header("Cache-Control", "no-store")
         .body(Full::new(bytes::Bytes::from(body)))
         .unwrap()
@@ -260,9 +277,18 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
          const listed = await s.list();
          const audit = await s.audit();
          await s.logout();
+         let afterLogout = null;
+         try { await s.list(); } catch (e) { afterLogout = e.reason; }
+         // What the client knows of the account is in IndexedDB, the default store.
+         const db = await new Promise((ok, ko) => {
+           const r = indexedDB.open('keyserver-client'); r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+         const stored = await new Promise((ok) => {
+           const r = db.transaction('state').objectStore('state').getAll(); r.onsuccess = () => ok(r.result); });
+         db.close();
          let wrong = null;
          try { await client.login('alice', 'not the password'); } catch (e) { wrong = [e.code, e.exitCode]; }
-         return { version, back: Array.from(back), listed, audit, exists, missing, wrong,
+         return { version, back: Array.from(back), listed, audit, exists, missing, wrong, afterLogout,
+                  stored: stored.map((j) => JSON.parse(j)),
                   ms: { register: t1 - t0, login: t2 - t1, store: t3 - t2, retrieve: t4 - t3 } };",
         json!({ "url": url, "password": PASSWORD, "secret": from_browser }),
     )
@@ -274,6 +300,13 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
     assert_eq!(flow["missing"], json!(["NOT_FOUND", 4]));
     assert_eq!(flow["wrong"], json!(["AUTH_FAILED", 3]));
     assert_eq!(flow["listed"][0]["name"], json!("from-browser"));
+    assert_eq!(flow["afterLogout"], json!("SESSION_ENDED"));
+    // One account's state, pinned at the audit position the client verified last.
+    let stored = flow["stored"].as_array().unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let last_event = flow["audit"]["events"].as_array().unwrap().last().unwrap()["seq"].clone();
+    assert_eq!(stored[0]["user"], json!("alice"));
+    assert_eq!(stored[0]["audit"]["seq"], last_event, "{}", stored[0]);
     assert_eq!(
         flow["audit"]["chainVerified"],
         json!(true),
@@ -289,6 +322,44 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
     assert!(
         kinds.contains(&"store") && kinds.contains(&"retrieve"),
         "{kinds:?}"
+    );
+
+    // A page's own store; a password given as bytes is zeroed once taken; a state that says
+    // the client saw further than the server now shows is a rollback (exit code 9's
+    // meaning), caught at login.
+    let own = run(
+        &page,
+        "const map = new Map();
+         const store = { get: async (k) => map.has(k) ? map.get(k) : null,
+                         put: async (k, v) => { map.set(k, v); } };
+         const client = await ks.Client.connect(args.url, { store });
+         const bytes = new TextEncoder().encode(args.password);
+         const s = await client.login('alice', bytes);
+         const zeroed = bytes.length > 0 && bytes.every((b) => b === 0);
+         await s.list();
+         await s.logout();
+         const [[key, json]] = [...map.entries()];
+         const pinned = JSON.parse(json).audit;
+         const forged = JSON.parse(json);
+         forged.audit.seq += 1000;
+         map.set(key, JSON.stringify(forged));
+         let rollback = null;
+         try { const s2 = await client.login('alice', args.password); await s2.list(); }
+         catch (e) { rollback = [e.code, e.exitCode]; }
+         const kept = JSON.parse(map.get(key)).audit.seq === forged.audit.seq;
+         return { zeroed, pinned, entries: map.size, rollback, kept };",
+        json!({ "url": url, "password": PASSWORD }),
+    )
+    .await;
+    assert!(own.get("error").is_none(), "{own}");
+    assert_eq!(own["zeroed"], json!(true));
+    assert_eq!(own["entries"], json!(1));
+    assert!(own["pinned"]["seq"].as_u64().unwrap() > 0, "{own}");
+    assert_eq!(own["rollback"], json!(["ROLLBACK", 9]), "{own}");
+    assert_eq!(
+        own["kept"],
+        json!(true),
+        "a caught server must not overwrite the state"
     );
 
     // Stored in the browser, retrieved byte for byte by the CLI; and the other way.
