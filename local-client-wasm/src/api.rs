@@ -8,7 +8,7 @@ use keyserver_protocol::{
     KeyName, SecretBytes, SecretName, UserName,
     audit_chain::AuditPosition,
     ops::KeyInfo,
-    signing::{Algorithm, MessageHash, SignOptions},
+    signing::{Algorithm, MessageHash, PrivateKey, SignOptions},
     suite::KsfParams,
 };
 use local_client::{ClientError, Connection};
@@ -54,6 +54,15 @@ fn password(value: &JsValue) -> Result<SecretBytes, ClientError> {
     Err(ClientError::InvalidInput(
         "a password is a string or a Uint8Array".into(),
     ))
+}
+
+fn algorithm_named(name: &str) -> Result<Algorithm, ClientError> {
+    Algorithm::ALL
+        .into_iter()
+        .find(|a| a.as_str() == name)
+        .ok_or_else(|| {
+            ClientError::InvalidInput(format!("unknown algorithm {name:?} (ed25519 or secp256k1)"))
+        })
 }
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
@@ -373,14 +382,7 @@ impl Session {
         promise(async move {
             let s = inner.session()?;
             let n = key_name(&name)?;
-            let a = Algorithm::ALL
-                .into_iter()
-                .find(|a| a.as_str() == algorithm)
-                .ok_or_else(|| {
-                    ClientError::InvalidInput(format!(
-                        "unknown algorithm {algorithm:?} (ed25519 or secp256k1)"
-                    ))
-                })?;
+            let a = algorithm_named(&algorithm)?;
             let r = s.generate_key(&n, a, exportable).await;
             inner
                 .finish(&s, r)
@@ -456,6 +458,49 @@ impl Session {
             let r = s.sign(&n, &message, options).await;
             let signed = inner.finish(&s, r).await?;
             Ok(JsValue::from(Uint8Array::from(signed.signature.as_slice())))
+        })
+    }
+
+    /// Gives the server a private key (32 raw bytes of `algorithm`, a `Uint8Array`, zeroed
+    /// once copied) to hold as `name`; resolves to what it holds (its public key checked
+    /// against the one computed here).
+    #[wasm_bindgen(js_name = importKey)]
+    pub fn import_key(
+        &self,
+        name: String,
+        algorithm: String,
+        private_key: Uint8Array,
+        exportable: bool,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        let bytes = zeroize::Zeroizing::new(private_key.to_vec());
+        private_key.fill(0, 0, private_key.length());
+        promise(async move {
+            let s = inner.session()?;
+            let n = key_name(&name)?;
+            let key = PrivateKey::from_bytes(algorithm_named(&algorithm)?, &bytes)
+                .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+            let r = s.import_key(&n, &key, exportable).await;
+            inner
+                .finish(&s, r)
+                .await
+                .map(|i| JsValue::from(key_info(&i)))
+        })
+    }
+
+    /// The private key of `name` (made exportable), as a `Uint8Array` of 32 raw bytes;
+    /// `password` is the account's (proven again first). The one call that hands key
+    /// material to JavaScript, because the page asked for it.
+    #[wasm_bindgen(js_name = exportKey)]
+    pub fn export_key(&self, name: String, password_value: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let pw = password(&password_value);
+        promise(async move {
+            let s = inner.session()?;
+            let n = key_name(&name)?;
+            let r = s.export_key(&n, &pw?).await;
+            let key = inner.finish(&s, r).await?;
+            Ok(JsValue::from(Uint8Array::from(&key.expose_secret()[..])))
         })
     }
 

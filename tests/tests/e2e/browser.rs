@@ -419,6 +419,56 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
     assert_eq!(after["old"], json!("AUTH_FAILED"));
     assert_eq!(bytes_of(&after["secret"]), from_browser);
 
+    // Keys the server holds, from the browser: made, used, exported, imported, deleted; the
+    // signature verifies under WebCrypto and the CLI sees the same public key.
+    let keys = run(
+        &page,
+        "const client = await ks.Client.connect(args.url);
+         const s = await client.login('alice', args.password);
+         const made = await s.generateKey('browser-key', 'ed25519', true);
+         const msg = new TextEncoder().encode('pay 1 to bob');
+         const sig = await s.sign('browser-key', msg);
+         const pub = await crypto.subtle.importKey('raw', made.publicKey, { name: 'Ed25519' }, false, ['verify']);
+         const verified = await crypto.subtle.verify({ name: 'Ed25519' }, pub, sig, msg);
+         const exported = await s.exportKey('browser-key', args.password);
+         const copy = Array.from(exported);
+         const imported = await s.importKey('browser-copy', 'ed25519', exported, false);
+         const zeroed = exported.every((b) => b === 0);
+         const names = (await s.listKeys()).map((k) => k.name).sort();
+         await s.deleteKey('browser-copy', args.password);
+         const left = (await s.listKeys()).map((k) => k.name);
+         await s.logout();
+         return { publicKey: Array.from(made.publicKey), sameImported:
+                    Array.from(imported.publicKey).join() === Array.from(made.publicKey).join(),
+                  verified, sigLen: sig.length, exportedLen: copy.length, zeroed, names, left };",
+        json!({ "url": url, "password": "the new password" }),
+    )
+    .await;
+    assert!(keys.get("error").is_none(), "{keys}");
+    assert_eq!(keys["verified"], json!(true), "{keys}");
+    assert_eq!(keys["sigLen"], json!(64));
+    assert_eq!(keys["exportedLen"], json!(32));
+    assert_eq!(keys["sameImported"], json!(true));
+    assert_eq!(
+        keys["zeroed"],
+        json!(true),
+        "an imported key's bytes are zeroed once taken"
+    );
+    assert_eq!(keys["names"], json!(["browser-copy", "browser-key"]));
+    assert_eq!(keys["left"], json!(["browser-key"]));
+    let public = cli
+        .with_password(
+            "the new password",
+            &["keys", "public", "--user", "alice", "--name", "browser-key"],
+        )
+        .ok()
+        .text();
+    let hex_pk: String = bytes_of(&keys["publicKey"])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(public.trim_end(), hex_pk);
+
     // The same steps by the CLI on this machine, for the figures in BENCHMARKS.md.
     let timed = |args: &[&str], pw: &str| {
         let t = std::time::Instant::now();
