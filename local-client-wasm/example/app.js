@@ -1,6 +1,6 @@
 // The example page: the flow of the command line, in a page. No inline script: the page's
 // policy allows scripts from its own origin and WebAssembly only.
-import init, { Client } from "../pkg/local_client_wasm.js";
+import init, { Client, stretchOnce } from "../pkg/local_client_wasm.js";
 
 const $ = (id) => document.getElementById(id);
 const out = (text) => { $("out").textContent = text; };
@@ -44,7 +44,7 @@ const actions = {
 
 await init();
 // For scripts and tests driving the page.
-window.keyserver = { Client };
+window.keyserver = { Client, stretchOnce };
 const params = new URLSearchParams(location.search);
 if (params.get("server")) $("server").value = params.get("server");
 for (const [id, f] of Object.entries(actions)) {

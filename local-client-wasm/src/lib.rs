@@ -29,3 +29,5 @@ mod api;
 mod error;
 mod link;
 mod store;
+
+pub use api::{Client, Session, stretch_once};
