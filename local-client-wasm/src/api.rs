@@ -462,7 +462,7 @@ impl Session {
     }
 
     /// Gives the server a private key (32 raw bytes of `algorithm`, a `Uint8Array`, zeroed
-    /// once copied) to hold as `name`; resolves to what it holds (its public key checked
+    /// once the server holds it) to hold as `name`; resolves to what it holds (its public key checked
     /// against the one computed here).
     #[wasm_bindgen(js_name = importKey)]
     pub fn import_key(
@@ -474,17 +474,18 @@ impl Session {
     ) -> Promise {
         let inner = self.inner.clone();
         let bytes = zeroize::Zeroizing::new(private_key.to_vec());
-        private_key.fill(0, 0, private_key.length());
         promise(async move {
             let s = inner.session()?;
             let n = key_name(&name)?;
             let key = PrivateKey::from_bytes(algorithm_named(&algorithm)?, &bytes)
                 .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+            drop(bytes);
             let r = s.import_key(&n, &key, exportable).await;
-            inner
-                .finish(&s, r)
-                .await
-                .map(|i| JsValue::from(key_info(&i)))
+            let info = inner.finish(&s, r).await?;
+            // The server holds it now: the page's copy is zeroed (kept on any failure,
+            // where it may be the only one).
+            private_key.fill(0, 0, private_key.length());
+            Ok(JsValue::from(key_info(&info)))
         })
     }
 

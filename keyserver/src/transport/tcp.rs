@@ -224,11 +224,14 @@ where
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
+            // The writer gave up on a peer that does not read: so does the reader.
+            () = tx.closed() => break,
             p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let mut header = [0u8; HEADER_LEN];
         let read = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = tx.closed() => break,
             r = tokio::time::timeout(limits.idle_timeout, reader.read_exact(&mut header)) => r,
         };
         match read {
@@ -261,6 +264,7 @@ where
         // connection is not read further until answers go out.
         let reserved = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = tx.closed() => break,
             r = budget.reserve(len) => match r { Some(r) => r, None => break },
         };
         let mut payload = vec![0u8; len];

@@ -236,26 +236,34 @@ where
     let idle = limits.idle_timeout;
     let write_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let sent = |r: Result<Result<(), _>, _>| matches!(r, Ok(Ok(())));
+        // `None` in the queue: the connection is refused for what it sent; everything
+        // queued before it goes out first, then a policy-violation close.
+        let mut closing = false;
         while let Some(next) = rx.recv().await {
-            let Some(frame) = next else {
-                let close = CloseFrame {
-                    code: CloseCode::Policy,
-                    reason: "malformed frame".into(),
-                };
-                let _ = tokio::time::timeout(idle, sink.send(Message::Close(Some(close)))).await;
-                return;
-            };
-            if !sent(tokio::time::timeout(idle, sink.feed(Message::Binary(frame.into()))).await) {
-                return;
-            }
+            let mut batch = vec![next];
             // Every answer already queued goes out with one flush.
-            while let Ok(Some(more)) = rx.try_recv() {
-                if !sent(tokio::time::timeout(idle, sink.feed(Message::Binary(more.into()))).await)
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            for item in batch {
+                let Some(frame) = item else {
+                    closing = true;
+                    break;
+                };
+                if !sent(tokio::time::timeout(idle, sink.feed(Message::Binary(frame.into()))).await)
                 {
                     return;
                 }
             }
             if !sent(tokio::time::timeout(idle, sink.flush()).await) {
+                return;
+            }
+            if closing {
+                let close = CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "not a frame of this protocol".into(),
+                };
+                let _ = tokio::time::timeout(idle, sink.send(Message::Close(Some(close)))).await;
                 return;
             }
         }
@@ -265,13 +273,23 @@ where
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    // Whether the last message was a request: the idle timer starts again once the next
+    // read begins (time spent waiting for a slot or for bytes of budget is not idle), but
+    // pings never start it again.
+    let mut rearm = false;
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = tx.closed() => break,
             p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
+        if std::mem::take(&mut rearm) {
+            idle_timer.set(tokio::time::sleep(idle));
+        }
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
+            // The writer gave up on a peer that does not read: so does the reader.
+            () = tx.closed() => break,
             () = &mut idle_timer => {
                 debug!("idle timeout");
                 break;
@@ -294,7 +312,7 @@ where
                 break;
             }
         };
-        idle_timer.set(tokio::time::sleep(idle));
+        rearm = true;
         let Some(f) = frame::parse_exact(&data) else {
             // The id is unknown: answer once with id 0, as TCP does, and close.
             debug!(len = data.len(), "malformed frame");
@@ -308,6 +326,7 @@ where
         // the message limit): at its budget, the connection is not read further.
         let reserved = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = tx.closed() => break,
             r = budget.reserve(f.body.len() + frame::ID_LEN) => match r { Some(r) => r, None => break },
         };
         let (core, tx, f_id) = (core.clone(), tx.clone(), f.id);

@@ -277,6 +277,8 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
          const listed = await s.list();
          const audit = await s.audit();
          await s.logout();
+         // Logged out here too: the session (its keys) is gone from the client.
+         const userAfterLogout = s.user;
          let afterLogout = null;
          try { await s.list(); } catch (e) { afterLogout = e.reason; }
          // What the client knows of the account is in IndexedDB, the default store.
@@ -287,7 +289,7 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
          db.close();
          let wrong = null;
          try { await client.login('alice', 'not the password'); } catch (e) { wrong = [e.code, e.exitCode]; }
-         return { version, back: Array.from(back), listed, audit, exists, missing, wrong, afterLogout,
+         return { version, back: Array.from(back), listed, audit, exists, missing, wrong, afterLogout, userAfterLogout,
                   stored: stored.map((j) => JSON.parse(j)),
                   ms: { register: t1 - t0, login: t2 - t1, store: t3 - t2, retrieve: t4 - t3 } };",
         json!({ "url": url, "password": PASSWORD, "secret": from_browser }),
@@ -301,6 +303,7 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
     assert_eq!(flow["wrong"], json!(["AUTH_FAILED", 3]));
     assert_eq!(flow["listed"][0]["name"], json!("from-browser"));
     assert_eq!(flow["afterLogout"], json!("SESSION_ENDED"));
+    assert!(flow["userAfterLogout"].is_null(), "{flow}");
     // One account's state, pinned at the audit position the client verified last.
     let stored = flow["stored"].as_array().unwrap();
     assert_eq!(stored.len(), 1, "{stored:?}");
@@ -346,7 +349,7 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
          let rollback = null;
          try { const s2 = await client.login('alice', args.password); await s2.list(); }
          catch (e) { rollback = [e.code, e.exitCode]; }
-         const kept = JSON.parse(map.get(key)).audit.seq === forged.audit.seq;
+         const kept = map.get(key) === JSON.stringify(forged);
          return { zeroed, pinned, entries: map.size, rollback, kept };",
         json!({ "url": url, "password": PASSWORD }),
     )
@@ -491,6 +494,7 @@ async fn the_browser_client_does_the_flow_and_interoperates_with_the_cli() {
         json!({}),
     )
     .await;
+    assert!(ksf.as_f64().is_some_and(|ms| ms > 0.0), "{ksf}");
     let ms = &flow["ms"];
     let _ = writeln!(
         std::io::stderr(),
