@@ -335,7 +335,7 @@ impl Server {
             Some(addr) => {
                 let tls = web_tls(&config, &certs, &key)?;
                 let bind_err = |source| StartError::Bind { addr, source };
-                let listener = transport::web::bind(addr).await.map_err(bind_err)?;
+                let listener = transport::tcp::bind(addr).await.map_err(bind_err)?;
                 let bound = listener.local_addr().map_err(bind_err)?;
                 Some((listener, bound, tls))
             }

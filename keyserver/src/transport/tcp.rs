@@ -60,21 +60,7 @@ pub async fn serve(
 
 /// Accepts connections into `ctx` until `shutdown`.
 pub async fn serve_with(listener: TcpListener, ctx: Context, shutdown: CancellationToken) {
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        ctx.accept(tcp, remote);
-    }
+    super::accept_loop(listener, &shutdown, |tcp, remote| ctx.accept(tcp, remote)).await;
 }
 
 /// What every connection of a listener shares.

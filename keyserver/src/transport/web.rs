@@ -107,29 +107,10 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Binds the web listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Accepts connections until `shutdown`.
 pub async fn serve(listener: TcpListener, ctx: Context) {
     let shutdown = ctx.shutdown.clone();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        accept(&ctx, tcp, remote);
-    }
+    super::accept_loop(listener, &shutdown, |tcp, remote| accept(&ctx, tcp, remote)).await;
 }
 
 fn accept<S>(ctx: &Context, io: S, remote: SocketAddr)
