@@ -427,6 +427,74 @@ on_every_backend! {
 }
 
 on_every_backend! {
+    /// An account read in a job, by itself or with its session's state, is the row as the
+    /// job last saved it, and a job after a failed one sees nothing of the failed one's
+    /// saves (a backend may keep the row it read, never past its job).
+    async fn an_account_read_in_a_job_is_the_row_as_the_job_left_it(s: Storage) {
+        let a = new_account(&s, "alice").await;
+        let (id, session) = (a.id, [4; 16]);
+        let row = SessionRow {
+            id: session,
+            account: id,
+            sealed_keys: vec![4; 92],
+            created: 100,
+            last_used: 100,
+            reauthed_at: None,
+            epoch: 1,
+        };
+        write(&s, move |tx| Box::pin(async move { tx.insert_session(&row).await })).await;
+        let store = s.clone();
+        let bump = move |fail: bool| {
+            let s = store.clone();
+            async move {
+                s.write_for(id, Durability::Disk, move |tx| {
+                    Box::pin(async move {
+                        // The account first, then the session's state, and the account
+                        // again: a row kept from an earlier job would show in the first.
+                        let mut a = super::super::account(tx, id).await?;
+                        let state = tx.session_state(session).await?.unwrap();
+                        assert_eq!(state.account_epoch, a.epoch);
+                        assert_eq!(super::super::account(tx, id).await?, a);
+                        a.audit_seq += 1;
+                        a.epoch += 1;
+                        tx.save_account(&a).await?;
+                        let again = super::super::account(tx, id).await?;
+                        assert_eq!(again, a);
+                        let state = tx.session_state(session).await?.unwrap();
+                        assert_eq!(state.account_epoch, a.epoch);
+                        assert_eq!(super::super::account(tx, id).await?, a);
+                        if fail {
+                            return Err(StorageError::Unavailable("this job fails".into()));
+                        }
+                        Ok(a)
+                    })
+                })
+                .await
+            }
+        };
+        let first = bump(false).await.unwrap();
+        // Its own failure, not an assertion failing inside it (which fails a job too).
+        assert!(
+            matches!(bump(true).await, Err(StorageError::Unavailable(m)) if m == "this job fails")
+        );
+        let third = bump(false).await.unwrap();
+        assert_eq!(first.audit_seq, a.audit_seq + 1);
+        assert_eq!(third.audit_seq, first.audit_seq + 1, "the failed job's save is gone");
+        let back = s
+            .read(move |tx| {
+                Box::pin(async move {
+                    let state = tx.session_state(session).await?.unwrap();
+                    Ok((state, super::super::account(tx, id).await?))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(back.1, third);
+        assert_eq!(back.0.account_epoch, third.epoch);
+    }
+}
+
+on_every_backend! {
     /// A job that fails after writing leaves nothing behind, and jobs committed beside it
     /// (on SQLite, in the same batch) are kept.
     async fn a_failed_job_changes_nothing_and_takes_no_other_job_with_it(s: Storage) {

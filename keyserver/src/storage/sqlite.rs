@@ -216,7 +216,7 @@ impl Readers {
                 Some(c) => c,
                 None => open_reader(&path)?,
             };
-            let mut tx = SqliteTx { conn };
+            let mut tx = SqliteTx::new(conn);
             exec(&tx.conn, "BEGIN")?;
             let r = run_caught(job, &mut tx);
             // A read transaction has nothing to commit; ending it frees its snapshot.
@@ -291,7 +291,7 @@ fn start_writer(
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            write_loop(SqliteTx { conn }, rx, &observer);
+            write_loop(SqliteTx::new(conn), rx, &observer);
             // The last change is committed: one more checkpoint, then the thread ends.
             drop(stop);
         })
@@ -407,6 +407,7 @@ fn commit_batch(tx: &mut SqliteTx, batch: &mut Vec<WriteJob>) {
         exec(&tx.conn, "BEGIN IMMEDIATE")?;
         for WriteJob { job, done, .. } in batch.drain(..) {
             exec(&tx.conn, "SAVEPOINT job")?;
+            tx.seen = None;
             let result = run_caught(job, tx);
             if result.is_err() {
                 exec(&tx.conn, "ROLLBACK TO job")?;
@@ -436,19 +437,44 @@ fn commit_batch(tx: &mut SqliteTx, batch: &mut Vec<WriteJob>) {
 /// reader's (inside a read transaction).
 struct SqliteTx {
     conn: Connection,
+    /// The account row this job last read or saved. Nothing but the job's own statements
+    /// changes what it sees (the writer's transaction holds the database's only write lock;
+    /// a reader's transaction reads one snapshot), and the only one of them that writes
+    /// the row's columns is [`Tx::save_account`], which keeps what it saved: reading the
+    /// row again (a handler's own read, the audit position every answer carries) needs no
+    /// statement. Cleared before every job.
+    seen: Option<AccountRow>,
+}
+
+impl SqliteTx {
+    const fn new(conn: Connection) -> Self {
+        Self { conn, seen: None }
+    }
+
+    /// Keeps `row` as the account this job last saw.
+    fn keep(&mut self, row: Option<&AccountRow>) {
+        if let Some(r) = row {
+            self.seen = Some(r.clone());
+        }
+    }
 }
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<RawAccount> {
+    account_row_at(r, 0)
+}
+
+/// The account columns ([`account_columns`]) of `r`, from its column `at` on.
+fn account_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<RawAccount> {
     Ok(RawAccount {
-        id: r.get(0)?,
-        user: r.get(1)?,
-        failed: r.get(2)?,
-        last_attempt: r.get(3)?,
-        audit_seq: r.get(4)?,
-        audit_head: r.get(5)?,
-        live_secrets: r.get(6)?,
-        epoch: r.get(7)?,
-        lockout_logged: r.get(8)?,
+        id: r.get(at)?,
+        user: r.get(at + 1)?,
+        failed: r.get(at + 2)?,
+        last_attempt: r.get(at + 3)?,
+        audit_seq: r.get(at + 4)?,
+        audit_head: r.get(at + 5)?,
+        live_secrets: r.get(at + 6)?,
+        epoch: r.get(at + 7)?,
+        lockout_logged: r.get(at + 8)?,
     })
 }
 
@@ -505,7 +531,9 @@ impl Tx for SqliteTx {
                 account_row,
             )
             .optional()?;
-        row.map(RawAccount::check).transpose()
+        let row = row.map(RawAccount::check).transpose()?;
+        self.keep(row.as_ref());
+        Ok(row)
     }
 
     async fn account_by_name(
@@ -521,10 +549,15 @@ impl Tx for SqliteTx {
             ))?
             .query_row(params![user.as_str()], account_row)
             .optional()?;
-        row.map(RawAccount::check).transpose()
+        let row = row.map(RawAccount::check).transpose()?;
+        self.keep(row.as_ref());
+        Ok(row)
     }
 
     async fn account(&mut self, id: AccountId) -> Result<Option<AccountRow>, StorageError> {
+        if let Some(seen) = self.seen.as_ref().filter(|a| a.id == id) {
+            return Ok(Some(seen.clone()));
+        }
         let row = self
             .conn
             .prepare_cached(concat!(
@@ -534,7 +567,9 @@ impl Tx for SqliteTx {
             ))?
             .query_row(params![id], account_row)
             .optional()?;
-        row.map(RawAccount::check).transpose()
+        let row = row.map(RawAccount::check).transpose()?;
+        self.keep(row.as_ref());
+        Ok(row)
     }
 
     async fn save_account(&mut self, a: &AccountRow) -> Result<(), StorageError> {
@@ -555,6 +590,9 @@ impl Tx for SqliteTx {
                 i64::from(a.guesses.lockout_logged),
                 a.id,
             ])?;
+        if self.seen.as_ref().is_some_and(|s| s.id == a.id) {
+            self.seen = Some(a.clone());
+        }
         Ok(())
     }
 
@@ -945,22 +983,31 @@ impl Tx for SqliteTx {
     }
 
     async fn session_state(&mut self, id: [u8; 16]) -> Result<Option<SessionState>, StorageError> {
-        let row: Option<(Option<i64>, i64, i64)> = self
+        // The session's account comes with it, kept for the job (the operation reads it
+        // next, and again for the audit position its answer carries).
+        let row: Option<(Option<i64>, i64, RawAccount)> = self
             .conn
             .prepare_cached(
-                "SELECT s.reauthed_at, s.epoch, a.epoch FROM sessions s \
-                 JOIN accounts a ON a.id = s.account_id WHERE s.id = ?1",
+                "SELECT s.reauthed_at, s.epoch, a.id, a.user_name, a.failed_logins, \
+                 a.last_login_attempt, a.audit_seq, a.audit_head, a.live_secrets, a.epoch, \
+                 a.lockout_logged FROM sessions s JOIN accounts a ON a.id = s.account_id \
+                 WHERE s.id = ?1",
             )?
-            .query_row(params![&id[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        row.map(|(reauthed_at, epoch, account_epoch)| {
-            Ok(SessionState {
-                reauthed_at,
-                epoch: u64_of(epoch)?,
-                account_epoch: u64_of(account_epoch)?,
+            .query_row(params![&id[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?, account_row_at(r, 2)?))
             })
-        })
-        .transpose()
+            .optional()?;
+        let Some((reauthed_at, epoch, account)) = row else {
+            return Ok(None);
+        };
+        let account = account.check()?;
+        let state = SessionState {
+            reauthed_at,
+            epoch: u64_of(epoch)?,
+            account_epoch: account.epoch,
+        };
+        self.keep(Some(&account));
+        Ok(Some(state))
     }
 
     async fn set_session_epoch(
