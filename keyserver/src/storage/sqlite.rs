@@ -246,6 +246,14 @@ fn open_reader(path: &Path) -> Result<Connection, StorageError> {
 const LIST_LIVE: &str = "SELECT tag, sealed_name, version, length(sealed), created_at \
     FROM secrets WHERE account_id = ?1 AND sealed IS NOT NULL AND tag > ?2 ORDER BY tag LIMIT ?3";
 
+/// A session's state and its account's columns ([`account_columns`], from column 2 on).
+/// The inner select names the columns once; SQLite flattens it into two key lookups.
+const SESSION_STATE: &str = concat!(
+    "SELECT s.reauthed_at, s.epoch, a.* FROM sessions s JOIN (SELECT ",
+    account_columns!(),
+    " FROM accounts) a ON a.id = s.account_id WHERE s.id = ?1"
+);
+
 /// An account's secrets, live and deleted, in name order.
 const LIST_ALL: &str = "SELECT tag, sealed_name, version, length(sealed), created_at \
     FROM secrets WHERE account_id = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3";
@@ -987,12 +995,7 @@ impl Tx for SqliteTx {
         // next, and again for the audit position its answer carries).
         let row: Option<(Option<i64>, i64, RawAccount)> = self
             .conn
-            .prepare_cached(
-                "SELECT s.reauthed_at, s.epoch, a.id, a.user_name, a.failed_logins, \
-                 a.last_login_attempt, a.audit_seq, a.audit_head, a.live_secrets, a.epoch, \
-                 a.lockout_logged FROM sessions s JOIN accounts a ON a.id = s.account_id \
-                 WHERE s.id = ?1",
-            )?
+            .prepare_cached(SESSION_STATE)?
             .query_row(params![&id[..]], |r| {
                 Ok((r.get(0)?, r.get(1)?, account_row_at(r, 2)?))
             })
@@ -1480,6 +1483,21 @@ mod tests {
             plan.iter().any(|p| p.contains("USING INDEX secrets_live")),
             "{plan:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_session_and_its_account_are_read_by_their_keys() {
+        let (_s, dir) = fresh().await.unwrap();
+        let conn = Connection::open(dir.path().join("test.db")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SESSION_STATE}"))
+            .unwrap()
+            .query_map(params![&[0u8; 16][..]], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        assert!(plan.iter().all(|p| p.starts_with("SEARCH")), "{plan:?}");
     }
 
     #[tokio::test]
